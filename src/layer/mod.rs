@@ -1,0 +1,123 @@
+//! The channel layer: the contract Django Channels defines and every backend implements.
+//!
+//! A connection gets its own channel with a fixed `capacity`; groups are sets of channels;
+//! `group_send` puts a message into every member's channel and, when a channel is full, drops the
+//! message for that member and counts it — it never blocks the sender. Backends live one per file
+//! and all pass the same behaviour tests; `faults` wraps any of them with the switches that prove
+//! leakrun's detectors.
+
+pub mod faults;
+pub mod memory;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+pub use faults::FaultyLayer;
+pub use memory::MemoryLayer;
+
+/// A channel name, unique within a layer.
+pub type ChannelName = Arc<str>;
+
+/// Why a layer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The backend could not be reached or answered with an error.
+    #[error("channel layer backend failed: {0}")]
+    Backend(String),
+}
+
+/// The receiving end of one connection's channel.
+#[derive(Debug)]
+pub struct ChannelReceiver {
+    /// The channel's name, used for group membership.
+    pub name: ChannelName,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelReceiver {
+    /// Wraps a tokio receiver as a named channel.
+    pub fn new(name: ChannelName, rx: mpsc::Receiver<Bytes>) -> Self {
+        Self { name, rx }
+    }
+
+    /// Waits for the next message; `None` once the layer closed the channel.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+
+    /// Takes a message that is already waiting, if any.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// The channels contract.
+#[async_trait]
+pub trait ChannelLayer: Send + Sync {
+    /// Creates a new channel for one connection, holding at most the layer's capacity.
+    async fn new_channel(&self) -> Result<ChannelReceiver, LayerError>;
+    /// Adds `channel` to `group`.
+    async fn group_add(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError>;
+    /// Removes `channel` from `group`.
+    async fn group_discard(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError>;
+    /// Sends `message` to every channel in `group`; full channels drop it and count the drop.
+    async fn group_send(&self, group: &str, message: Bytes) -> Result<(), LayerError>;
+    /// Closes a channel for good, freeing its buffer.
+    async fn close_channel(&self, receiver: ChannelReceiver) -> Result<(), LayerError>;
+    /// A snapshot of the layer's state and counters.
+    fn stats(&self) -> LayerStats;
+}
+
+/// State and counters of a channel layer, as `/stats` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerStats {
+    /// Groups with at least one member.
+    pub groups: u64,
+    /// Channel memberships across all groups.
+    pub memberships: u64,
+    /// Open channels.
+    pub channels: u64,
+    /// Messages waiting in channel buffers.
+    pub buffered: u64,
+    /// `group_send` calls.
+    pub group_sends: u64,
+    /// Messages placed into a member's channel.
+    pub delivered: u64,
+    /// Messages dropped because a member's channel was full.
+    pub dropped_full: u64,
+    /// Messages dropped on purpose by the `drop_one_in` fault switch.
+    pub fault_dropped: u64,
+    /// Envelopes (`[sender, seq]`) of the messages the fault switch dropped, first 10,000.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fault_dropped_envelopes: Vec<[u64; 2]>,
+}
+
+/// The counters every backend keeps, shared so `stats` is a plain read.
+#[derive(Debug, Default)]
+pub struct LayerCounters {
+    /// `group_send` calls.
+    pub group_sends: AtomicU64,
+    /// Messages placed into a member's channel.
+    pub delivered: AtomicU64,
+    /// Messages dropped because a channel was full.
+    pub dropped_full: AtomicU64,
+}
+
+impl LayerCounters {
+    /// Adds one to `counter`.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies the counters into `stats`.
+    pub fn fill(&self, stats: &mut LayerStats) {
+        stats.group_sends = self.group_sends.load(Ordering::Relaxed);
+        stats.delivered = self.delivered.load(Ordering::Relaxed);
+        stats.dropped_full = self.dropped_full.load(Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,10 @@
+//! leakrun: one scenario file per leak or message-loss bug in a WebSocket or HTTP server.
+//!
+//! A [`scenario`] names a server, rooms and clients; the [`runner`] stands the server up, drives
+//! the clients through iterations, and the observers turn what happened into verdicts that land in
+//! [`results`].
+
+pub mod scenario;
+pub mod envelope;
+pub mod layer;
+pub mod server;

@@ -1,0 +1,249 @@
+//! The validated scenario: the only shape the runner sees. Every value here has been checked,
+//! has its default filled in, and is in the unit the runner works in.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::units::{duration_text, option_duration_text};
+
+/// A scenario the runner can trust.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Short name; the result lands in `results/<name>.json`.
+    pub name: String,
+    /// What bug this scenario expresses, in the author's words.
+    pub description: String,
+    /// The server under test.
+    pub server: ServerSpec,
+    /// The channel layer behind the embedded server.
+    pub backend: BackendSpec,
+    /// Rooms and the clients in each.
+    pub rooms: Vec<RoomSpec>,
+    /// Durations and iteration counts.
+    pub run: RunSpec,
+    /// Which verdicts the scenario expects to be bad (positive controls).
+    pub expect: Expectation,
+    /// Limits the verdicts are judged against.
+    pub thresholds: Thresholds,
+}
+
+/// Which server is under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// leakrun's own warp server, started in-process.
+    Embedded,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerSpec {
+    /// Which server is under test.
+    pub target: Target,
+    /// How many embedded server instances share the backend; clients spread round-robin.
+    pub instances: usize,
+    /// Messages a connection's channel holds before further ones are dropped and counted.
+    pub capacity: usize,
+    /// Largest text frame the server forwards; larger ones are counted and ignored.
+    pub max_frame: usize,
+    /// Fault switches that exist to prove the detectors.
+    pub faults: Faults,
+}
+
+/// Deliberate faults. All off unless a scenario turns them on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Faults {
+    /// Silently drop every Nth group message in the channel layer.
+    pub drop_one_in: Option<u64>,
+    /// Keep a closed connection's group membership and channel buffer.
+    pub keep_membership_on_disconnect: bool,
+}
+
+/// Channel-layer backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// In-process layer; needs nothing installed.
+    Memory,
+}
+
+impl BackendKind {
+    /// Every kind a scenario may name, as written in the file.
+    pub const NAMES: &'static [&'static str] = &["memory"];
+
+    /// The name as written in a scenario.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+        }
+    }
+}
+
+/// `[backend]`, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendSpec {
+    /// Which channel layer the embedded server uses.
+    pub kind: BackendKind,
+}
+
+/// One room and its client groups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomSpec {
+    /// Room (group) name, as it appears in `/ws/chat/{room}`.
+    pub name: String,
+    /// Groups of clients joining this room.
+    pub clients: Vec<ClientGroup>,
+}
+
+/// A group of identical clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientGroup {
+    /// How the clients connect and leave.
+    pub pattern: Pattern,
+    /// How many clients of this kind.
+    pub count: usize,
+    /// Messages per second each client sends while connected (0: listen only).
+    pub rate: f64,
+    /// Size in bytes of each text frame sent (the envelope padded up to this size).
+    pub payload: usize,
+    /// Whether the client reads what the server sends.
+    pub reader: Reader,
+}
+
+/// How a client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reader {
+    /// Reads every frame as it arrives.
+    Normal,
+    /// Never reads: a frozen tab. The server's buffers for it fill up.
+    Paused,
+}
+
+/// How a client closes its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseMode {
+    /// Sends a close frame and waits for the server's.
+    Graceful,
+    /// Drops the TCP connection without a close frame, like a killed process.
+    Abrupt,
+}
+
+/// Connection patterns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Pattern {
+    /// Connect at the start of the iteration and stay until it ends.
+    Steady,
+    /// Connect, stay `up`, close, wait `down`, reconnect as a new sender; repeat.
+    Cycle {
+        /// How long each session stays connected.
+        #[serde(with = "duration_text")]
+        up: Duration,
+        /// How long to wait before reconnecting.
+        #[serde(with = "duration_text")]
+        down: Duration,
+        /// How each session closes.
+        close: CloseMode,
+    },
+    /// Browser tabs: open all over `ramp`, hold, close them all; one wave per iteration.
+    Tabs {
+        /// Time over which the tabs open, evenly spread.
+        #[serde(with = "duration_text")]
+        ramp: Duration,
+        /// How long the tabs stay open after the ramp; none: until the iteration ends.
+        #[serde(with = "option_duration_text")]
+        hold: Option<Duration>,
+        /// How the tabs close.
+        close: CloseMode,
+    },
+}
+
+impl Pattern {
+    /// The pattern's name as written in a scenario.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pattern::Steady => "steady",
+            Pattern::Cycle { .. } => "cycle",
+            Pattern::Tabs { .. } => "tabs",
+        }
+    }
+}
+
+/// `[run]`, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// How long clients send in each iteration.
+    #[serde(with = "duration_text")]
+    pub duration: Duration,
+    /// How many iterations against the same server.
+    pub iterations: u32,
+    /// How many leading iterations are warm-up (excluded from leak fits).
+    pub warmup: u32,
+    /// Upper bound on waiting for in-flight messages after sending stops.
+    #[serde(with = "duration_text")]
+    pub drain: Duration,
+    /// Upper bound on waiting for the server to report zero live connections.
+    #[serde(with = "duration_text")]
+    pub settle: Duration,
+    /// Upper bound on one WebSocket connect (TCP and handshake).
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+}
+
+/// `[expect]`: which verdicts a scenario expects to come out bad.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Expectation {
+    /// The scenario expects lost, duplicated, reordered or misrouted messages.
+    pub gaps: bool,
+    /// The scenario expects a latency threshold to be exceeded.
+    pub latency_breach: bool,
+}
+
+/// `[thresholds]`, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Lost messages allowed (gaps plus tail loss) before the gaps verdict fails.
+    pub gaps: u64,
+    /// Duplicated deliveries allowed.
+    pub duplicates: u64,
+    /// Out-of-order deliveries allowed.
+    pub reordered: u64,
+    /// Deliveries from another room allowed.
+    pub misrouted: u64,
+    /// Delivery latency limits, per room.
+    pub delivery: LatencyLimits,
+    /// Limit on the p99 of WebSocket connect time.
+    #[serde(with = "option_duration_text")]
+    pub connect_p99: Option<Duration>,
+}
+
+/// Percentile limits for one latency histogram.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LatencyLimits {
+    /// Median limit.
+    #[serde(with = "option_duration_text")]
+    pub p50: Option<Duration>,
+    /// 99th percentile limit.
+    #[serde(with = "option_duration_text")]
+    pub p99: Option<Duration>,
+    /// 99.9th percentile limit.
+    #[serde(with = "option_duration_text")]
+    pub p999: Option<Duration>,
+    /// Maximum limit.
+    #[serde(with = "option_duration_text")]
+    pub max: Option<Duration>,
+}
+
+impl Scenario {
+    /// Total clients across all rooms and groups.
+    pub fn client_count(&self) -> usize {
+        self.rooms
+            .iter()
+            .flat_map(|room| &room.clients)
+            .map(|group| group.count)
+            .sum()
+    }
+}

@@ -1,0 +1,122 @@
+//! One WebSocket connection on the embedded server: join the room's group, forward each text
+//! frame to the group, write each group message out, and leave the group when the socket ends —
+//! however it ends. Nothing a client sends can panic this task; everything unusual is counted.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use warp::ws::{Message, WebSocket};
+
+use super::AppState;
+use super::stats::ServerCounters;
+
+/// Most group messages written before one flush, so a busy room is written in batches.
+const WRITE_BATCH: usize = 64;
+
+/// How the connection ended.
+enum Ending {
+    Graceful,
+    Abrupt,
+    ProtocolError,
+    ServerSide,
+}
+
+/// Serves one upgraded socket in `room` until it closes.
+pub async fn serve_socket(socket: WebSocket, room: String, state: Arc<AppState>) {
+    let counters = &state.counters;
+    ServerCounters::bump(&counters.connections_opened);
+    ServerCounters::bump(&counters.live_connections);
+
+    let ending = match state.layer.new_channel().await {
+        Ok(mut channel) => {
+            let ending = match state.layer.group_add(&room, &channel.name).await {
+                Ok(()) => pump(socket, &room, &mut channel, &state).await,
+                Err(_) => {
+                    ServerCounters::bump(&counters.layer_errors);
+                    Ending::ServerSide
+                }
+            };
+            if state.layer.group_discard(&room, &channel.name).await.is_err()
+                || state.layer.close_channel(channel).await.is_err()
+            {
+                ServerCounters::bump(&counters.layer_errors);
+            }
+            ending
+        }
+        Err(_) => {
+            ServerCounters::bump(&counters.layer_errors);
+            Ending::ServerSide
+        }
+    };
+    match ending {
+        Ending::Graceful => ServerCounters::bump(&counters.graceful_closes),
+        Ending::Abrupt => ServerCounters::bump(&counters.abrupt_closes),
+        Ending::ProtocolError => ServerCounters::bump(&counters.protocol_errors),
+        Ending::ServerSide => {}
+    }
+    counters.live_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn pump(socket: WebSocket, room: &str, channel: &mut crate::layer::ChannelReceiver, state: &AppState) -> Ending {
+    let counters = &state.counters;
+    let (mut sink, mut stream) = socket.split();
+    loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(message)) if message.is_text() => {
+                    let bytes = message.into_bytes();
+                    if bytes.len() > state.max_frame {
+                        ServerCounters::bump(&counters.oversize_frames);
+                        continue;
+                    }
+                    ServerCounters::bump(&counters.frames_in);
+                    if state.layer.group_send(room, bytes).await.is_err() {
+                        ServerCounters::bump(&counters.layer_errors);
+                    }
+                }
+                Some(Ok(message)) if message.is_binary() => ServerCounters::bump(&counters.binary_frames),
+                Some(Ok(message)) if message.is_close() => {
+                    let _ = sink.close().await;
+                    return Ending::Graceful;
+                }
+                // Ping and pong are answered by the protocol layer.
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return classify(&error),
+                None => return Ending::Abrupt,
+            },
+            outgoing = channel.recv() => {
+                let Some(first) = outgoing else { return Ending::ServerSide };
+                let mut batch = 0;
+                let mut next = Some(first);
+                while let Some(bytes) = next {
+                    if sink.feed(text_message(bytes)).await.is_err() {
+                        return Ending::Abrupt;
+                    }
+                    batch += 1;
+                    next = if batch < WRITE_BATCH { channel.try_recv() } else { None };
+                }
+                if sink.flush().await.is_err() {
+                    return Ending::Abrupt;
+                }
+                counters.frames_out.fetch_add(batch as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn text_message(bytes: Bytes) -> Message {
+    // Everything in a channel came in as a text frame, so it is valid UTF-8.
+    Message::text(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn classify(error: &warp::Error) -> Ending {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match error.source().and_then(|e| e.downcast_ref::<WsError>()) {
+        Some(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed) => Ending::Abrupt,
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Ending::Abrupt,
+        _ => Ending::ProtocolError,
+    }
+}

@@ -1,0 +1,130 @@
+//! The embedded warp server: the chat room of the seed reports, served on loopback.
+//!
+//! As in mini-redis, the caller owns the listener and the shutdown signal: [`serve`] takes a bound
+//! listener and a future, which makes tests trivial (bind `127.0.0.1:0`, spawn, connect).
+//! [`EmbeddedServer`] wraps that for the runner.
+//!
+//! Routes: `GET /ws/chat/{room}` (WebSocket: join the group, group-send each text frame, write
+//! each group message out), `GET /` (hello) and `GET /stats` (counters as JSON).
+
+pub mod connection;
+pub mod stats;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::Reply;
+
+use crate::layer::ChannelLayer;
+use crate::scenario::validate::is_valid_name;
+pub use stats::{ServerCounters, ServerStats};
+
+/// Hard ceiling on one WebSocket message; past it the connection ends with a protocol error.
+/// Frames above the scenario's `max_frame` but under this are counted and ignored instead.
+const HARD_MESSAGE_LIMIT: usize = 32 * 1024 * 1024;
+
+/// What one server instance shares between its connections.
+pub struct AppState {
+    /// The channel layer, possibly shared with other instances.
+    pub layer: Arc<dyn ChannelLayer>,
+    /// This instance's counters.
+    pub counters: ServerCounters,
+    /// Largest text frame forwarded.
+    pub max_frame: usize,
+}
+
+impl AppState {
+    /// State for one instance over `layer`.
+    pub fn new(layer: Arc<dyn ChannelLayer>, max_frame: usize) -> Arc<Self> {
+        Arc::new(Self {
+            layer,
+            counters: ServerCounters::default(),
+            max_frame,
+        })
+    }
+
+    /// Counters and layer state now.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot(self.layer.stats())
+    }
+}
+
+/// Serves the routes on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// The server's routes.
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let chat = warp::path!("ws" / "chat" / String)
+        .and(warp::get())
+        .and(warp::ws())
+        .and(with_state.clone())
+        .map(|room: String, ws: warp::ws::Ws, state: Arc<AppState>| {
+            if !is_valid_name(&room) {
+                ServerCounters::bump(&state.counters.bad_room_requests);
+                let body = format!("invalid room name `{room}`: use 1 to 99 letters, digits, `.`, `_` or `-`\n");
+                return warp::reply::with_status(body, StatusCode::BAD_REQUEST).into_response();
+            }
+            ws.max_message_size(HARD_MESSAGE_LIMIT)
+                .max_frame_size(HARD_MESSAGE_LIMIT)
+                .on_upgrade(move |socket| connection::serve_socket(socket, room, state))
+                .into_response()
+        });
+    let hello = warp::path::end()
+        .and(warp::get())
+        .map(|| "Hello, World!".into_response());
+    let stats = warp::path!("stats")
+        .and(warp::get())
+        .and(with_state)
+        .map(|state: Arc<AppState>| warp::reply::json(&state.stats()).into_response());
+    chat.or(hello).unify().or(stats).unify()
+}
+
+/// A running embedded server instance.
+pub struct EmbeddedServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state, read directly by the in-process sampler.
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl EmbeddedServer {
+    /// Binds `127.0.0.1` on a free port and starts serving.
+    pub async fn start(state: Arc<AppState>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops accepting and waits (briefly) for the server task to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}

@@ -1,1 +1,43 @@
-fn main() {}
+//! The `leakrun` binary: the CLI over the library, and the process's exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use leakrun::cli::{self, Cli};
+use leakrun::exit::Exit;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let args = cli::with_default_subcommand(std::env::args().collect());
+    let parsed = match Cli::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { Exit::Usage.code() } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(Exit::Infrastructure.code());
+        }
+    };
+    let exit = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: closing clients and writing a partial result (Ctrl-C again to abort)");
+                on_signal.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(Exit::Interrupted.code().into());
+                }
+            }
+        });
+        cli::execute(parsed, cancel).await
+    });
+    // Client and server tasks still winding down must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(exit.code())
+}

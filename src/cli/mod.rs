@@ -1,0 +1,166 @@
+//! The command line: parse arguments (clap), turn them into runner options, print what a person
+//! reads, and map every outcome to one exit code. The library below never sees clap types.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::Exit;
+use crate::results::Status;
+use crate::runner::{self, RunOptions};
+use crate::scenario::{self, LoadError};
+
+/// leakrun: run a leak or message-loss scenario against a WebSocket/HTTP server.
+#[derive(Debug, Parser)]
+#[command(name = "leakrun", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenarios and write results/<name>.json (the default: `leakrun FILE` = `leakrun run FILE`).
+    Run {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Folder for result files.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// No progress bar (it is also hidden when stderr is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Parse and validate scenarios without running them.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Subcommand names, for the `leakrun FILE` shorthand.
+const SUBCOMMANDS: &[&str] = &["run", "check", "help"];
+
+/// Inserts `run` when the first argument is a file rather than a subcommand.
+pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
+    if let Some(first) = args.get(1)
+        && !first.starts_with('-')
+        && !SUBCOMMANDS.contains(&first.as_str())
+    {
+        args.insert(1, "run".into());
+    }
+    args
+}
+
+/// Runs the parsed command and returns how it ended.
+pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
+    match cli.command {
+        Command::Check { files } => check(&files),
+        Command::Run { files, out, no_progress } => {
+            let options = RunOptions { out_dir: out, progress: !no_progress && std::io::stderr().is_terminal(), cancel };
+            run(&files, &options).await
+        }
+    }
+}
+
+fn check(files: &[PathBuf]) -> Exit {
+    for file in files {
+        match scenario::load(file) {
+            Ok(loaded) => {
+                let s = &loaded.scenario;
+                println!(
+                    "ok  {}: `{}`, {} room(s), {} client(s), {} iteration(s) of {}",
+                    file.display(),
+                    s.name,
+                    s.rooms.len(),
+                    s.client_count(),
+                    s.run.iterations,
+                    humantime::format_duration(s.run.duration)
+                );
+            }
+            Err(error) => {
+                eprint!("{}", render_load_error(&error));
+                return Exit::Usage;
+            }
+        }
+    }
+    Exit::Pass
+}
+
+async fn run(files: &[PathBuf], options: &RunOptions) -> Exit {
+    // Validate every file before running any, so a typo in the last one is not found an hour in.
+    let mut loaded = Vec::new();
+    for file in files {
+        match scenario::load(file) {
+            Ok(s) => loaded.push(s),
+            Err(error) => {
+                eprint!("{}", render_load_error(&error));
+                return Exit::Usage;
+            }
+        }
+    }
+    let mut worst = Exit::Pass;
+    for scenario in &loaded {
+        if options.cancel.is_cancelled() {
+            break;
+        }
+        eprintln!("running {} ({})", scenario.scenario.name, scenario.path.display());
+        let exit = match runner::run(scenario, options).await {
+            Ok(outcome) => {
+                print_summary(&outcome);
+                match outcome.result.status {
+                    Status::Pass => Exit::Pass,
+                    Status::Fail => Exit::VerdictFailed,
+                    Status::Error => Exit::Infrastructure,
+                    Status::Interrupted => Exit::Interrupted,
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                Exit::Infrastructure
+            }
+        };
+        worst = worst.max(exit);
+    }
+    worst
+}
+
+fn print_summary(outcome: &runner::RunOutcome) {
+    let r = &outcome.result;
+    let status = match r.status {
+        Status::Pass => "PASS",
+        Status::Fail => "FAIL",
+        Status::Error => "ERROR",
+        Status::Interrupted => "INTERRUPTED",
+    };
+    println!(
+        "{}: {} — {} iteration(s) in {:.1}s on {} → {}",
+        r.scenario.name,
+        status,
+        r.iterations.len(),
+        r.elapsed_s,
+        r.backend.kind,
+        outcome.path.display()
+    );
+    if let Some(error) = &r.error {
+        println!("  error: {error}");
+    }
+    if let Some(verdicts) = &r.verdicts {
+        for line in verdicts.lines() {
+            println!("  {line}");
+        }
+    }
+}
+
+fn render_load_error(error: &LoadError) -> String {
+    match error {
+        LoadError::Invalid(problems) => problems.to_string(),
+        other => format!("{other}\n"),
+    }
+}

@@ -1,0 +1,29 @@
+//! Exit codes, decided in one place.
+
+/// How a leakrun command ends, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Every verdict met its expectation.
+    Pass,
+    /// A verdict failed or did not match the expectation.
+    VerdictFailed,
+    /// Bad scenario or bad usage.
+    Usage,
+    /// Something leakrun needs was not there (backend unreachable, server would not start).
+    Infrastructure,
+    /// Interrupted by Ctrl-C; partial results were written.
+    Interrupted,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Pass => 0,
+            Exit::VerdictFailed => 1,
+            Exit::Usage => 2,
+            Exit::Infrastructure => 3,
+            Exit::Interrupted => 130,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Load: the WebSocket clients of a scenario, driven through one iteration.
+//!
+//! One task per client; a client runs one connection session at a time (`session`), and its
+//! pattern (`drivers`) decides when sessions start and end. The runner moves every client through
+//! the iteration's phases with one `watch` channel: send, quiesce (stop sending), disconnect.
+
+pub mod drivers;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::observe::clock::RunClock;
+use crate::observe::events::EventLog;
+
+/// Where an iteration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Clients connect and send.
+    Send,
+    /// Sending has stopped; in-flight messages drain.
+    Quiesce,
+    /// Every client closes now.
+    Disconnect,
+}
+
+/// Counters the progress display and drain detection read while the load runs.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    /// Messages written.
+    pub sent: AtomicU64,
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Messages seen missing so far (holes opened; some may still be filled by reordering).
+    pub suspected_gaps: AtomicU64,
+    /// Successful connects.
+    pub connects: AtomicU64,
+    /// Failed connects.
+    pub connect_failures: AtomicU64,
+}
+
+impl LiveCounters {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the clients of one run share.
+pub struct LoadContext {
+    /// The run clock.
+    pub clock: RunClock,
+    /// Server instances; client `n` connects to instance `n % len`.
+    pub targets: Vec<SocketAddr>,
+    /// Room names, indexed like the scenario.
+    pub rooms: Vec<String>,
+    /// Bound on one connect.
+    pub connect_timeout: Duration,
+    /// Next session id.
+    pub next_session: AtomicU64,
+    /// Live counters.
+    pub live: LiveCounters,
+    /// Churn events.
+    pub events: EventLog,
+}
+
+impl LoadContext {
+    /// A fresh session id (1-based, unique within the run).
+    pub fn new_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}

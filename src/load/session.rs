@@ -1,0 +1,198 @@
+//! One WebSocket connection session: connect, send on an intended schedule, read and track what
+//! arrives, close as told. This is the per-message path: the send buffer is reused, receipt
+//! borrows the frame, and latencies are batched, so nothing here allocates per message received.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+use super::{LoadContext, Phase};
+use crate::envelope::Envelope;
+use crate::observe::analysis::SessionReport;
+use crate::observe::events::EventKind;
+use crate::observe::latency::{DeliveryBatch, LatencyBook};
+use crate::observe::tracker::{Arrival, SeqTracker};
+use crate::scenario::{CloseMode, Reader};
+
+/// How long a graceful close waits for the server's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What a session is asked to do.
+pub struct SessionPlan<'a> {
+    /// Client label.
+    pub client: &'a str,
+    /// Room index.
+    pub room: usize,
+    /// Server instance index.
+    pub instance: usize,
+    /// Messages per second (0: listen only).
+    pub rate: f64,
+    /// Frame size.
+    pub payload: usize,
+    /// Whether to read.
+    pub reader: Reader,
+    /// When to close on its own (cycle `up`, tabs `hold`); otherwise at the disconnect phase.
+    pub close_at: Option<Instant>,
+    /// How to close.
+    pub close: CloseMode,
+}
+
+/// Runs one session to its end. `None` when the connection could not be made.
+pub async fn run(ctx: &LoadContext, book: &LatencyBook, plan: SessionPlan<'_>, phase: &mut watch::Receiver<Phase>) -> Option<SessionReport> {
+    let started = Instant::now();
+    let Some(mut socket) = connect(ctx, plan.instance, &ctx.rooms[plan.room]).await else {
+        ctx.live.connect_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.events.record(ctx.clock.now_ns(), EventKind::ConnectFailed, plan.client, 0);
+        return None;
+    };
+    let id = ctx.new_session_id();
+    let connected_ns = ctx.clock.now_ns();
+    book.connect.record(started.elapsed().as_micros() as u64);
+    ctx.live.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.events.record(connected_ns, EventKind::Connect, plan.client, id);
+
+    let room_name = ctx.rooms[plan.room].as_str();
+    let delivery = &book.delivery[plan.room];
+    let mut tracker = SeqTracker::default();
+    let mut latencies = DeliveryBatch::default();
+    let interval_ns = if plan.rate > 0.0 { (1e9 / plan.rate) as u64 } else { 0 };
+    let send_start_ns = connected_ns;
+    let mut sent: u64 = 0;
+    let mut buffer = String::with_capacity(plan.payload.max(64));
+    let mut sending = *phase.borrow() == Phase::Send && interval_ns > 0;
+    let mut ended_by_server = false;
+    let mut lived_through_drain = false;
+    let reading = plan.reader == Reader::Normal;
+
+    loop {
+        let next_send = ctx.clock.instant_at(send_start_ns + sent * interval_ns);
+        tokio::select! {
+            biased;
+            changed = phase.changed() => {
+                let now = if changed.is_ok() { *phase.borrow() } else { Phase::Disconnect };
+                if now >= Phase::Quiesce {
+                    sending = false;
+                }
+                if now == Phase::Disconnect {
+                    lived_through_drain = true;
+                    break;
+                }
+            }
+            _ = sleep_until_opt(plan.close_at) => break,
+            frame = socket.next(), if reading => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    observe(ctx, &mut tracker, &mut latencies, delivery, room_name, &text, plan.client, id);
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    ended_by_server = true;
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = sleep_until(Instant::from_std(next_send)), if sending => {
+                let envelope = Envelope {
+                    sender: id,
+                    seq: sent,
+                    room: room_name,
+                    intended_us: (send_start_ns + sent * interval_ns) / 1000,
+                };
+                envelope.encode_into(plan.payload, &mut buffer);
+                if socket.send(Message::text(buffer.as_str())).await.is_err() {
+                    ended_by_server = true;
+                    break;
+                }
+                sent += 1;
+                ctx.live.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    let kind = if ended_by_server {
+        EventKind::ClosedByServer
+    } else {
+        match plan.close {
+            CloseMode::Graceful => {
+                // Keep reading until the server's close frame: what arrives meanwhile was delivered.
+                let _ = socket.send(Message::Close(None)).await;
+                let deadline = Instant::now() + CLOSE_WAIT;
+                while let Ok(Some(Ok(frame))) = timeout(deadline.saturating_duration_since(Instant::now()), socket.next()).await {
+                    if let Message::Text(text) = frame {
+                        if reading {
+                            observe(ctx, &mut tracker, &mut latencies, delivery, room_name, &text, plan.client, id);
+                        }
+                    }
+                }
+                EventKind::CloseGraceful
+            }
+            CloseMode::Abrupt => EventKind::CloseAbrupt,
+        }
+    };
+    // Abrupt: the socket is dropped here without a close frame, as a killed process would.
+    drop(socket);
+    latencies.flush(delivery);
+    let closed_ns = ctx.clock.now_ns();
+    ctx.events.record(closed_ns, kind, plan.client, id);
+    Some(SessionReport {
+        id,
+        client: plan.client.to_string(),
+        room: plan.room,
+        connected_ns,
+        closed_ns,
+        lived_through_drain,
+        send_start_ns,
+        interval_ns,
+        sent,
+        tracker,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn observe(
+    ctx: &LoadContext,
+    tracker: &mut SeqTracker,
+    latencies: &mut DeliveryBatch,
+    delivery: &crate::observe::latency::SharedHistogram,
+    room: &str,
+    text: &str,
+    client: &str,
+    id: u64,
+) {
+    let Some(envelope) = Envelope::find(text) else { return };
+    let now_ns = ctx.clock.now_ns();
+    if tracker.first_receipt_ns.is_none() {
+        ctx.events.record(now_ns, EventKind::Subscribed, client, id);
+    }
+    match tracker.observe(&envelope, room, now_ns) {
+        Arrival::Jump(missing) => {
+            ctx.live.suspected_gaps.fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
+        }
+        Arrival::Misrouted | Arrival::Duplicate => return,
+        _ => {}
+    }
+    ctx.live.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    latencies.push((now_ns / 1000).saturating_sub(envelope.intended_us), delivery);
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(ctx: &LoadContext, instance: usize, room: &str) -> Option<WebSocketStream<TcpStream>> {
+    let addr = ctx.targets[instance % ctx.targets.len()];
+    let url = format!("ws://{addr}/ws/chat/{room}");
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await.ok()?;
+        let _ = tcp.set_nodelay(true);
+        client_async(url, tcp).await.ok().map(|(socket, _)| socket)
+    };
+    timeout(ctx.connect_timeout, attempt).await.ok().flatten()
+}

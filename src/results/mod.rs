@@ -1,0 +1,186 @@
+//! The result file: everything a run found, as one JSON document in `results/<name>.json`.
+//!
+//! Written atomically (a temporary file in the same folder, then a rename), so a reader — a
+//! person, CI, `leakrun diff` — never sees half a result, even when the run is interrupted.
+
+pub mod host;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::observe::analysis::{LossRecord, LossTotals};
+use crate::observe::events::ChurnEvent;
+use crate::observe::latency::LatencySummary;
+use crate::scenario::Scenario;
+use crate::server::ServerStats;
+use crate::verdict::Verdicts;
+pub use host::HostFacts;
+
+/// Version of this document's shape; `diff` refuses to compare different versions.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Most loss records kept in a result.
+pub const MAX_LOSS_RECORDS: usize = 1000;
+
+/// Overall status of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every verdict met the expectation.
+    Pass,
+    /// Some verdict did not.
+    Fail,
+    /// The run could not be completed (infrastructure).
+    Error,
+    /// Stopped by Ctrl-C; the figures cover what ran.
+    Interrupted,
+}
+
+/// The tool that wrote the result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolInfo {
+    /// Always `leakrun`.
+    pub name: String,
+    /// Crate version.
+    pub version: String,
+}
+
+/// The scenario as run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    /// Scenario name.
+    pub name: String,
+    /// File it was read from.
+    pub file: String,
+    /// SHA-256 of the file.
+    pub hash: String,
+    /// Every value as resolved, defaults filled in.
+    pub resolved: Scenario,
+}
+
+/// The backend behind the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// `memory`, ...
+    pub kind: String,
+    /// Version of the backend server, or of leakrun for the in-process layer.
+    pub version: String,
+}
+
+/// Figures of one iteration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IterationFigures {
+    /// 0-based index.
+    pub index: u32,
+    /// Excluded from leak fits.
+    pub warmup: bool,
+    /// Seconds since the run started, at the iteration's start.
+    pub started_s: f64,
+    /// Seconds spent sending.
+    pub send_s: f64,
+    /// Seconds spent draining.
+    pub drain_s: f64,
+    /// Deliveries stopped before the drain bound.
+    pub drained: bool,
+    /// Seconds spent settling.
+    pub settle_s: f64,
+    /// The server reported zero live connections before the settle bound.
+    pub settled: bool,
+    /// Connection sessions.
+    pub sessions: u64,
+    /// Failed connects.
+    pub connect_failures: u64,
+    /// Message accounting.
+    pub totals: LossTotals,
+    /// Deliveries per second over the send and drain time.
+    pub deliveries_per_s: f64,
+    /// Delivery latency over all rooms.
+    pub delivery: LatencySummary,
+    /// Server counters after the settle.
+    pub server_after: ServerStats,
+}
+
+/// Loss records, capped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LossLog {
+    /// Records in time order, at most [`MAX_LOSS_RECORDS`].
+    pub records: Vec<LossRecord>,
+    /// Records found in all.
+    pub total_records: u64,
+    /// Some records were left out.
+    pub truncated: bool,
+}
+
+/// Churn events, capped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventLogOut {
+    /// Events in time order.
+    pub events: Vec<ChurnEvent>,
+    /// Events past the cap, counted only.
+    pub not_kept: u64,
+}
+
+/// A run's result document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// See [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Who wrote it.
+    pub tool: ToolInfo,
+    /// What ran.
+    pub scenario: ScenarioInfo,
+    /// Where it ran.
+    pub host: HostFacts,
+    /// Backend and its version.
+    pub backend: BackendInfo,
+    /// Wall time at start (RFC 3339).
+    pub started_at: String,
+    /// Wall time at the end (RFC 3339).
+    pub finished_at: String,
+    /// Seconds the run took.
+    pub elapsed_s: f64,
+    /// Overall status.
+    pub status: Status,
+    /// Every verdict matched the scenario's expectation.
+    pub expectation_met: bool,
+    /// What went wrong, when status is `error`.
+    pub error: Option<String>,
+    /// Per-iteration figures.
+    pub iterations: Vec<IterationFigures>,
+    /// The verdicts (absent when no iteration completed).
+    pub verdicts: Option<Verdicts>,
+    /// Loss records.
+    pub losses: LossLog,
+    /// Churn events.
+    pub events: EventLogOut,
+    /// Server counters at the end.
+    pub server: ServerStats,
+}
+
+impl RunResult {
+    /// The file name a result for scenario `name` lands in.
+    pub fn file_name(name: &str) -> String {
+        format!("{name}.json")
+    }
+}
+
+/// Writes `result` to `dir/<name>.json` atomically and returns the path.
+pub fn write_atomic(dir: &Path, result: &RunResult) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(RunResult::file_name(&result.scenario.name));
+    let mut file = tempfile::Builder::new().prefix(".leakrun-").suffix(".json.tmp").tempfile_in(dir)?;
+    serde_json::to_writer_pretty(&mut file, result)?;
+    file.write_all(b"\n")?;
+    file.as_file().sync_all()?;
+    file.persist(&path).map_err(|e| e.error)?;
+    Ok(path)
+}
+
+/// Reads a result file.
+pub fn read(path: &Path) -> anyhow::Result<RunResult> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a leakrun result", path.display()))
+}

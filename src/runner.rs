@@ -1,0 +1,376 @@
+//! The runner: one scenario, start to result file.
+//!
+//! It stands the server up once, then runs each iteration — connect the topology, send for
+//! `duration`, quiesce, drain (bounded), disconnect, settle (bounded) — and judges what the
+//! observers saw. The server lives across iterations: what stays behind after every client is
+//! gone is what a leak looks like. Interrupted or not, a result file is written.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend;
+use crate::layer::LayerStats;
+use crate::load::drivers::{self, ClientSpec};
+use crate::load::{LiveCounters, LoadContext, Phase};
+use crate::observe::analysis::{self, LossRecord, LossTotals, SessionReport};
+use crate::observe::clock::{RunClock, secs};
+use crate::observe::events::EventLog;
+use crate::observe::latency::{LatencyBook, SharedHistogram};
+use crate::results::{self, *};
+use crate::scenario::LoadedScenario;
+use crate::server::{AppState, EmbeddedServer, ServerStats};
+use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
+
+/// How long deliveries must stay still before the drain counts as done.
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// Churn events kept per run.
+const MAX_EVENTS: usize = 20_000;
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Folder the result lands in.
+    pub out_dir: PathBuf,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Cancelled on Ctrl-C.
+    pub cancel: CancellationToken,
+}
+
+/// A finished run.
+pub struct RunOutcome {
+    /// The result as written.
+    pub result: RunResult,
+    /// Where it was written.
+    pub path: PathBuf,
+}
+
+/// Why a run produced no result at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The result could not be written.
+    #[error("cannot write the result to {dir}: {source}")]
+    Output {
+        /// The folder.
+        dir: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// Runs `loaded` and writes its result.
+pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOutcome, RunError> {
+    let scenario = &loaded.scenario;
+    let clock = RunClock::start();
+    let started_at = clock.wall(0);
+    let mut result = RunResult {
+        schema_version: SCHEMA_VERSION,
+        tool: ToolInfo { name: "leakrun".into(), version: env!("CARGO_PKG_VERSION").into() },
+        scenario: ScenarioInfo {
+            name: scenario.name.clone(),
+            file: loaded.path.display().to_string(),
+            hash: loaded.source_hash.clone(),
+            resolved: scenario.clone(),
+        },
+        host: HostFacts::collect(),
+        backend: BackendInfo { kind: scenario.backend.kind.name().into(), version: String::new() },
+        started_at,
+        finished_at: String::new(),
+        elapsed_s: 0.0,
+        status: Status::Error,
+        expectation_met: false,
+        error: None,
+        iterations: Vec::new(),
+        verdicts: None,
+        losses: LossLog::default(),
+        events: EventLogOut::default(),
+        server: ServerStats::default(),
+    };
+
+    match execute(loaded, options, &clock, &mut result).await {
+        Ok(interrupted) => {
+            let met = result.verdicts.as_ref().is_some_and(Verdicts::all_met);
+            result.expectation_met = met;
+            result.status = match (interrupted, met) {
+                (true, _) => Status::Interrupted,
+                (false, true) => Status::Pass,
+                (false, false) => Status::Fail,
+            };
+        }
+        Err(message) => {
+            result.status = Status::Error;
+            result.error = Some(message);
+        }
+    }
+    result.finished_at = clock.wall(clock.now_ns());
+    result.elapsed_s = secs(clock.now_ns());
+    let path = results::write_atomic(&options.out_dir, &result).map_err(|source| RunError::Output {
+        dir: options.out_dir.clone(),
+        source,
+    })?;
+    Ok(RunOutcome { result, path })
+}
+
+/// Runs the iterations; `Ok(true)` when interrupted, `Err` on an infrastructure failure.
+async fn execute(loaded: &LoadedScenario, options: &RunOptions, clock: &RunClock, result: &mut RunResult) -> Result<bool, String> {
+    let scenario = &loaded.scenario;
+    let backend = backend::build(scenario).await.map_err(|e| e.to_string())?;
+    result.backend.version = backend.version.clone();
+    let mut servers = Vec::new();
+    for _ in 0..scenario.server.instances {
+        let state = AppState::new(backend.layer.clone(), scenario.server.max_frame);
+        let server = EmbeddedServer::start(state)
+            .await
+            .map_err(|e| format!("the embedded server would not start on 127.0.0.1: {e}"))?;
+        servers.push(server);
+    }
+
+    let rooms: Vec<String> = scenario.rooms.iter().map(|r| r.name.clone()).collect();
+    let ctx = Arc::new(LoadContext {
+        clock: *clock,
+        targets: servers.iter().map(|s| s.addr).collect(),
+        rooms: rooms.clone(),
+        connect_timeout: scenario.run.connect_timeout,
+        next_session: AtomicU64::new(0),
+        live: LiveCounters::default(),
+        events: EventLog::new(MAX_EVENTS),
+    });
+    let clients = drivers::clients(scenario, servers.len());
+    let progress = Progress::start(options.progress, scenario.run.iterations, scenario.run.duration, ctx.clone());
+
+    let run_book = LatencyBook::new(rooms.len());
+    let mut totals_per_room = vec![LossTotals::default(); rooms.len()];
+    let mut records: Vec<LossRecord> = Vec::new();
+    let mut total_records = 0u64;
+    let mut interrupted = false;
+    for index in 0..scenario.run.iterations {
+        if options.cancel.is_cancelled() {
+            interrupted = true;
+            break;
+        }
+        progress.iteration(index);
+        let outcome = run_iteration(loaded, &ctx, &servers, &clients, index, &options.cancel).await;
+        run_book.merge(&outcome.book);
+        for (sum, room) in totals_per_room.iter_mut().zip(&outcome.loss.per_room) {
+            sum.add(room);
+        }
+        total_records += outcome.loss.records.len() as u64;
+        let room_left = MAX_LOSS_RECORDS.saturating_sub(records.len());
+        records.extend(outcome.loss.records.into_iter().take(room_left));
+        result.iterations.push(outcome.figures);
+        if outcome.interrupted {
+            interrupted = true;
+            break;
+        }
+    }
+    progress.finish();
+
+    let server = aggregate_stats(&servers);
+    for server in servers {
+        server.stop().await;
+    }
+    if !result.iterations.is_empty() {
+        let mut totals = LossTotals::default();
+        totals_per_room.iter().for_each(|r| totals.add(r));
+        let per_room = rooms.iter().zip(&totals_per_room).map(|(room, t)| RoomLoss { room: room.clone(), totals: *t }).collect();
+        let gaps = verdict::gaps::judge(
+            totals,
+            per_room,
+            &records,
+            server.layer.dropped_full,
+            server.layer.fault_dropped,
+            &scenario.thresholds,
+            scenario.expect.gaps,
+        );
+        let delivery = rooms
+            .iter()
+            .zip(&run_book.delivery)
+            .map(|(room, h)| RoomLatency { room: room.clone(), delivery: h.summary() })
+            .collect();
+        let latency = verdict::latency::judge(delivery, run_book.connect.summary(), &scenario.thresholds, scenario.expect.latency_breach);
+        result.verdicts = Some(Verdicts { gaps, latency });
+    }
+    result.losses = LossLog { truncated: total_records > records.len() as u64, total_records, records };
+    let (events, not_kept) = ctx.events.take();
+    result.events = EventLogOut { events, not_kept };
+    result.server = server;
+    Ok(interrupted)
+}
+
+struct IterationOutcome {
+    figures: IterationFigures,
+    loss: analysis::IterationLoss,
+    book: LatencyBook,
+    interrupted: bool,
+}
+
+async fn run_iteration(
+    loaded: &LoadedScenario,
+    ctx: &Arc<LoadContext>,
+    servers: &[EmbeddedServer],
+    clients: &[ClientSpec],
+    index: u32,
+    cancel: &CancellationToken,
+) -> IterationOutcome {
+    let run = &loaded.scenario.run;
+    let book = Arc::new(LatencyBook::new(ctx.rooms.len()));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Send);
+    let started = Instant::now();
+    let started_ns = ctx.clock.now_ns();
+    let failures_before = LiveCounters::get(&ctx.live.connect_failures);
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|spec| tokio::spawn(drivers::drive(ctx.clone(), book.clone(), spec.clone(), phase_rx.clone(), started)))
+        .collect();
+
+    let mut interrupted = tokio::select! {
+        _ = sleep(run.duration) => false,
+        _ = cancel.cancelled() => true,
+    };
+    let send_s = started.elapsed().as_secs_f64();
+    let _ = phase_tx.send(Phase::Quiesce);
+    let drain_started = Instant::now();
+    let drained = if interrupted { false } else { drain(ctx, servers, run.drain, cancel).await };
+    interrupted |= cancel.is_cancelled();
+    let drain_s = drain_started.elapsed().as_secs_f64();
+    let _ = phase_tx.send(Phase::Disconnect);
+
+    // Every session ends within its close wait after the disconnect phase; the bound is a guard.
+    let join_bound = run.connect_timeout + Duration::from_secs(5);
+    let mut sessions: Vec<SessionReport> = Vec::new();
+    for task in tasks {
+        let abort = task.abort_handle();
+        match timeout(join_bound, task).await {
+            Ok(Ok(reports)) => sessions.extend(reports),
+            Ok(Err(_)) => {}
+            Err(_) => abort.abort(),
+        }
+    }
+
+    let settle_started = Instant::now();
+    let settled = settle(servers, run.settle).await;
+    let settle_s = settle_started.elapsed().as_secs_f64();
+    let mut server_after = aggregate_stats(servers);
+    server_after.layer.fault_dropped_envelopes.clear();
+
+    let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock);
+    let all_rooms = SharedHistogram::default();
+    book.delivery.iter().for_each(|h| all_rooms.merge(h));
+    let figures = IterationFigures {
+        index,
+        warmup: index < run.warmup,
+        started_s: secs(started_ns),
+        send_s,
+        drain_s,
+        drained,
+        settle_s,
+        settled,
+        sessions: sessions.len() as u64,
+        connect_failures: LiveCounters::get(&ctx.live.connect_failures) - failures_before,
+        totals: loss.totals,
+        deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
+        delivery: all_rooms.summary(),
+        server_after,
+    };
+    let book = Arc::try_unwrap(book).unwrap_or_else(|shared| {
+        let copy = LatencyBook::new(ctx.rooms.len());
+        copy.merge(&shared);
+        copy
+    });
+    IterationOutcome { figures, loss, book, interrupted }
+}
+
+/// Waits until deliveries stop moving for [`DRAIN_QUIET`], at most `bound`.
+async fn drain(ctx: &LoadContext, servers: &[EmbeddedServer], bound: Duration, cancel: &CancellationToken) -> bool {
+    let deadline = Instant::now() + bound;
+    let reading = || (LiveCounters::get(&ctx.live.received), aggregate_stats(servers).frames_out);
+    let mut last = reading();
+    let mut still_since = Instant::now();
+    while Instant::now() < deadline && !cancel.is_cancelled() {
+        sleep(Duration::from_millis(25)).await;
+        let now = reading();
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= DRAIN_QUIET {
+            return true;
+        }
+    }
+    false
+}
+
+/// Waits until every instance reports zero live connections, at most `bound`.
+async fn settle(servers: &[EmbeddedServer], bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        if aggregate_stats(servers).live_connections == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counters summed over instances, with the shared layer's state once.
+fn aggregate_stats(servers: &[EmbeddedServer]) -> ServerStats {
+    let Some(first) = servers.first() else { return ServerStats::default() };
+    let mut stats = first.state.stats();
+    for server in &servers[1..] {
+        stats.add_counters(&server.state.counters.snapshot(LayerStats::default()));
+    }
+    stats
+}
+
+/// The progress display: iteration, elapsed against planned time, messages and gaps so far.
+struct Progress {
+    bar: ProgressBar,
+    iterations: u32,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(visible: bool, iterations: u32, duration: Duration, ctx: Arc<LoadContext>) -> Self {
+        let total = duration.as_secs_f64() * iterations as f64;
+        let bar = ProgressBar::with_draw_target(Some(total.ceil() as u64), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:24}] {elapsed}/{duration} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                sleep(Duration::from_millis(200)).await;
+                let live = &ctx.live;
+                ticking.set_position(started.elapsed().as_secs());
+                ticking.set_message(format!(
+                    "sent {} · received {} · gaps so far {} · connects {}",
+                    LiveCounters::get(&live.sent),
+                    LiveCounters::get(&live.received),
+                    LiveCounters::get(&live.suspected_gaps),
+                    LiveCounters::get(&live.connects),
+                ));
+            }
+        });
+        Self { bar, iterations, ticker }
+    }
+
+    fn iteration(&self, index: u32) {
+        self.bar.set_prefix(format!("iteration {}/{}", index + 1, self.iterations));
+    }
+
+    fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,94 @@
+//! The latency verdict: delivery percentiles per room and connect time against thresholds.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::observe::latency::LatencySummary;
+use crate::scenario::Thresholds;
+
+/// Outcome of the latency verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyOutcome {
+    /// Every percentile within its limit.
+    Within,
+    /// Some percentile past its limit.
+    Breach,
+}
+
+/// Delivery latency of one room.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomLatency {
+    /// Room name.
+    pub room: String,
+    /// Its percentiles.
+    pub delivery: LatencySummary,
+}
+
+/// The latency verdict with its evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyVerdict {
+    /// What the run showed.
+    pub outcome: LatencyOutcome,
+    /// What the scenario expected.
+    pub expected: LatencyOutcome,
+    /// Outcome equals expectation.
+    pub met: bool,
+    /// One line for people.
+    pub summary: String,
+    /// Delivery latency per room.
+    pub delivery: Vec<RoomLatency>,
+    /// Connect time.
+    pub connect: LatencySummary,
+    /// Each limit exceeded, in words.
+    pub breaches: Vec<String>,
+}
+
+/// Judges the histograms against `thresholds`.
+pub fn judge(delivery: Vec<RoomLatency>, connect: LatencySummary, thresholds: &Thresholds, expect_breach: bool) -> LatencyVerdict {
+    let mut breaches = Vec::new();
+    let mut check = |what: &str, value_us: u64, limit: Option<Duration>| {
+        if let Some(limit) = limit
+            && value_us as u128 > limit.as_micros()
+        {
+            breaches.push(format!("{what} {} > {}", fmt_us(value_us), humantime::format_duration(limit)));
+        }
+    };
+    for room in delivery.iter().filter(|r| r.delivery.count > 0) {
+        let limits = &thresholds.delivery;
+        check(&format!("{} delivery p50", room.room), room.delivery.p50_us, limits.p50);
+        check(&format!("{} delivery p99", room.room), room.delivery.p99_us, limits.p99);
+        check(&format!("{} delivery p99.9", room.room), room.delivery.p999_us, limits.p999);
+        check(&format!("{} delivery max", room.room), room.delivery.max_us, limits.max);
+    }
+    if connect.count > 0 {
+        check("connect p99", connect.p99_us, thresholds.connect_p99);
+    }
+    let outcome = if breaches.is_empty() { LatencyOutcome::Within } else { LatencyOutcome::Breach };
+    let expected = if expect_breach { LatencyOutcome::Breach } else { LatencyOutcome::Within };
+    let worst = delivery.iter().max_by_key(|r| r.delivery.p99_us);
+    let mut summary = match (&outcome, worst) {
+        (LatencyOutcome::Within, Some(w)) if w.delivery.count > 0 => format!(
+            "within limits: worst room {} p50 {} p99 {} max {}; connect p99 {}",
+            w.room,
+            fmt_us(w.delivery.p50_us),
+            fmt_us(w.delivery.p99_us),
+            fmt_us(w.delivery.max_us),
+            fmt_us(connect.p99_us)
+        ),
+        (LatencyOutcome::Within, _) => format!("within limits: no deliveries measured; connect p99 {}", fmt_us(connect.p99_us)),
+        (LatencyOutcome::Breach, _) => format!("breach: {}", breaches.join(", ")),
+    };
+    summary.push_str(super::expectation_note(outcome == LatencyOutcome::Breach, expect_breach));
+    LatencyVerdict { outcome, expected, met: outcome == expected, summary, delivery, connect, breaches }
+}
+
+/// Microseconds as a short human figure.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}

@@ -29,6 +29,15 @@ pub struct LatencySummary {
     pub max_us: u64,
 }
 
+/// Records `value` (at least 1µs), growing the histogram as needed; `saturating_record` alone
+/// would clamp to the current range instead of growing it.
+fn record_into(h: &mut Histogram<u64>, value: u64) {
+    let value = value.max(1);
+    if h.record(value).is_err() {
+        h.saturating_record(value);
+    }
+}
+
 /// A mutex-guarded histogram of microseconds.
 pub struct SharedHistogram(Mutex<Histogram<u64>>);
 
@@ -48,13 +57,13 @@ impl SharedHistogram {
     pub fn record_all(&self, values: &[u64]) {
         let mut h = self.lock();
         for &v in values {
-            h.saturating_record(v.max(1));
+            record_into(&mut h, v);
         }
     }
 
     /// Records one value.
     pub fn record(&self, value: u64) {
-        self.lock().saturating_record(value.max(1));
+        record_into(&mut self.lock(), value);
     }
 
     /// Adds another histogram's counts to this one.
@@ -133,5 +142,28 @@ impl DeliveryBatch {
             into.record_all(&self.values);
             self.values.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_the_values_it_is_given() {
+        let h = SharedHistogram::default();
+        let mut batch = DeliveryBatch::default();
+        for v in 1..=10_000u64 {
+            batch.push(v * 100, &h);
+        }
+        batch.flush(&h);
+        let s = h.summary();
+        assert_eq!(s.count, 10_000);
+        assert!((499_000..=501_000).contains(&s.p50_us), "{s:?}");
+        assert!((989_000..=991_000).contains(&s.p99_us), "{s:?}");
+        assert!((999_000..=1_001_000).contains(&s.max_us), "{s:?}");
+        let merged = SharedHistogram::default();
+        merged.merge(&h);
+        assert_eq!(merged.summary(), s);
     }
 }

@@ -91,6 +91,17 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
     chat.or(hello).unify().or(stats).unify()
 }
 
+/// A listener on `127.0.0.1` and a free port, with TCP_NODELAY set so the sockets it accepts
+/// inherit it (Linux does; warp gives no other hook). Without it, Nagle's algorithm holds small
+/// frames back until the client's delayed ACK, and delivery latency reads as the send interval.
+pub fn loopback_listener() -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_nodelay(true)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+    socket.listen(1024)
+}
+
 /// A running embedded server instance.
 pub struct EmbeddedServer {
     /// Where it listens.
@@ -104,7 +115,7 @@ pub struct EmbeddedServer {
 impl EmbeddedServer {
     /// Binds `127.0.0.1` on a free port and starts serving.
     pub async fn start(state: Arc<AppState>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = loopback_listener()?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(serve(listener, state.clone(), async {

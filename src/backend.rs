@@ -29,7 +29,11 @@ pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
     };
     let faults = &scenario.server.faults;
     let layer: Arc<dyn ChannelLayer> = if faults.drop_one_in.is_some() || faults.keep_membership_on_disconnect {
-        Arc::new(FaultyLayer::new(layer, faults.drop_one_in, faults.keep_membership_on_disconnect))
+        Arc::new(FaultyLayer::new(
+            layer,
+            faults.drop_one_in,
+            faults.keep_membership_on_disconnect,
+        ))
     } else {
         layer
     };

@@ -29,7 +29,11 @@ impl Envelope<'_> {
     pub fn encode_into(&self, payload: usize, out: &mut String) {
         out.clear();
         // Writing into a String cannot fail.
-        let _ = write!(out, "{MAGIC}{}|{}|{}|{}|", self.sender, self.seq, self.room, self.intended_us);
+        let _ = write!(
+            out,
+            "{MAGIC}{}|{}|{}|{}|",
+            self.sender, self.seq, self.room, self.intended_us
+        );
         let pad = payload.saturating_sub(out.len());
         out.extend(std::iter::repeat_n('x', pad));
     }
@@ -45,7 +49,12 @@ impl Envelope<'_> {
         // The fifth piece is the padding (and whatever follows); its presence proves the
         // intended time was terminated and not cut short.
         fields.next()?;
-        Some(Envelope { sender, seq, room, intended_us })
+        Some(Envelope {
+            sender,
+            seq,
+            room,
+            intended_us,
+        })
     }
 }
 
@@ -55,7 +64,12 @@ mod tests {
 
     #[test]
     fn round_trips_and_pads() {
-        let env = Envelope { sender: 7, seq: 42, room: "room_a", intended_us: 123_456 };
+        let env = Envelope {
+            sender: 7,
+            seq: 42,
+            room: "room_a",
+            intended_us: 123_456,
+        };
         let mut buf = String::new();
         env.encode_into(64, &mut buf);
         assert_eq!(buf.len(), 64);

@@ -4,15 +4,15 @@
 //! the clients through iterations, and the observers turn what happened into verdicts that land in
 //! [`results`].
 
-pub mod scenario;
-pub mod envelope;
-pub mod layer;
-pub mod server;
-pub mod observe;
-pub mod load;
-pub mod verdict;
-pub mod results;
 pub mod backend;
-pub mod exit;
-pub mod runner;
 pub mod cli;
+pub mod envelope;
+pub mod exit;
+pub mod layer;
+pub mod load;
+pub mod observe;
+pub mod results;
+pub mod runner;
+pub mod scenario;
+pub mod server;
+pub mod verdict;

@@ -72,7 +72,10 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
     let started_at = clock.wall(0);
     let mut result = RunResult {
         schema_version: SCHEMA_VERSION,
-        tool: ToolInfo { name: "leakrun".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: ToolInfo {
+            name: "leakrun".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
         scenario: ScenarioInfo {
             name: scenario.name.clone(),
             file: loaded.path.display().to_string(),
@@ -80,7 +83,10 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
             resolved: scenario.clone(),
         },
         host: HostFacts::collect(),
-        backend: BackendInfo { kind: scenario.backend.kind.name().into(), version: String::new() },
+        backend: BackendInfo {
+            kind: scenario.backend.kind.name().into(),
+            version: String::new(),
+        },
         started_at,
         finished_at: String::new(),
         elapsed_s: 0.0,
@@ -119,7 +125,12 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
 }
 
 /// Runs the iterations; `Ok(true)` when interrupted, `Err` on an infrastructure failure.
-async fn execute(loaded: &LoadedScenario, options: &RunOptions, clock: &RunClock, result: &mut RunResult) -> Result<bool, String> {
+async fn execute(
+    loaded: &LoadedScenario,
+    options: &RunOptions,
+    clock: &RunClock,
+    result: &mut RunResult,
+) -> Result<bool, String> {
     let scenario = &loaded.scenario;
     let backend = backend::build(scenario).await.map_err(|e| e.to_string())?;
     result.backend.version = backend.version.clone();
@@ -143,7 +154,12 @@ async fn execute(loaded: &LoadedScenario, options: &RunOptions, clock: &RunClock
         events: EventLog::new(MAX_EVENTS),
     });
     let clients = drivers::clients(scenario, servers.len());
-    let progress = Progress::start(options.progress, scenario.run.iterations, scenario.run.duration, ctx.clone());
+    let progress = Progress::start(
+        options.progress,
+        scenario.run.iterations,
+        scenario.run.duration,
+        ctx.clone(),
+    );
 
     let run_book = LatencyBook::new(rooms.len());
     let mut totals_per_room = vec![LossTotals::default(); rooms.len()];
@@ -179,7 +195,14 @@ async fn execute(loaded: &LoadedScenario, options: &RunOptions, clock: &RunClock
     if !result.iterations.is_empty() {
         let mut totals = LossTotals::default();
         totals_per_room.iter().for_each(|r| totals.add(r));
-        let per_room = rooms.iter().zip(&totals_per_room).map(|(room, t)| RoomLoss { room: room.clone(), totals: *t }).collect();
+        let per_room = rooms
+            .iter()
+            .zip(&totals_per_room)
+            .map(|(room, t)| RoomLoss {
+                room: room.clone(),
+                totals: *t,
+            })
+            .collect();
         let gaps = verdict::gaps::judge(
             totals,
             per_room,
@@ -192,12 +215,24 @@ async fn execute(loaded: &LoadedScenario, options: &RunOptions, clock: &RunClock
         let delivery = rooms
             .iter()
             .zip(&run_book.delivery)
-            .map(|(room, h)| RoomLatency { room: room.clone(), delivery: h.summary() })
+            .map(|(room, h)| RoomLatency {
+                room: room.clone(),
+                delivery: h.summary(),
+            })
             .collect();
-        let latency = verdict::latency::judge(delivery, run_book.connect.summary(), &scenario.thresholds, scenario.expect.latency_breach);
+        let latency = verdict::latency::judge(
+            delivery,
+            run_book.connect.summary(),
+            &scenario.thresholds,
+            scenario.expect.latency_breach,
+        );
         result.verdicts = Some(Verdicts { gaps, latency });
     }
-    result.losses = LossLog { truncated: total_records > records.len() as u64, total_records, records };
+    result.losses = LossLog {
+        truncated: total_records > records.len() as u64,
+        total_records,
+        records,
+    };
     let (events, not_kept) = ctx.events.take();
     result.events = EventLogOut { events, not_kept };
     result.server = server;
@@ -227,7 +262,15 @@ async fn run_iteration(
     let failures_before = LiveCounters::get(&ctx.live.connect_failures);
     let tasks: Vec<_> = clients
         .iter()
-        .map(|spec| tokio::spawn(drivers::drive(ctx.clone(), book.clone(), spec.clone(), phase_rx.clone(), started)))
+        .map(|spec| {
+            tokio::spawn(drivers::drive(
+                ctx.clone(),
+                book.clone(),
+                spec.clone(),
+                phase_rx.clone(),
+                started,
+            ))
+        })
         .collect();
 
     let mut interrupted = tokio::select! {
@@ -237,7 +280,11 @@ async fn run_iteration(
     let send_s = started.elapsed().as_secs_f64();
     let _ = phase_tx.send(Phase::Quiesce);
     let drain_started = Instant::now();
-    let drained = if interrupted { false } else { drain(ctx, servers, run.drain, cancel).await };
+    let drained = if interrupted {
+        false
+    } else {
+        drain(ctx, servers, run.drain, cancel).await
+    };
     interrupted |= cancel.is_cancelled();
     let drain_s = drain_started.elapsed().as_secs_f64();
     let _ = phase_tx.send(Phase::Disconnect);
@@ -284,13 +331,23 @@ async fn run_iteration(
         copy.merge(&shared);
         copy
     });
-    IterationOutcome { figures, loss, book, interrupted }
+    IterationOutcome {
+        figures,
+        loss,
+        book,
+        interrupted,
+    }
 }
 
 /// Waits until deliveries stop moving for [`DRAIN_QUIET`], at most `bound`.
 async fn drain(ctx: &LoadContext, servers: &[EmbeddedServer], bound: Duration, cancel: &CancellationToken) -> bool {
     let deadline = Instant::now() + bound;
-    let reading = || (LiveCounters::get(&ctx.live.received), aggregate_stats(servers).frames_out);
+    let reading = || {
+        (
+            LiveCounters::get(&ctx.live.received),
+            aggregate_stats(servers).frames_out,
+        )
+    };
     let mut last = reading();
     let mut still_since = Instant::now();
     while Instant::now() < deadline && !cancel.is_cancelled() {
@@ -322,7 +379,9 @@ async fn settle(servers: &[EmbeddedServer], bound: Duration) -> bool {
 
 /// Counters summed over instances, with the shared layer's state once.
 fn aggregate_stats(servers: &[EmbeddedServer]) -> ServerStats {
-    let Some(first) = servers.first() else { return ServerStats::default() };
+    let Some(first) = servers.first() else {
+        return ServerStats::default();
+    };
     let mut stats = first.state.stats();
     for server in &servers[1..] {
         stats.add_counters(&server.state.counters.snapshot(LayerStats::default()));
@@ -340,7 +399,14 @@ struct Progress {
 impl Progress {
     fn start(visible: bool, iterations: u32, duration: Duration, ctx: Arc<LoadContext>) -> Self {
         let total = duration.as_secs_f64() * iterations as f64;
-        let bar = ProgressBar::with_draw_target(Some(total.ceil() as u64), if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+        let bar = ProgressBar::with_draw_target(
+            Some(total.ceil() as u64),
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
         bar.set_style(
             ProgressStyle::with_template("{prefix} [{bar:24}] {elapsed}/{duration} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -362,11 +428,16 @@ impl Progress {
                 ));
             }
         });
-        Self { bar, iterations, ticker }
+        Self {
+            bar,
+            iterations,
+            ticker,
+        }
     }
 
     fn iteration(&self, index: u32) {
-        self.bar.set_prefix(format!("iteration {}/{}", index + 1, self.iterations));
+        self.bar
+            .set_prefix(format!("iteration {}/{}", index + 1, self.iterations));
     }
 
     fn finish(self) {

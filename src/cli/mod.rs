@@ -62,8 +62,16 @@ pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
 pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
     match cli.command {
         Command::Check { files } => check(&files),
-        Command::Run { files, out, no_progress } => {
-            let options = RunOptions { out_dir: out, progress: !no_progress && std::io::stderr().is_terminal(), cancel };
+        Command::Run {
+            files,
+            out,
+            no_progress,
+        } => {
+            let options = RunOptions {
+                out_dir: out,
+                progress: !no_progress && std::io::stderr().is_terminal(),
+                cancel,
+            };
             run(&files, &options).await
         }
     }

@@ -79,7 +79,10 @@ impl ChannelLayer for FaultyLayer {
 
     async fn close_channel(&self, receiver: ChannelReceiver) -> Result<(), LayerError> {
         if self.keep_membership_on_disconnect {
-            self.kept_channels.lock().unwrap_or_else(|p| p.into_inner()).push(receiver);
+            self.kept_channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(receiver);
             return Ok(());
         }
         self.inner.close_channel(receiver).await

@@ -60,7 +60,9 @@ impl ChannelLayer for MemoryLayer {
                 members.insert(channel.clone());
             }
             None => {
-                state.groups.insert(group.to_string(), FxHashSet::from_iter([channel.clone()]));
+                state
+                    .groups
+                    .insert(group.to_string(), FxHashSet::from_iter([channel.clone()]));
             }
         }
         Ok(())

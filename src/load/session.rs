@@ -43,11 +43,19 @@ pub struct SessionPlan<'a> {
 }
 
 /// Runs one session to its end. `None` when the connection could not be made.
-pub async fn run(ctx: &LoadContext, book: &LatencyBook, plan: SessionPlan<'_>, phase: &mut watch::Receiver<Phase>) -> Option<SessionReport> {
+pub async fn run(
+    ctx: &LoadContext,
+    book: &LatencyBook,
+    plan: SessionPlan<'_>,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<SessionReport> {
     let started = Instant::now();
     let Some(mut socket) = connect(ctx, plan.instance, &ctx.rooms[plan.room]).await else {
-        ctx.live.connect_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ctx.events.record(ctx.clock.now_ns(), EventKind::ConnectFailed, plan.client, 0);
+        ctx.live
+            .connect_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.events
+            .record(ctx.clock.now_ns(), EventKind::ConnectFailed, plan.client, 0);
         return None;
     };
     let id = ctx.new_session_id();
@@ -120,10 +128,21 @@ pub async fn run(ctx: &LoadContext, book: &LatencyBook, plan: SessionPlan<'_>, p
                 // Keep reading until the server's close frame: what arrives meanwhile was delivered.
                 let _ = socket.send(Message::Close(None)).await;
                 let deadline = Instant::now() + CLOSE_WAIT;
-                while let Ok(Some(Ok(frame))) = timeout(deadline.saturating_duration_since(Instant::now()), socket.next()).await {
+                while let Ok(Some(Ok(frame))) =
+                    timeout(deadline.saturating_duration_since(Instant::now()), socket.next()).await
+                {
                     if let Message::Text(text) = frame {
                         if reading {
-                            observe(ctx, &mut tracker, &mut latencies, delivery, room_name, &text, plan.client, id);
+                            observe(
+                                ctx,
+                                &mut tracker,
+                                &mut latencies,
+                                delivery,
+                                room_name,
+                                &text,
+                                plan.client,
+                                id,
+                            );
                         }
                     }
                 }
@@ -170,7 +189,9 @@ fn observe(
     }
     match tracker.observe(&envelope, room, now_ns) {
         Arrival::Jump(missing) => {
-            ctx.live.suspected_gaps.fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
+            ctx.live
+                .suspected_gaps
+                .fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
         }
         Arrival::Misrouted | Arrival::Duplicate => return,
         _ => {}

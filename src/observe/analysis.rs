@@ -129,13 +129,20 @@ pub struct IterationLoss {
 
 /// Works out gaps and tail loss for one iteration's sessions in `rooms`.
 pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock) -> IterationLoss {
-    let mut out = IterationLoss { per_room: vec![LossTotals::default(); rooms.len()], ..Default::default() };
+    let mut out = IterationLoss {
+        per_room: vec![LossTotals::default(); rooms.len()],
+        ..Default::default()
+    };
     let by_id: FxHashMap<u64, &SessionReport> = sessions.iter().map(|s| (s.id, s)).collect();
     let mut senders_by_room: Vec<Vec<&SessionReport>> = vec![Vec::new(); rooms.len()];
     for s in sessions.iter().filter(|s| s.sent > 0) {
         senders_by_room[s.room].push(s);
     }
-    let label = |id: u64| by_id.get(&id).map_or_else(|| format!("session {id}"), |s| s.client.clone());
+    let label = |id: u64| {
+        by_id
+            .get(&id)
+            .map_or_else(|| format!("session {id}"), |s| s.client.clone())
+    };
 
     for receiver in sessions {
         let room = &mut out.per_room[receiver.room];
@@ -175,7 +182,9 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock) -
             }
         }
 
-        let Some(subscribed_ns) = receiver.tracker.first_receipt_ns else { continue };
+        let Some(subscribed_ns) = receiver.tracker.first_receipt_ns else {
+            continue;
+        };
         if !receiver.lived_through_drain {
             continue;
         }
@@ -185,17 +194,36 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock) -
                 continue;
             }
             let intended = |k: u64| sender.send_start_ns + k * sender.interval_ns;
-            match receiver.tracker.senders().get(&sender.id).map(|s| (s.seen.min(), s.seen.max())) {
+            match receiver
+                .tracker
+                .senders()
+                .get(&sender.id)
+                .map(|s| (s.seen.min(), s.seen.max()))
+            {
                 Some((Some(min), Some(max))) => {
                     if first_expected < min {
-                        record(LossKind::TailLoss, sender.id, first_expected, min, intended(first_expected), room);
+                        record(
+                            LossKind::TailLoss,
+                            sender.id,
+                            first_expected,
+                            min,
+                            intended(first_expected),
+                            room,
+                        );
                     }
                     if max + 1 < sender.sent {
                         let from = (max + 1).max(first_expected);
                         record(LossKind::TailLoss, sender.id, from, sender.sent, intended(from), room);
                     }
                 }
-                _ => record(LossKind::TailLoss, sender.id, first_expected, sender.sent, intended(first_expected), room),
+                _ => record(
+                    LossKind::TailLoss,
+                    sender.id,
+                    first_expected,
+                    sender.sent,
+                    intended(first_expected),
+                    room,
+                ),
             }
         }
     }
@@ -236,7 +264,16 @@ mod tests {
 
     fn receive(s: &mut SessionReport, sender: u64, seqs: impl IntoIterator<Item = u64>, at: u64) {
         for seq in seqs {
-            s.tracker.observe(&Envelope { sender, seq, room: "r", intended_us: 0 }, "r", at);
+            s.tracker.observe(
+                &Envelope {
+                    sender,
+                    seq,
+                    room: "r",
+                    intended_us: 0,
+                },
+                "r",
+                at,
+            );
         }
     }
 

@@ -13,7 +13,10 @@ pub struct RunClock {
 impl RunClock {
     /// Starts the clock now.
     pub fn start() -> Self {
-        Self { epoch: Instant::now(), wall_epoch: SystemTime::now() }
+        Self {
+            epoch: Instant::now(),
+            wall_epoch: SystemTime::now(),
+        }
     }
 
     /// Nanoseconds since the epoch.

@@ -45,14 +45,22 @@ pub struct EventLog {
 impl EventLog {
     /// A log keeping at most `cap` events.
     pub fn new(cap: usize) -> Self {
-        Self { cap, inner: Mutex::new((Vec::new(), 0)) }
+        Self {
+            cap,
+            inner: Mutex::new((Vec::new(), 0)),
+        }
     }
 
     /// Appends an event, or counts it when the log is full.
     pub fn record(&self, at_ns: u64, kind: EventKind, client: &str, session: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.0.len() < self.cap {
-            inner.0.push(ChurnEvent { at_s: super::clock::secs(at_ns), kind, client: client.to_string(), session });
+            inner.0.push(ChurnEvent {
+                at_s: super::clock::secs(at_ns),
+                kind,
+                client: client.to_string(),
+                session,
+            });
         } else {
             inner.1 += 1;
         }

@@ -44,7 +44,9 @@ pub struct SharedHistogram(Mutex<Histogram<u64>>);
 impl Default for SharedHistogram {
     fn default() -> Self {
         // Three significant figures, growing as needed.
-        Self(Mutex::new(Histogram::new(3).expect("3 significant figures is a valid histogram")))
+        Self(Mutex::new(
+            Histogram::new(3).expect("3 significant figures is a valid histogram"),
+        ))
     }
 }
 
@@ -123,7 +125,9 @@ pub struct DeliveryBatch {
 
 impl Default for DeliveryBatch {
     fn default() -> Self {
-        Self { values: Vec::with_capacity(BATCH) }
+        Self {
+            values: Vec::with_capacity(BATCH),
+        }
     }
 }
 

@@ -113,7 +113,12 @@ mod tests {
     use super::*;
 
     fn env(sender: u64, seq: u64, room: &str) -> Envelope<'_> {
-        Envelope { sender, seq, room, intended_us: 0 }
+        Envelope {
+            sender,
+            seq,
+            room,
+            intended_us: 0,
+        }
     }
 
     #[test]

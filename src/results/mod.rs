@@ -170,12 +170,28 @@ impl RunResult {
 pub fn write_atomic(dir: &Path, result: &RunResult) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(RunResult::file_name(&result.scenario.name));
-    let mut file = tempfile::Builder::new().prefix(".leakrun-").suffix(".json.tmp").tempfile_in(dir)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".leakrun-")
+        .suffix(".json.tmp")
+        .tempfile_in(dir)?;
     serde_json::to_writer_pretty(&mut file, result)?;
     file.write_all(b"\n")?;
     file.as_file().sync_all()?;
+    set_readable(file.as_file())?;
     file.persist(&path).map_err(|e| e.error)?;
     Ok(path)
+}
+
+/// Result files are for everyone to read (tempfile creates them owner-only).
+#[cfg(unix)]
+fn set_readable(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
+#[cfg(not(unix))]
+fn set_readable(_file: &std::fs::File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Reads a result file.

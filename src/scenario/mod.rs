@@ -14,8 +14,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 pub use diagnostics::{Problem, ScenarioError};
 pub use model::*;
@@ -66,7 +66,11 @@ pub fn parse(path: &Path, source: &str) -> Result<Scenario, ScenarioError> {
     let mut problems = diagnostics::Collector::new(path, source);
     let (document, syntax_errors) = DeTable::parse_recoverable(source);
     for error in &syntax_errors {
-        problems.at(error.span().unwrap_or(0..0), "", format!("TOML syntax: {}", error.message().trim()));
+        problems.at(
+            error.span().unwrap_or(0..0),
+            "",
+            format!("TOML syntax: {}", error.message().trim()),
+        );
     }
     if !syntax_errors.is_empty() {
         return problems.finish(unreachable_scenario());
@@ -162,7 +166,11 @@ fn report_unknown_key(problems: &mut diagnostics::Collector<'_>, document: &DeTa
         .map(|keys| keys.join(", "))
         .unwrap_or_else(|| "none".into());
     let span = key_span(document, path).unwrap_or(0..0);
-    problems.at(span, dotted(path), format!("unknown key `{name}` {location}; valid keys: {valid}"));
+    problems.at(
+        span,
+        dotted(path),
+        format!("unknown key `{name}` {location}; valid keys: {valid}"),
+    );
 }
 
 /// Span of the key named by `path` in the parsed document.
@@ -262,22 +270,38 @@ name = "room_a"
 
     #[test]
     fn every_unknown_key_is_reported_with_its_position() {
-        let text = GOOD.replace("count = 2", "cuont = 2").replace("name = \"ok\"", "name = \"ok\"\nspeed = 1");
+        let text = GOOD
+            .replace("count = 2", "cuont = 2")
+            .replace("name = \"ok\"", "name = \"ok\"\nspeed = 1");
         let found = problems(&text);
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].key, "speed");
         assert_eq!((found[0].line, found[0].column), (3, 1));
-        assert!(found[0].message.contains("valid keys: name, description"), "{}", found[0].message);
+        assert!(
+            found[0].message.contains("valid keys: name, description"),
+            "{}",
+            found[0].message
+        );
         assert_eq!(found[1].key, "rooms[0].clients[0].cuont");
         assert!(found[1].message.contains("count"), "{}", found[1].message);
     }
 
     #[test]
     fn all_value_problems_are_reported_at_once() {
-        let text = GOOD.replace("rate = 10", "rate = -1").replace("up = \"1s\"", "up = \"soon\"\nramp = \"1s\"");
+        let text = GOOD
+            .replace("rate = 10", "rate = -1")
+            .replace("up = \"1s\"", "up = \"soon\"\nramp = \"1s\"");
         let found = problems(&text);
         let keys: Vec<_> = found.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["rooms[0].clients[0].rate", "rooms[0].clients[0].up", "rooms[0].clients[0].ramp"], "{found:?}");
+        assert_eq!(
+            keys,
+            [
+                "rooms[0].clients[0].rate",
+                "rooms[0].clients[0].up",
+                "rooms[0].clients[0].ramp"
+            ],
+            "{found:?}"
+        );
         assert_eq!(found[0].line, 8);
         assert_eq!(found[0].column, 10);
     }

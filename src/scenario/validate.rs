@@ -17,16 +17,31 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
     let name = match &raw.name {
         Some(name) => {
             if !is_valid_name(name.get_ref()) {
-                c.at(name.span(), "name", format!("`{}` is not a valid name; use {NAME_RULE} (it names the result file)", name.get_ref()));
+                c.at(
+                    name.span(),
+                    "name",
+                    format!(
+                        "`{}` is not a valid name; use {NAME_RULE} (it names the result file)",
+                        name.get_ref()
+                    ),
+                );
             }
             name.get_ref().clone()
         }
         None => {
-            c.at(0..0, "name", format!("missing; every scenario needs `name = \"...\"` ({NAME_RULE})"));
+            c.at(
+                0..0,
+                "name",
+                format!("missing; every scenario needs `name = \"...\"` ({NAME_RULE})"),
+            );
             String::new()
         }
     };
-    let description = raw.description.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default();
+    let description = raw
+        .description
+        .as_ref()
+        .map(|d| d.get_ref().clone())
+        .unwrap_or_default();
     let server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
     let backend = backend(raw.backend.as_ref().map(|b| b.get_ref()), c);
     let run = run(raw.run.as_ref().map(|r| r.get_ref()), c);
@@ -37,27 +52,48 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         latency_breach: flag(expect.and_then(|e| e.latency_breach.as_ref()), false),
     };
     let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
-    Scenario { name, description, server, backend, rooms, run, expect, thresholds }
+    Scenario {
+        name,
+        description,
+        server,
+        backend,
+        rooms,
+        run,
+        expect,
+        thresholds,
+    }
 }
 
 /// True for names that are safe as a room, a group and a file name.
 pub fn is_valid_name(name: &str) -> bool {
     (1..=99).contains(&name.len())
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
     let default = RawServer::default();
     let raw = raw.unwrap_or(&default);
-    let target = choice(c, raw.target.as_ref(), "server.target", &[("embedded", Target::Embedded)], Target::Embedded);
+    let target = choice(
+        c,
+        raw.target.as_ref(),
+        "server.target",
+        &[("embedded", Target::Embedded)],
+        Target::Embedded,
+    );
     let instances = int(c, raw.instances.as_ref(), "server.instances", 1, 1..=64) as usize;
     let capacity = int(c, raw.capacity.as_ref(), "server.capacity", 100, 1..=1_000_000) as usize;
     let max_frame = match &raw.max_frame {
         Some(size) => match parse_size(size.get_ref()) {
             Ok(bytes) if (64..=16 * 1024 * 1024).contains(&bytes) => bytes as usize,
             Ok(bytes) => {
-                c.at(size.span(), "server.max_frame", format!("{bytes} bytes is out of range; valid: 64 bytes to \"16MiB\""));
+                c.at(
+                    size.span(),
+                    "server.max_frame",
+                    format!("{bytes} bytes is out of range; valid: 64 bytes to \"16MiB\""),
+                );
                 64 * 1024
             }
             Err(msg) => {
@@ -74,7 +110,13 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
             .map(|n| int(c, Some(n), "server.faults.drop_one_in", 0, 2..=1_000_000_000)),
         keep_membership_on_disconnect: flag(faults.and_then(|f| f.keep_membership_on_disconnect.as_ref()), false),
     };
-    ServerSpec { target, instances, capacity, max_frame, faults }
+    ServerSpec {
+        target,
+        instances,
+        capacity,
+        max_frame,
+        faults,
+    }
 }
 
 fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
@@ -99,7 +141,14 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
         && warmup >= iterations
         && iterations > 0
     {
-        c.at(w.span(), "run.warmup", format!("{warmup} warm-up iterations leave none of the {iterations} to judge; valid: 0 to {}", iterations - 1));
+        c.at(
+            w.span(),
+            "run.warmup",
+            format!(
+                "{warmup} warm-up iterations leave none of the {iterations} to judge; valid: 0 to {}",
+                iterations - 1
+            ),
+        );
     }
     RunSpec {
         duration,
@@ -107,13 +156,23 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
         warmup,
         drain: duration_value(c, raw.drain.as_ref(), "run.drain", Duration::from_secs(5), false),
         settle: duration_value(c, raw.settle.as_ref(), "run.settle", Duration::from_secs(10), false),
-        connect_timeout: duration_value(c, raw.connect_timeout.as_ref(), "run.connect_timeout", Duration::from_secs(5), true),
+        connect_timeout: duration_value(
+            c,
+            raw.connect_timeout.as_ref(),
+            "run.connect_timeout",
+            Duration::from_secs(5),
+            true,
+        ),
     }
 }
 
 fn rooms(raw: &[S<RawRoom>], server: &ServerSpec, run: &RunSpec, c: &mut Collector<'_>) -> Vec<RoomSpec> {
     if raw.is_empty() {
-        c.at(0..0, "rooms", "no rooms; add at least one `[[rooms]]` table with a `name` and `[[rooms.clients]]`");
+        c.at(
+            0..0,
+            "rooms",
+            "no rooms; add at least one `[[rooms]]` table with a `name` and `[[rooms.clients]]`",
+        );
     }
     let mut seen: Vec<&str> = Vec::new();
     let mut rooms = Vec::new();
@@ -123,20 +182,36 @@ fn rooms(raw: &[S<RawRoom>], server: &ServerSpec, run: &RunSpec, c: &mut Collect
             Some(name) => {
                 let text = name.get_ref().as_str();
                 if !is_valid_name(text) {
-                    c.at(name.span(), format!("{key}.name"), format!("`{text}` is not a valid room name; use {NAME_RULE}"));
+                    c.at(
+                        name.span(),
+                        format!("{key}.name"),
+                        format!("`{text}` is not a valid room name; use {NAME_RULE}"),
+                    );
                 } else if seen.contains(&text) {
-                    c.at(name.span(), format!("{key}.name"), format!("room `{text}` is named twice; room names are unique"));
+                    c.at(
+                        name.span(),
+                        format!("{key}.name"),
+                        format!("room `{text}` is named twice; room names are unique"),
+                    );
                 }
                 seen.push(text);
                 text.to_string()
             }
             None => {
-                c.at(room.span(), format!("{key}.name"), format!("missing; every room needs `name = \"...\"` ({NAME_RULE})"));
+                c.at(
+                    room.span(),
+                    format!("{key}.name"),
+                    format!("missing; every room needs `name = \"...\"` ({NAME_RULE})"),
+                );
                 String::new()
             }
         };
         if room.get_ref().clients.is_empty() {
-            c.at(room.span(), format!("{key}.clients"), "room has no clients; add a `[[rooms.clients]]` table with a `pattern` and `count`");
+            c.at(
+                room.span(),
+                format!("{key}.clients"),
+                "room has no clients; add a `[[rooms.clients]]` table with a `pattern` and `count`",
+            );
         }
         let clients = room
             .get_ref()
@@ -150,16 +225,36 @@ fn rooms(raw: &[S<RawRoom>], server: &ServerSpec, run: &RunSpec, c: &mut Collect
     rooms
 }
 
-fn client_group(raw: &S<RawClients>, key: &str, server: &ServerSpec, run: &RunSpec, c: &mut Collector<'_>) -> ClientGroup {
+fn client_group(
+    raw: &S<RawClients>,
+    key: &str,
+    server: &ServerSpec,
+    run: &RunSpec,
+    c: &mut Collector<'_>,
+) -> ClientGroup {
     let g = raw.get_ref();
-    let pattern_name = choice(c, g.pattern.as_ref(), &format!("{key}.pattern"), &[("steady", "steady"), ("cycle", "cycle"), ("tabs", "tabs")], "steady");
+    let pattern_name = choice(
+        c,
+        g.pattern.as_ref(),
+        &format!("{key}.pattern"),
+        &[("steady", "steady"), ("cycle", "cycle"), ("tabs", "tabs")],
+        "steady",
+    );
     let close_choices = [("graceful", CloseMode::Graceful), ("abrupt", CloseMode::Abrupt)];
     let only_for = |c: &mut Collector<'_>, value: Option<&S<String>>, field: &str, patterns: &[&str]| {
         if let Some(v) = value
             && !patterns.contains(&pattern_name)
         {
-            let list = patterns.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(" or ");
-            c.at(v.span(), format!("{key}.{field}"), format!("only applies to pattern = {list}; this group is \"{pattern_name}\""));
+            let list = patterns
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            c.at(
+                v.span(),
+                format!("{key}.{field}"),
+                format!("only applies to pattern = {list}; this group is \"{pattern_name}\""),
+            );
         }
     };
     only_for(c, g.up.as_ref(), "up", &["cycle"]);
@@ -167,75 +262,129 @@ fn client_group(raw: &S<RawClients>, key: &str, server: &ServerSpec, run: &RunSp
     only_for(c, g.ramp.as_ref(), "ramp", &["tabs"]);
     only_for(c, g.hold.as_ref(), "hold", &["tabs"]);
     only_for(c, g.close.as_ref(), "close", &["cycle", "tabs"]);
-    let close = choice(c, g.close.as_ref(), &format!("{key}.close"), &close_choices, CloseMode::Graceful);
-    let pattern = match pattern_name {
-        "cycle" => Pattern::Cycle {
-            up: duration_value(c, g.up.as_ref(), &format!("{key}.up"), Duration::from_secs(1), true),
-            down: duration_value(c, g.down.as_ref(), &format!("{key}.down"), Duration::from_millis(100), false),
-            close,
-        },
-        "tabs" => {
-            let ramp = duration_value(c, g.ramp.as_ref(), &format!("{key}.ramp"), Duration::ZERO, false);
-            let hold = g.hold.as_ref().map(|h| duration_value(c, Some(h), &format!("{key}.hold"), Duration::ZERO, false));
-            if let (Some(hold), Some(raw_hold)) = (hold, &g.hold)
-                && ramp + hold > run.duration
-            {
-                c.at(raw_hold.span(), format!("{key}.hold"), format!(
+    let close = choice(
+        c,
+        g.close.as_ref(),
+        &format!("{key}.close"),
+        &close_choices,
+        CloseMode::Graceful,
+    );
+    let pattern =
+        match pattern_name {
+            "cycle" => Pattern::Cycle {
+                up: duration_value(c, g.up.as_ref(), &format!("{key}.up"), Duration::from_secs(1), true),
+                down: duration_value(
+                    c,
+                    g.down.as_ref(),
+                    &format!("{key}.down"),
+                    Duration::from_millis(100),
+                    false,
+                ),
+                close,
+            },
+            "tabs" => {
+                let ramp = duration_value(c, g.ramp.as_ref(), &format!("{key}.ramp"), Duration::ZERO, false);
+                let hold = g
+                    .hold
+                    .as_ref()
+                    .map(|h| duration_value(c, Some(h), &format!("{key}.hold"), Duration::ZERO, false));
+                if let (Some(hold), Some(raw_hold)) = (hold, &g.hold)
+                    && ramp + hold > run.duration
+                {
+                    c.at(raw_hold.span(), format!("{key}.hold"), format!(
                     "ramp + hold = {} is longer than run.duration = {}; the wave must close within the iteration",
                     humantime::format_duration(ramp + hold),
                     humantime::format_duration(run.duration)
                 ));
+                }
+                Pattern::Tabs { ramp, hold, close }
             }
-            Pattern::Tabs { ramp, hold, close }
-        }
-        _ => Pattern::Steady,
-    };
+            _ => Pattern::Steady,
+        };
     let count = int(c, g.count.as_ref(), &format!("{key}.count"), 1, 1..=10_000) as usize;
     let default_rate = if pattern_name == "tabs" { 0.0 } else { 1.0 };
     let rate = match &g.rate {
         Some(r) if r.get_ref().is_finite() && (0.0..=10_000.0).contains(r.get_ref()) => *r.get_ref(),
         Some(r) => {
-            c.at(r.span(), format!("{key}.rate"), format!("{} is out of range; valid: 0 (listen only) to 10000 messages per second per client", r.get_ref()));
+            c.at(
+                r.span(),
+                format!("{key}.rate"),
+                format!(
+                    "{} is out of range; valid: 0 (listen only) to 10000 messages per second per client",
+                    r.get_ref()
+                ),
+            );
             default_rate
         }
         None => default_rate,
     };
     let payload = match &g.payload {
-        Some(size) => match parse_size(size.get_ref()) {
-            Ok(bytes) if bytes as usize <= server.max_frame => bytes as usize,
-            Ok(bytes) => {
-                c.at(size.span(), format!("{key}.payload"), format!("{bytes} bytes is larger than server.max_frame ({} bytes); the server would ignore every frame", server.max_frame));
-                64
+        Some(size) => {
+            match parse_size(size.get_ref()) {
+                Ok(bytes) if bytes as usize <= server.max_frame => bytes as usize,
+                Ok(bytes) => {
+                    c.at(size.span(), format!("{key}.payload"), format!("{bytes} bytes is larger than server.max_frame ({} bytes); the server would ignore every frame", server.max_frame));
+                    64
+                }
+                Err(msg) => {
+                    c.at(size.span(), format!("{key}.payload"), msg);
+                    64
+                }
             }
-            Err(msg) => {
-                c.at(size.span(), format!("{key}.payload"), msg);
-                64
-            }
-        },
+        }
         None => 64,
     };
-    let reader = choice(c, g.reader.as_ref(), &format!("{key}.reader"), &[("normal", Reader::Normal), ("paused", Reader::Paused)], Reader::Normal);
-    ClientGroup { pattern, count, rate, payload, reader }
+    let reader = choice(
+        c,
+        g.reader.as_ref(),
+        &format!("{key}.reader"),
+        &[("normal", Reader::Normal), ("paused", Reader::Paused)],
+        Reader::Normal,
+    );
+    ClientGroup {
+        pattern,
+        count,
+        rate,
+        payload,
+        reader,
+    }
 }
 
 fn thresholds(raw: Option<&RawThresholds>, c: &mut Collector<'_>) -> Thresholds {
     let default = RawThresholds::default();
     let t = raw.unwrap_or(&default);
     let limit = |c: &mut Collector<'_>, v: Option<&S<String>>, key: &str, default: Option<Duration>| {
-        v.map(|v| duration_value(c, Some(v), key, Duration::ZERO, true)).or(default)
+        v.map(|v| duration_value(c, Some(v), key, Duration::ZERO, true))
+            .or(default)
     };
     Thresholds {
         gaps: int(c, t.gaps.as_ref(), "thresholds.gaps", 0, 0..=i64::MAX as u64),
-        duplicates: int(c, t.duplicates.as_ref(), "thresholds.duplicates", 0, 0..=i64::MAX as u64),
+        duplicates: int(
+            c,
+            t.duplicates.as_ref(),
+            "thresholds.duplicates",
+            0,
+            0..=i64::MAX as u64,
+        ),
         reordered: int(c, t.reordered.as_ref(), "thresholds.reordered", 0, 0..=i64::MAX as u64),
         misrouted: int(c, t.misrouted.as_ref(), "thresholds.misrouted", 0, 0..=i64::MAX as u64),
         delivery: LatencyLimits {
             p50: limit(c, t.delivery_p50.as_ref(), "thresholds.delivery_p50", None),
-            p99: limit(c, t.delivery_p99.as_ref(), "thresholds.delivery_p99", Some(Duration::from_millis(500))),
+            p99: limit(
+                c,
+                t.delivery_p99.as_ref(),
+                "thresholds.delivery_p99",
+                Some(Duration::from_millis(500)),
+            ),
             p999: limit(c, t.delivery_p999.as_ref(), "thresholds.delivery_p999", None),
             max: limit(c, t.delivery_max.as_ref(), "thresholds.delivery_max", None),
         },
-        connect_p99: limit(c, t.connect_p99.as_ref(), "thresholds.connect_p99", Some(Duration::from_secs(1))),
+        connect_p99: limit(
+            c,
+            t.connect_p99.as_ref(),
+            "thresholds.connect_p99",
+            Some(Duration::from_secs(1)),
+        ),
     }
 }
 
@@ -243,17 +392,33 @@ fn flag(value: Option<&S<bool>>, default: bool) -> bool {
     value.map_or(default, |v| *v.get_ref())
 }
 
-fn int(c: &mut Collector<'_>, value: Option<&S<i64>>, key: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+fn int(
+    c: &mut Collector<'_>,
+    value: Option<&S<i64>>,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> u64 {
     let Some(v) = value else { return default };
     let n = *v.get_ref();
     if n < 0 || !range.contains(&(n as u64)) {
-        c.at(v.span(), key, format!("{n} is out of range; valid: {} to {}", range.start(), range.end()));
+        c.at(
+            v.span(),
+            key,
+            format!("{n} is out of range; valid: {} to {}", range.start(), range.end()),
+        );
         return default;
     }
     n as u64
 }
 
-fn duration_value(c: &mut Collector<'_>, value: Option<&S<String>>, key: &str, default: Duration, nonzero: bool) -> Duration {
+fn duration_value(
+    c: &mut Collector<'_>,
+    value: Option<&S<String>>,
+    key: &str,
+    default: Duration,
+    nonzero: bool,
+) -> Duration {
     let Some(v) = value else { return default };
     match parse_duration(v.get_ref()) {
         Ok(d) if nonzero && d.is_zero() => {
@@ -261,7 +426,11 @@ fn duration_value(c: &mut Collector<'_>, value: Option<&S<String>>, key: &str, d
             default
         }
         Ok(d) if d > MAX_DURATION => {
-            c.at(v.span(), key, "is longer than the 24h leakrun allows for any one duration");
+            c.at(
+                v.span(),
+                key,
+                "is longer than the 24h leakrun allows for any one duration",
+            );
             default
         }
         Ok(d) => d,
@@ -272,13 +441,27 @@ fn duration_value(c: &mut Collector<'_>, value: Option<&S<String>>, key: &str, d
     }
 }
 
-fn choice<T: Copy>(c: &mut Collector<'_>, value: Option<&S<String>>, key: &str, choices: &[(&str, T)], default: T) -> T {
+fn choice<T: Copy>(
+    c: &mut Collector<'_>,
+    value: Option<&S<String>>,
+    key: &str,
+    choices: &[(&str, T)],
+    default: T,
+) -> T {
     let Some(v) = value else { return default };
     match choices.iter().find(|(name, _)| *name == v.get_ref().as_str()) {
         Some((_, chosen)) => *chosen,
         None => {
-            let valid = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
-            c.at(v.span(), key, format!("`{}` is not one of the valid values: {valid}", v.get_ref()));
+            let valid = choices
+                .iter()
+                .map(|(n, _)| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            c.at(
+                v.span(),
+                key,
+                format!("`{}` is not one of the valid values: {valid}", v.get_ref()),
+            );
             default
         }
     }

@@ -55,7 +55,9 @@ pub async fn serve_socket(socket: WebSocket, room: String, state: Arc<AppState>)
         Ending::ProtocolError => ServerCounters::bump(&counters.protocol_errors),
         Ending::ServerSide => {}
     }
-    counters.live_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    counters
+        .live_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 async fn pump(socket: WebSocket, room: &str, channel: &mut crate::layer::ChannelReceiver, state: &AppState) -> Ending {

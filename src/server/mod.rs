@@ -57,11 +57,17 @@ impl AppState {
 
 /// Serves the routes on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()> + Send + 'static) {
-    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }
 
 /// The server's routes.
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let with_state = {
         let state = state.clone();
         warp::any().map(move || state.clone())
@@ -134,7 +140,10 @@ impl EmbeddedServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
             self.task.abort();
         }
     }

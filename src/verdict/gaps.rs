@@ -59,21 +59,47 @@ pub fn judge(
 ) -> GapsVerdict {
     let mut breaches = Vec::new();
     if totals.lost() > thresholds.gaps {
-        breaches.push(format!("{} lost ({} gaps, {} tail loss; allowed {})", totals.lost(), totals.gaps, totals.tail_loss, thresholds.gaps));
+        breaches.push(format!(
+            "{} lost ({} gaps, {} tail loss; allowed {})",
+            totals.lost(),
+            totals.gaps,
+            totals.tail_loss,
+            thresholds.gaps
+        ));
     }
     if totals.duplicates > thresholds.duplicates {
-        breaches.push(format!("{} duplicated (allowed {})", totals.duplicates, thresholds.duplicates));
+        breaches.push(format!(
+            "{} duplicated (allowed {})",
+            totals.duplicates, thresholds.duplicates
+        ));
     }
     if totals.reordered > thresholds.reordered {
-        breaches.push(format!("{} reordered (allowed {})", totals.reordered, thresholds.reordered));
+        breaches.push(format!(
+            "{} reordered (allowed {})",
+            totals.reordered, thresholds.reordered
+        ));
     }
     if totals.misrouted > thresholds.misrouted {
-        breaches.push(format!("{} misrouted (allowed {})", totals.misrouted, thresholds.misrouted));
+        breaches.push(format!(
+            "{} misrouted (allowed {})",
+            totals.misrouted, thresholds.misrouted
+        ));
     }
-    let outcome = if breaches.is_empty() { GapOutcome::Clean } else { GapOutcome::Gaps };
-    let expected = if expect_gaps { GapOutcome::Gaps } else { GapOutcome::Clean };
+    let outcome = if breaches.is_empty() {
+        GapOutcome::Clean
+    } else {
+        GapOutcome::Gaps
+    };
+    let expected = if expect_gaps {
+        GapOutcome::Gaps
+    } else {
+        GapOutcome::Clean
+    };
     let mut summary = if breaches.is_empty() {
-        format!("clean: {} sent, {} delivered, nothing lost, duplicated, reordered or misrouted", totals.sent, totals.received)
+        format!(
+            "clean: {} sent, {} delivered, nothing lost, duplicated, reordered or misrouted",
+            totals.sent, totals.received
+        )
     } else {
         let mut line = format!("gaps: {}", breaches.join(", "));
         if let Some(first) = records.first() {

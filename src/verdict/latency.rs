@@ -46,27 +46,48 @@ pub struct LatencyVerdict {
 }
 
 /// Judges the histograms against `thresholds`.
-pub fn judge(delivery: Vec<RoomLatency>, connect: LatencySummary, thresholds: &Thresholds, expect_breach: bool) -> LatencyVerdict {
+pub fn judge(
+    delivery: Vec<RoomLatency>,
+    connect: LatencySummary,
+    thresholds: &Thresholds,
+    expect_breach: bool,
+) -> LatencyVerdict {
     let mut breaches = Vec::new();
     let mut check = |what: &str, value_us: u64, limit: Option<Duration>| {
         if let Some(limit) = limit
             && value_us as u128 > limit.as_micros()
         {
-            breaches.push(format!("{what} {} > {}", fmt_us(value_us), humantime::format_duration(limit)));
+            breaches.push(format!(
+                "{what} {} > {}",
+                fmt_us(value_us),
+                humantime::format_duration(limit)
+            ));
         }
     };
     for room in delivery.iter().filter(|r| r.delivery.count > 0) {
         let limits = &thresholds.delivery;
         check(&format!("{} delivery p50", room.room), room.delivery.p50_us, limits.p50);
         check(&format!("{} delivery p99", room.room), room.delivery.p99_us, limits.p99);
-        check(&format!("{} delivery p99.9", room.room), room.delivery.p999_us, limits.p999);
+        check(
+            &format!("{} delivery p99.9", room.room),
+            room.delivery.p999_us,
+            limits.p999,
+        );
         check(&format!("{} delivery max", room.room), room.delivery.max_us, limits.max);
     }
     if connect.count > 0 {
         check("connect p99", connect.p99_us, thresholds.connect_p99);
     }
-    let outcome = if breaches.is_empty() { LatencyOutcome::Within } else { LatencyOutcome::Breach };
-    let expected = if expect_breach { LatencyOutcome::Breach } else { LatencyOutcome::Within };
+    let outcome = if breaches.is_empty() {
+        LatencyOutcome::Within
+    } else {
+        LatencyOutcome::Breach
+    };
+    let expected = if expect_breach {
+        LatencyOutcome::Breach
+    } else {
+        LatencyOutcome::Within
+    };
     let worst = delivery.iter().max_by_key(|r| r.delivery.p99_us);
     let mut summary = match (&outcome, worst) {
         (LatencyOutcome::Within, Some(w)) if w.delivery.count > 0 => format!(
@@ -77,11 +98,25 @@ pub fn judge(delivery: Vec<RoomLatency>, connect: LatencySummary, thresholds: &T
             fmt_us(w.delivery.max_us),
             fmt_us(connect.p99_us)
         ),
-        (LatencyOutcome::Within, _) => format!("within limits: no deliveries measured; connect p99 {}", fmt_us(connect.p99_us)),
+        (LatencyOutcome::Within, _) => format!(
+            "within limits: no deliveries measured; connect p99 {}",
+            fmt_us(connect.p99_us)
+        ),
         (LatencyOutcome::Breach, _) => format!("breach: {}", breaches.join(", ")),
     };
-    summary.push_str(super::expectation_note(outcome == LatencyOutcome::Breach, expect_breach));
-    LatencyVerdict { outcome, expected, met: outcome == expected, summary, delivery, connect, breaches }
+    summary.push_str(super::expectation_note(
+        outcome == LatencyOutcome::Breach,
+        expect_breach,
+    ));
+    LatencyVerdict {
+        outcome,
+        expected,
+        met: outcome == expected,
+        summary,
+        delivery,
+        connect,
+        breaches,
+    }
 }
 
 /// Microseconds as a short human figure.

@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{WebSocketStream, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 use super::{LoadContext, Phase};
 use crate::envelope::Envelope;
@@ -21,6 +22,9 @@ use crate::scenario::{CloseMode, Reader};
 
 /// How long a graceful close waits for the server's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Read buffer per client socket.
+const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// What a session is asked to do.
 pub struct SessionPlan<'a> {
@@ -213,7 +217,13 @@ async fn connect(ctx: &LoadContext, instance: usize, room: &str) -> Option<WebSo
     let attempt = async {
         let tcp = TcpStream::connect(addr).await.ok()?;
         let _ = tcp.set_nodelay(true);
-        client_async(url, tcp).await.ok().map(|(socket, _)| socket)
+        // tungstenite reads into a 128 KiB buffer by default; a thousand clients do not need
+        // 128 MiB of it. Frames larger than the buffer are still read whole.
+        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+        client_async_with_config(url, tcp, Some(config))
+            .await
+            .ok()
+            .map(|(socket, _)| socket)
     };
     timeout(ctx.connect_timeout, attempt).await.ok().flatten()
 }

@@ -188,7 +188,7 @@ fn value_key_span(value: &Spanned<DeValue<'_>>, path: &[Segment]) -> Option<Rang
     match (value.get_ref(), path.first()?) {
         (DeValue::Table(table), Segment::Key(_)) => key_span(table, path),
         (DeValue::Array(array), Segment::Index(i)) => {
-            let item = array.iter().nth(*i)?;
+            let item = array.get(*i)?;
             if path.len() == 1 {
                 Some(item.span())
             } else {

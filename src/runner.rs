@@ -342,12 +342,14 @@ async fn run_iteration(
 /// Waits until deliveries stop moving for [`DRAIN_QUIET`], at most `bound`.
 async fn drain(ctx: &LoadContext, servers: &[EmbeddedServer], bound: Duration, cancel: &CancellationToken) -> bool {
     let deadline = Instant::now() + bound;
-    let reading = || {
-        (
-            LiveCounters::get(&ctx.live.received),
-            aggregate_stats(servers).frames_out,
-        )
+    // Plain counter reads: building full stats would lock the layer on every poll.
+    let frames_out = || {
+        servers
+            .iter()
+            .map(|s| LiveCounters::get(&s.state.counters.frames_out))
+            .sum::<u64>()
     };
+    let reading = || (LiveCounters::get(&ctx.live.received), frames_out());
     let mut last = reading();
     let mut still_since = Instant::now();
     while Instant::now() < deadline && !cancel.is_cancelled() {

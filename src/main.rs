@@ -7,6 +7,11 @@ use leakrun::cli::{self, Cli};
 use leakrun::exit::Exit;
 use tokio_util::sync::CancellationToken;
 
+/// Exact live heap figures for the leak verdict (see `leakrun::heap`).
+#[cfg(feature = "count-heap")]
+#[global_allocator]
+static ALLOCATOR: leakrun::heap::CountingAllocator = leakrun::heap::CountingAllocator;
+
 fn main() -> ExitCode {
     let args = cli::with_default_subcommand(std::env::args().collect());
     let parsed = match Cli::try_parse_from(args) {
@@ -23,10 +28,11 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::Infrastructure.code());
         }
     };
-    let exit = runtime.block_on(async {
+    // Everything the runner does itself is harness work; the server's tasks are spawned untagged.
+    let exit = runtime.block_on(leakrun::heap::harness(async {
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
-        tokio::spawn(async move {
+        leakrun::heap::spawn_harness(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("\ninterrupted: closing clients and writing a partial result (Ctrl-C again to abort)");
                 on_signal.cancel();
@@ -36,7 +42,7 @@ fn main() -> ExitCode {
             }
         });
         cli::execute(parsed, cancel).await
-    });
+    }));
     // Client and server tasks still winding down must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(exit.code())

@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend;
+use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::drivers::{self, ClientSpec};
 use crate::load::{LiveCounters, LoadContext, Phase};
@@ -23,15 +24,23 @@ use crate::observe::analysis::{self, LossRecord, LossTotals, SessionReport};
 use crate::observe::clock::{RunClock, secs};
 use crate::observe::events::EventLog;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
+use crate::observe::sampler::{MemoryProbe, Probes, Sampler};
 use crate::results::{self, *};
 use crate::scenario::LoadedScenario;
-use crate::server::{AppState, EmbeddedServer, ServerStats};
+use crate::server::{AppState, EmbeddedServer, ServerFaults, ServerStats};
+use crate::verdict::leak::IterationMemory;
 use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
 
 /// How long deliveries must stay still before the drain counts as done.
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 /// Churn events kept per run.
 const MAX_EVENTS: usize = 20_000;
+/// How long the server's live heap must stay still before an iteration counts as settled.
+const HEAP_QUIET: Duration = Duration::from_millis(300);
+/// How far the live heap may move within [`HEAP_QUIET`] and still count as still.
+const HEAP_QUIET_BYTES: i64 = 256;
+/// Bound on waiting for a still heap before the first client connects.
+const BEFORE_SETTLE: Duration = Duration::from_secs(3);
 
 /// How to run.
 #[derive(Clone)]
@@ -98,6 +107,8 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         losses: LossLog::default(),
         events: EventLogOut::default(),
         server: ServerStats::default(),
+        before: None,
+        timeline: Timeline::new(2),
     };
 
     match execute(loaded, options, &clock, &mut result).await {
@@ -135,8 +146,13 @@ async fn execute(
     let backend = backend::build(scenario).await.map_err(|e| e.to_string())?;
     result.backend.version = backend.version.clone();
     let mut servers = Vec::new();
+    let faults = &scenario.server.faults;
     for _ in 0..scenario.server.instances {
-        let state = AppState::new(backend.layer.clone(), scenario.server.max_frame);
+        let state = AppState::with_faults(
+            backend.layer.clone(),
+            scenario.server.max_frame,
+            ServerFaults::new(faults.leak_per_connection, faults.hold_per_connection),
+        );
         let server = EmbeddedServer::start(state)
             .await
             .map_err(|e| format!("the embedded server would not start on 127.0.0.1: {e}"))?;
@@ -154,6 +170,17 @@ async fn execute(
         events: EventLog::new(MAX_EVENTS),
     });
     let clients = drivers::clients(scenario, servers.len());
+    let states: Vec<Arc<AppState>> = servers.iter().map(|s| s.state.clone()).collect();
+    let probes = Arc::new(Probes::new(
+        *clock,
+        MemoryProbe::own_process(),
+        Box::new(move || state_series(&aggregate_states(&states))),
+    ));
+    settle(&servers, &probes, BEFORE_SETTLE).await;
+    let before = probes.sample();
+    let sampler = Sampler::start(probes.clone(), scenario.run.sample_interval);
+    let mut memory: Vec<IterationMemory> = Vec::new();
+    let mut closed_so_far = closed_connections(&servers);
     let progress = Progress::start(
         options.progress,
         scenario.run.iterations,
@@ -172,7 +199,17 @@ async fn execute(
             break;
         }
         progress.iteration(index);
-        let outcome = run_iteration(loaded, &ctx, &servers, &clients, index, &options.cancel).await;
+        let outcome = run_iteration(loaded, &ctx, &servers, &probes, &clients, index, &options.cancel).await;
+        let closed_now = closed_connections(&servers);
+        if !outcome.interrupted {
+            memory.push(IterationMemory {
+                index,
+                warmup: outcome.figures.warmup,
+                after: outcome.figures.after.clone(),
+                connections_closed: closed_now - closed_so_far,
+            });
+        }
+        closed_so_far = closed_now;
         run_book.merge(&outcome.book);
         for (sum, room) in totals_per_room.iter_mut().zip(&outcome.loss.per_room) {
             sum.add(room);
@@ -187,6 +224,7 @@ async fn execute(
         }
     }
     progress.finish();
+    result.timeline = sampler.finish().await;
 
     let server = aggregate_stats(&servers);
     for server in servers {
@@ -226,7 +264,8 @@ async fn execute(
             &scenario.thresholds,
             scenario.expect.latency_breach,
         );
-        result.verdicts = Some(Verdicts { gaps, latency });
+        let leak = verdict::leak::judge(&before, &memory, &scenario.thresholds.leak, scenario.expect.leak);
+        result.verdicts = Some(Verdicts { gaps, latency, leak });
     }
     result.losses = LossLog {
         truncated: total_records > records.len() as u64,
@@ -236,6 +275,7 @@ async fn execute(
     let (events, not_kept) = ctx.events.take();
     result.events = EventLogOut { events, not_kept };
     result.server = server;
+    result.before = Some(before);
     Ok(interrupted)
 }
 
@@ -250,6 +290,7 @@ async fn run_iteration(
     loaded: &LoadedScenario,
     ctx: &Arc<LoadContext>,
     servers: &[EmbeddedServer],
+    probes: &Probes,
     clients: &[ClientSpec],
     index: u32,
     cancel: &CancellationToken,
@@ -263,7 +304,7 @@ async fn run_iteration(
     let tasks: Vec<_> = clients
         .iter()
         .map(|spec| {
-            tokio::spawn(drivers::drive(
+            heap::spawn_harness(drivers::drive(
                 ctx.clone(),
                 book.clone(),
                 spec.clone(),
@@ -302,8 +343,9 @@ async fn run_iteration(
     }
 
     let settle_started = Instant::now();
-    let settled = settle(servers, run.settle).await;
+    let settled = settle(servers, probes, run.settle).await;
     let settle_s = settle_started.elapsed().as_secs_f64();
+    let after = probes.sample();
     let mut server_after = aggregate_stats(servers);
     server_after.layer.fault_dropped_envelopes.clear();
 
@@ -325,6 +367,7 @@ async fn run_iteration(
         deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
         delivery: all_rooms.summary(),
         server_after,
+        after,
     };
     let book = Arc::try_unwrap(book).unwrap_or_else(|shared| {
         let copy = LatencyBook::new(ctx.rooms.len());
@@ -365,28 +408,86 @@ async fn drain(ctx: &LoadContext, servers: &[EmbeddedServer], bound: Duration, c
     false
 }
 
-/// Waits until every instance reports zero live connections, at most `bound`.
-async fn settle(servers: &[EmbeddedServer], bound: Duration) -> bool {
+/// Waits until every instance reports zero live connections and the server's live heap has
+/// stayed within [`HEAP_QUIET_BYTES`] for [`HEAP_QUIET`], at most `bound`.
+async fn settle(servers: &[EmbeddedServer], probes: &Probes, bound: Duration) -> bool {
     let deadline = Instant::now() + bound;
+    let mut window: std::collections::VecDeque<(Instant, i64)> = std::collections::VecDeque::new();
     loop {
-        if aggregate_stats(servers).live_connections == 0 {
+        let now = Instant::now();
+        let idle = servers
+            .iter()
+            .all(|s| LiveCounters::get(&s.state.counters.live_connections) == 0);
+        let still = match probes.heap_bytes() {
+            None => true,
+            Some(bytes) => {
+                window.push_back((now, bytes));
+                while window
+                    .front()
+                    .is_some_and(|(at, _)| now.duration_since(*at) > HEAP_QUIET)
+                {
+                    window.pop_front();
+                }
+                let (low, high) = window
+                    .iter()
+                    .fold((i64::MAX, i64::MIN), |(lo, hi), (_, b)| (lo.min(*b), hi.max(*b)));
+                let spans_window = window
+                    .front()
+                    .is_some_and(|(at, _)| now.duration_since(*at) >= HEAP_QUIET - Duration::from_millis(25));
+                spans_window && high - low <= HEAP_QUIET_BYTES
+            }
+        };
+        if idle && still {
             return true;
         }
-        if Instant::now() >= deadline {
+        if !idle {
+            window.clear();
+        }
+        if now >= deadline {
             return false;
         }
         sleep(Duration::from_millis(20)).await;
     }
 }
 
+/// Connections every instance has closed so far.
+fn closed_connections(servers: &[EmbeddedServer]) -> u64 {
+    servers
+        .iter()
+        .map(|s| {
+            let c = &s.state.counters;
+            LiveCounters::get(&c.connections_opened).saturating_sub(LiveCounters::get(&c.live_connections))
+        })
+        .sum()
+}
+
+/// Server state counters by name: the series a leak verdict requires to return to their start.
+fn state_series(stats: &ServerStats) -> std::collections::BTreeMap<String, u64> {
+    [
+        ("live_connections", stats.live_connections),
+        ("groups", stats.layer.groups),
+        ("memberships", stats.layer.memberships),
+        ("channels", stats.layer.channels),
+        ("buffered", stats.layer.buffered),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect()
+}
+
 /// Counters summed over instances, with the shared layer's state once.
 fn aggregate_stats(servers: &[EmbeddedServer]) -> ServerStats {
-    let Some(first) = servers.first() else {
+    let states: Vec<&AppState> = servers.iter().map(|s| s.state.as_ref()).collect();
+    aggregate_states(&states)
+}
+
+fn aggregate_states<S: std::ops::Deref<Target = AppState>>(states: &[S]) -> ServerStats {
+    let Some(first) = states.first() else {
         return ServerStats::default();
     };
-    let mut stats = first.state.stats();
-    for server in &servers[1..] {
-        stats.add_counters(&server.state.counters.snapshot(LayerStats::default()));
+    let mut stats = first.stats();
+    for state in &states[1..] {
+        stats.add_counters(&state.counters.snapshot(LayerStats::default()));
     }
     stats
 }
@@ -415,7 +516,7 @@ impl Progress {
                 .progress_chars("=> "),
         );
         let ticking = bar.clone();
-        let ticker = tokio::spawn(async move {
+        let ticker = heap::spawn_harness(async move {
             let started = Instant::now();
             loop {
                 sleep(Duration::from_millis(200)).await;

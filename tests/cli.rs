@@ -168,7 +168,7 @@ fn a_bare_file_argument_runs_it() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let r = result(&dir.path().join("results"), "tiny");
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], 2);
     assert_eq!(r["status"], "pass");
     assert_eq!(r["scenario"]["resolved"]["server"]["capacity"], 100);
     assert_eq!(r["scenario"]["hash"].as_str().unwrap().len(), 64);

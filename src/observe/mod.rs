@@ -6,4 +6,6 @@ pub mod clock;
 pub mod events;
 pub mod latency;
 pub mod ranges;
+pub mod sampler;
+pub mod timeline;
 pub mod tracker;

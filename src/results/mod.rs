@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use crate::observe::analysis::{LossRecord, LossTotals};
 use crate::observe::events::ChurnEvent;
 use crate::observe::latency::LatencySummary;
+use crate::observe::sampler::Sample;
+pub use crate::observe::timeline::Timeline;
 use crate::scenario::Scenario;
 use crate::server::ServerStats;
 use crate::verdict::Verdicts;
 pub use host::HostFacts;
 
 /// Version of this document's shape; `diff` refuses to compare different versions.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Most loss records kept in a result.
 pub const MAX_LOSS_RECORDS: usize = 1000;
@@ -100,6 +102,8 @@ pub struct IterationFigures {
     pub delivery: LatencySummary,
     /// Server counters after the settle.
     pub server_after: ServerStats,
+    /// Memory and state after the settle: the point the leak verdict judges.
+    pub after: Sample,
 }
 
 /// Loss records, capped.
@@ -157,6 +161,10 @@ pub struct RunResult {
     pub events: EventLogOut,
     /// Server counters at the end.
     pub server: ServerStats,
+    /// Memory and state before the first client connected.
+    pub before: Option<Sample>,
+    /// Memory and state every `run.sample_interval`, down-sampled to a bounded length.
+    pub timeline: Timeline<Sample>,
 }
 
 impl RunResult {

@@ -58,6 +58,19 @@ pub struct Faults {
     pub drop_one_in: Option<u64>,
     /// Keep a closed connection's group membership and channel buffer.
     pub keep_membership_on_disconnect: bool,
+    /// Bytes the server keeps for good after each closed connection (0: off): the known-size leak
+    /// that checks the bytes-per-connection figure.
+    pub leak_per_connection: usize,
+    /// Bytes each open connection holds in 4 KiB pieces and frees when it closes (0: off): heap back
+    /// to baseline, resident memory kept by the allocator — the retention control.
+    pub hold_per_connection: usize,
+}
+
+impl Faults {
+    /// True when any switch in the server itself (not the layer) is on.
+    pub fn any_in_server(&self) -> bool {
+        self.leak_per_connection > 0 || self.hold_per_connection > 0
+    }
 }
 
 /// Channel-layer backends.
@@ -191,6 +204,9 @@ pub struct RunSpec {
     /// Upper bound on one WebSocket connect (TCP and handshake).
     #[serde(with = "duration_text")]
     pub connect_timeout: Duration,
+    /// How often memory and server state are sampled for the timeline.
+    #[serde(with = "duration_text")]
+    pub sample_interval: Duration,
 }
 
 /// `[expect]`: which verdicts a scenario expects to come out bad.
@@ -200,6 +216,8 @@ pub struct Expectation {
     pub gaps: bool,
     /// The scenario expects a latency threshold to be exceeded.
     pub latency_breach: bool,
+    /// The scenario expects memory or server state to leak.
+    pub leak: bool,
 }
 
 /// `[thresholds]`, validated.
@@ -218,6 +236,23 @@ pub struct Thresholds {
     /// Limit on the p99 of WebSocket connect time.
     #[serde(with = "option_duration_text")]
     pub connect_p99: Option<Duration>,
+    /// Limits of the leak verdict.
+    pub leak: LeakLimits,
+}
+
+/// Limits the leak verdict judges memory and state series against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeakLimits {
+    /// Live heap growth per iteration (robust slope, bytes) past which the heap leaks.
+    pub heap_growth: u64,
+    /// Resident memory growth per iteration past which RSS leaks; judged only where no exact heap
+    /// series exists (an external server).
+    pub rss_growth: u64,
+    /// Resident memory kept above the live heap's growth, in bytes, past which a clean heap is
+    /// reported as allocator retention.
+    pub retention: u64,
+    /// How far above its starting value a state counter (connections, memberships, ...) may end.
+    pub state_growth: u64,
 }
 
 /// Percentile limits for one latency histogram.

@@ -44,6 +44,8 @@ pub struct RawServer {
 pub struct RawFaults {
     pub drop_one_in: Option<S<i64>>,
     pub keep_membership_on_disconnect: Option<S<bool>>,
+    pub leak_per_connection: Option<S<RawSize>>,
+    pub hold_per_connection: Option<S<RawSize>>,
 }
 
 /// `[backend]`.
@@ -88,6 +90,7 @@ pub struct RawRun {
     pub drain: Option<S<String>>,
     pub settle: Option<S<String>>,
     pub connect_timeout: Option<S<String>>,
+    pub sample_interval: Option<S<String>>,
 }
 
 /// `[expect]`.
@@ -96,6 +99,7 @@ pub struct RawRun {
 pub struct RawExpect {
     pub gaps: Option<S<bool>>,
     pub latency_breach: Option<S<bool>>,
+    pub leak: Option<S<bool>>,
 }
 
 /// `[thresholds]`.
@@ -111,6 +115,10 @@ pub struct RawThresholds {
     pub delivery_p999: Option<S<String>>,
     pub delivery_max: Option<S<String>>,
     pub connect_p99: Option<S<String>>,
+    pub heap_growth: Option<S<RawSize>>,
+    pub rss_growth: Option<S<RawSize>>,
+    pub retention: Option<S<RawSize>>,
+    pub state_growth: Option<S<i64>>,
 }
 
 /// The keys a table at `table_path` (indices removed, e.g. `rooms.clients`) accepts.

@@ -6,10 +6,16 @@ use std::time::Duration;
 use super::diagnostics::Collector;
 use super::model::*;
 use super::raw::*;
-use super::units::{parse_duration, parse_size};
+use super::units::{RawSize, parse_duration, parse_size};
 
 const NAME_RULE: &str = "1 to 99 letters, digits, `.`, `_` or `-`";
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Default live-heap growth per iteration that counts as a leak.
+pub const DEFAULT_HEAP_GROWTH: u64 = 1024;
+/// Default resident-memory growth per iteration that counts as a leak where no heap series exists.
+pub const DEFAULT_RSS_GROWTH: u64 = 1024 * 1024;
+/// Default resident memory kept beyond the heap's growth that is reported as retention.
+pub const DEFAULT_RETENTION: u64 = 16 * 1024 * 1024;
 
 /// Checks a raw scenario; problems go to `c`, and the returned scenario is only meaningful when
 /// `c` stays empty.
@@ -50,6 +56,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
     let expect = Expectation {
         gaps: flag(expect.and_then(|e| e.gaps.as_ref()), false),
         latency_breach: flag(expect.and_then(|e| e.latency_breach.as_ref()), false),
+        leak: flag(expect.and_then(|e| e.leak.as_ref()), false),
     };
     let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
     Scenario {
@@ -85,30 +92,33 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
     );
     let instances = int(c, raw.instances.as_ref(), "server.instances", 1, 1..=64) as usize;
     let capacity = int(c, raw.capacity.as_ref(), "server.capacity", 100, 1..=1_000_000) as usize;
-    let max_frame = match &raw.max_frame {
-        Some(size) => match parse_size(size.get_ref()) {
-            Ok(bytes) if (64..=16 * 1024 * 1024).contains(&bytes) => bytes as usize,
-            Ok(bytes) => {
-                c.at(
-                    size.span(),
-                    "server.max_frame",
-                    format!("{bytes} bytes is out of range; valid: 64 bytes to \"16MiB\""),
-                );
-                64 * 1024
-            }
-            Err(msg) => {
-                c.at(size.span(), "server.max_frame", msg);
-                64 * 1024
-            }
-        },
-        None => 64 * 1024,
-    };
+    let max_frame = size_value(
+        c,
+        raw.max_frame.as_ref(),
+        "server.max_frame",
+        64 * 1024,
+        64..=16 * 1024 * 1024,
+    ) as usize;
     let faults = raw.faults.as_ref().map(|f| f.get_ref());
     let faults = Faults {
         drop_one_in: faults
             .and_then(|f| f.drop_one_in.as_ref())
             .map(|n| int(c, Some(n), "server.faults.drop_one_in", 0, 2..=1_000_000_000)),
         keep_membership_on_disconnect: flag(faults.and_then(|f| f.keep_membership_on_disconnect.as_ref()), false),
+        leak_per_connection: size_value(
+            c,
+            faults.and_then(|f| f.leak_per_connection.as_ref()),
+            "server.faults.leak_per_connection",
+            0,
+            0..=1024 * 1024,
+        ) as usize,
+        hold_per_connection: size_value(
+            c,
+            faults.and_then(|f| f.hold_per_connection.as_ref()),
+            "server.faults.hold_per_connection",
+            0,
+            0..=64 * 1024 * 1024,
+        ) as usize,
     };
     ServerSpec {
         target,
@@ -163,6 +173,7 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
             Duration::from_secs(5),
             true,
         ),
+        sample_interval: sample_interval(c, raw.sample_interval.as_ref()),
     }
 }
 
@@ -385,6 +396,80 @@ fn thresholds(raw: Option<&RawThresholds>, c: &mut Collector<'_>) -> Thresholds 
             "thresholds.connect_p99",
             Some(Duration::from_secs(1)),
         ),
+        leak: LeakLimits {
+            heap_growth: size_value(
+                c,
+                t.heap_growth.as_ref(),
+                "thresholds.heap_growth",
+                DEFAULT_HEAP_GROWTH,
+                0..=1 << 40,
+            ),
+            rss_growth: size_value(
+                c,
+                t.rss_growth.as_ref(),
+                "thresholds.rss_growth",
+                DEFAULT_RSS_GROWTH,
+                0..=1 << 40,
+            ),
+            retention: size_value(
+                c,
+                t.retention.as_ref(),
+                "thresholds.retention",
+                DEFAULT_RETENTION,
+                0..=1 << 40,
+            ),
+            state_growth: int(
+                c,
+                t.state_growth.as_ref(),
+                "thresholds.state_growth",
+                0,
+                0..=i64::MAX as u64,
+            ),
+        },
+    }
+}
+
+fn sample_interval(c: &mut Collector<'_>, raw: Option<&S<String>>) -> Duration {
+    let interval = duration_value(c, raw, "run.sample_interval", Duration::from_millis(100), true);
+    if let Some(v) = raw
+        && !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&interval)
+    {
+        c.at(
+            v.span(),
+            "run.sample_interval",
+            "is out of range; valid: \"10ms\" to \"60s\"",
+        );
+        return Duration::from_millis(100);
+    }
+    interval
+}
+
+fn size_value(
+    c: &mut Collector<'_>,
+    value: Option<&S<RawSize>>,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> u64 {
+    let Some(v) = value else { return default };
+    match parse_size(v.get_ref()) {
+        Ok(bytes) if range.contains(&bytes) => bytes,
+        Ok(bytes) => {
+            c.at(
+                v.span(),
+                key,
+                format!(
+                    "{bytes} bytes is out of range; valid: {} to {}",
+                    bytesize::ByteSize::b(*range.start()).display().iec(),
+                    bytesize::ByteSize::b(*range.end()).display().iec()
+                ),
+            );
+            default
+        }
+        Err(msg) => {
+            c.at(v.span(), key, msg);
+            default
+        }
     }
 }
 

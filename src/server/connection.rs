@@ -27,6 +27,7 @@ pub async fn serve_socket(socket: WebSocket, room: String, state: Arc<AppState>)
     let counters = &state.counters;
     ServerCounters::bump(&counters.connections_opened);
     ServerCounters::bump(&counters.live_connections);
+    let held = state.faults.hold();
 
     let ending = match state.layer.new_channel().await {
         Ok(mut channel) => {
@@ -55,6 +56,8 @@ pub async fn serve_socket(socket: WebSocket, room: String, state: Arc<AppState>)
         Ending::ProtocolError => ServerCounters::bump(&counters.protocol_errors),
         Ending::ServerSide => {}
     }
+    drop(held);
+    state.faults.on_connection_closed();
     counters
         .live_connections
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -8,6 +8,7 @@
 //! each group message out), `GET /` (hello) and `GET /stats` (counters as JSON).
 
 pub mod connection;
+pub mod faults;
 pub mod stats;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use warp::reply::Reply;
 
 use crate::layer::ChannelLayer;
 use crate::scenario::validate::is_valid_name;
+pub use faults::ServerFaults;
 pub use stats::{ServerCounters, ServerStats};
 
 /// Hard ceiling on one WebSocket message; past it the connection ends with a protocol error.
@@ -37,15 +39,23 @@ pub struct AppState {
     pub counters: ServerCounters,
     /// Largest text frame forwarded.
     pub max_frame: usize,
+    /// Fault switches of the server itself (off by default).
+    pub faults: ServerFaults,
 }
 
 impl AppState {
     /// State for one instance over `layer`.
     pub fn new(layer: Arc<dyn ChannelLayer>, max_frame: usize) -> Arc<Self> {
+        Self::with_faults(layer, max_frame, ServerFaults::off())
+    }
+
+    /// State for one instance over `layer`, with the server's own fault switches.
+    pub fn with_faults(layer: Arc<dyn ChannelLayer>, max_frame: usize, faults: ServerFaults) -> Arc<Self> {
         Arc::new(Self {
             layer,
             counters: ServerCounters::default(),
             max_frame,
+            faults,
         })
     }
 

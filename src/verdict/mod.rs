@@ -4,13 +4,16 @@
 //! control expects the bad one), whether the two match, a one-line summary for people, and its
 //! evidence for `diff` and for anyone who wants to check the summary.
 
+pub mod fit;
 pub mod gaps;
 pub mod latency;
+pub mod leak;
 
 use serde::{Deserialize, Serialize};
 
 pub use gaps::GapsVerdict;
 pub use latency::LatencyVerdict;
+pub use leak::LeakVerdict;
 
 /// The verdicts of one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,12 +22,14 @@ pub struct Verdicts {
     pub gaps: GapsVerdict,
     /// Latency against thresholds.
     pub latency: LatencyVerdict,
+    /// Memory and state left behind after every client is gone.
+    pub leak: LeakVerdict,
 }
 
 impl Verdicts {
     /// True when every verdict came out as the scenario expected.
     pub fn all_met(&self) -> bool {
-        self.gaps.met && self.latency.met
+        self.gaps.met && self.latency.met && self.leak.met
     }
 
     /// One line per verdict, for the summary a person reads.
@@ -33,6 +38,7 @@ impl Verdicts {
         vec![
             format!("{} gaps     {}", mark(self.gaps.met), self.gaps.summary),
             format!("{} latency  {}", mark(self.latency.met), self.latency.summary),
+            format!("{} leak     {}", mark(self.leak.met), self.leak.summary),
         ]
     }
 }

@@ -1,0 +1,276 @@
+//! A counting global allocator: exact live heap bytes and allocation counts, cheap enough to leave on.
+//!
+//! The embedded server, its channel layer and leakrun's own clients and observers share one process,
+//! so a plain counter would mix the server's memory with the harness's (loss records, event logs,
+//! histograms, a thousand client buffers) and show the harness's growth as the server's leak.
+//! Each allocation therefore carries a one-byte *domain* in a small header in front of it:
+//! [`Domain::Harness`] while a future wrapped by [`harness`] is being polled on the thread, and
+//! [`Domain::Server`] otherwise — the server's tasks, the ones warp and hyper spawn, the runtime.
+//! A block is counted against the domain that allocated it, whichever thread frees it.
+//!
+//! The `leakrun` binary installs it (`#[global_allocator]`); the library only reads the counters,
+//! and reports no heap figures where the allocator is not installed (unit tests, other binaries).
+//! Cost per allocation: one thread-local read, two relaxed atomic adds, and a header of 16 bytes
+//! (more for over-aligned blocks); `bench/run.sh` measures it against a build without it.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
+
+/// Header bytes in front of a block whose alignment is at most this; larger alignments use a
+/// header of their own alignment so the block stays aligned.
+const HEADER: usize = 16;
+
+/// Who an allocation is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Domain {
+    /// Everything that is not leakrun's harness: the server under test, its layer, the runtime.
+    Server = 0,
+    /// leakrun's own clients, observers and runner.
+    Harness = 1,
+}
+
+thread_local! {
+    static CURRENT: Cell<u8> = const { Cell::new(Domain::Server as u8) };
+}
+
+/// Live bytes and blocks of one domain, each on its own cache line so two cores counting
+/// different domains do not contend.
+#[repr(align(64))]
+struct Counters {
+    bytes: AtomicI64,
+    blocks: AtomicI64,
+}
+
+static COUNTERS: [Counters; 2] = [
+    Counters {
+        bytes: AtomicI64::new(0),
+        blocks: AtomicI64::new(0),
+    },
+    Counters {
+        bytes: AtomicI64::new(0),
+        blocks: AtomicI64::new(0),
+    },
+];
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The global allocator that counts: wraps the system allocator.
+pub struct CountingAllocator;
+
+impl CountingAllocator {
+    fn header_for(layout: Layout) -> usize {
+        layout.align().max(HEADER)
+    }
+
+    fn outer(layout: Layout) -> Option<Layout> {
+        let header = Self::header_for(layout);
+        Layout::from_size_align(layout.size().checked_add(header)?, header).ok()
+    }
+
+    fn count(domain: u8, bytes: isize, blocks: isize) {
+        let counters = &COUNTERS[(domain & 1) as usize];
+        counters.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+        counters.blocks.fetch_add(blocks as i64, Ordering::Relaxed);
+    }
+
+    fn current_domain() -> u8 {
+        CURRENT.try_with(Cell::get).unwrap_or(Domain::Server as u8)
+    }
+
+    /// Writes the domain byte into a fresh outer block and returns the user pointer.
+    unsafe fn tag(base: *mut u8, layout: Layout) -> *mut u8 {
+        if base.is_null() {
+            return base;
+        }
+        let domain = Self::current_domain();
+        let header = Self::header_for(layout);
+        // SAFETY: the outer block is `header + size` bytes, so both writes are inside it.
+        unsafe {
+            base.write(domain);
+            Self::count(domain, layout.size() as isize, 1);
+            base.add(header)
+        }
+    }
+}
+
+// SAFETY: every block handed out is a system block of the outer layout, offset by the header;
+// dealloc and realloc undo the same offset with the same outer layout.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        INSTALLED.store(true, Ordering::Relaxed);
+        let Some(outer) = Self::outer(layout) else {
+            return std::ptr::null_mut();
+        };
+        unsafe { Self::tag(System.alloc(outer), layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        INSTALLED.store(true, Ordering::Relaxed);
+        let Some(outer) = Self::outer(layout) else {
+            return std::ptr::null_mut();
+        };
+        unsafe { Self::tag(System.alloc_zeroed(outer), layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let header = Self::header_for(layout);
+        unsafe {
+            let base = ptr.sub(header);
+            Self::count(base.read(), -(layout.size() as isize), -1);
+            // The outer layout was valid when the block was allocated.
+            System.dealloc(base, Layout::from_size_align_unchecked(layout.size() + header, header));
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let header = Self::header_for(layout);
+        let Some(new_outer_size) = new_size.checked_add(header) else {
+            return std::ptr::null_mut();
+        };
+        unsafe {
+            let base = ptr.sub(header);
+            let domain = base.read();
+            let outer = Layout::from_size_align_unchecked(layout.size() + header, header);
+            let moved = System.realloc(base, outer, new_outer_size);
+            if moved.is_null() {
+                return moved;
+            }
+            // The header moved with the block; the block stays counted against its first owner.
+            Self::count(domain, new_size as isize - layout.size() as isize, 0);
+            moved.add(header)
+        }
+    }
+}
+
+/// Live heap figures of both domains at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapFigures {
+    /// Live bytes allocated in the server domain.
+    pub server_bytes: i64,
+    /// Live blocks allocated in the server domain.
+    pub server_blocks: i64,
+    /// Live bytes allocated by leakrun's harness.
+    pub harness_bytes: i64,
+    /// Live blocks allocated by leakrun's harness.
+    pub harness_blocks: i64,
+}
+
+/// The counters now, or `None` when the counting allocator is not the global allocator.
+pub fn figures() -> Option<HeapFigures> {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let read = |d: Domain| {
+        let c = &COUNTERS[d as usize];
+        (c.bytes.load(Ordering::Relaxed), c.blocks.load(Ordering::Relaxed))
+    };
+    let (server_bytes, server_blocks) = read(Domain::Server);
+    let (harness_bytes, harness_blocks) = read(Domain::Harness);
+    Some(HeapFigures {
+        server_bytes,
+        server_blocks,
+        harness_bytes,
+        harness_blocks,
+    })
+}
+
+/// Runs `f` with this thread's allocations counted against `domain`.
+pub fn within<T>(domain: Domain, f: impl FnOnce() -> T) -> T {
+    let previous = CURRENT.with(|c| c.replace(domain as u8));
+    let _restore = Restore(previous);
+    f()
+}
+
+struct Restore(u8);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose polls are counted against the harness domain; see [`harness`].
+    pub struct Harness<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for Harness<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let inner = self.project().inner;
+        within(Domain::Harness, || inner.poll(cx))
+    }
+}
+
+/// Wraps leakrun's own work (runner, clients, observers) so its allocations are not counted as
+/// the server's. Tasks it spawns are not wrapped by inheritance: spawn them with [`spawn_harness`].
+pub fn harness<F: Future>(inner: F) -> Harness<F> {
+    Harness { inner }
+}
+
+/// `tokio::spawn` for harness work.
+pub fn spawn_harness<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(harness(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_layout_keeps_alignment_and_room_for_the_header() {
+        let small = CountingAllocator::outer(Layout::from_size_align(24, 8).unwrap()).unwrap();
+        assert_eq!((small.size(), small.align()), (40, 16));
+        let wide = CountingAllocator::outer(Layout::from_size_align(100, 64).unwrap()).unwrap();
+        assert_eq!((wide.size(), wide.align()), (164, 64));
+        assert!(CountingAllocator::outer(Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap()).is_none());
+    }
+
+    #[test]
+    fn within_restores_the_previous_domain_even_on_unwind() {
+        let result = std::panic::catch_unwind(|| {
+            within(Domain::Harness, || {
+                assert_eq!(CountingAllocator::current_domain(), Domain::Harness as u8);
+                panic!("unwind");
+            })
+        });
+        assert!(result.is_err());
+        assert_eq!(CountingAllocator::current_domain(), Domain::Server as u8);
+    }
+
+    #[test]
+    fn a_block_is_counted_against_the_domain_that_allocated_it() {
+        // The test binary does not install the allocator; drive it directly.
+        let a = CountingAllocator;
+        let layout = Layout::from_size_align(1000, 8).unwrap();
+        let before = [
+            COUNTERS[0].bytes.load(Ordering::Relaxed),
+            COUNTERS[1].bytes.load(Ordering::Relaxed),
+        ];
+        let block = within(Domain::Harness, || unsafe { a.alloc(layout) });
+        assert!(!block.is_null());
+        assert_eq!(COUNTERS[1].bytes.load(Ordering::Relaxed), before[1] + 1000);
+        assert_eq!(COUNTERS[0].bytes.load(Ordering::Relaxed), before[0]);
+        let grown = unsafe { a.realloc(block, layout, 3000) };
+        assert_eq!(COUNTERS[1].bytes.load(Ordering::Relaxed), before[1] + 3000);
+        // Freed from the server domain, still taken off the harness's count.
+        unsafe { a.dealloc(grown, Layout::from_size_align(3000, 8).unwrap()) };
+        let after = [
+            COUNTERS[0].bytes.load(Ordering::Relaxed),
+            COUNTERS[1].bytes.load(Ordering::Relaxed),
+        ];
+        assert_eq!(before, after);
+    }
+}

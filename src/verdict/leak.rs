@@ -1,0 +1,594 @@
+//! The leak verdict: what stays behind after every client is gone, and whether it grows.
+//!
+//! Judged from the "after" sample of each iteration (taken once the server has settled) against the
+//! "before" sample taken before any client connected:
+//! * the live heap (exact, server domain): a robust slope over the iterations after warm-up, past
+//!   `thresholds.heap_growth` per iteration and grown by as much from first to last, is a leak;
+//! * each server state counter (connections, memberships, channels, ...): ending above where it
+//!   started is a leak, whatever the bytes say — state that is never released is the bug;
+//! * resident memory: where the heap is exact, RSS only tells retention from clean — RSS kept well
+//!   above the heap's own growth while the heap stayed flat is the allocator holding freed pages,
+//!   not a leak (the hyper report in the seeds). Without a heap series (an external server), RSS
+//!   growth past `thresholds.rss_growth` per iteration is judged as the leak.
+
+use serde::{Deserialize, Serialize};
+
+use super::fit::theil_sen;
+use crate::observe::sampler::Sample;
+use crate::scenario::LeakLimits;
+
+/// Iterations after warm-up needed to fit a slope.
+pub const MIN_JUDGED: usize = 3;
+
+/// Outcome of the leak verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakOutcome {
+    /// Nothing grows and nothing stays behind.
+    Clean,
+    /// The heap returned to its baseline but resident memory stayed up: the allocator keeps freed
+    /// pages. Not a leak.
+    Retention,
+    /// Memory or state grows with each iteration, or state is never released.
+    Leak,
+}
+
+/// How one series came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesClass {
+    /// Within its limit.
+    Clean,
+    /// RSS kept by the allocator (RSS series only).
+    Retention,
+    /// Past its limit.
+    Leak,
+    /// Shown for reference; not judged.
+    Info,
+    /// Not enough iterations to judge.
+    NotJudged,
+}
+
+/// One iteration's memory figures, as the verdict needs them.
+#[derive(Debug, Clone)]
+pub struct IterationMemory {
+    /// 0-based iteration index.
+    pub index: u32,
+    /// Excluded from the fits.
+    pub warmup: bool,
+    /// The sample after the iteration settled.
+    pub after: Sample,
+    /// Connections the server closed during the iteration.
+    pub connections_closed: u64,
+}
+
+/// One judged series with its evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesVerdict {
+    /// `heap_bytes`, `heap_blocks`, `rss_bytes`, or a state counter's name.
+    pub name: String,
+    /// `bytes`, `blocks` or `count`.
+    pub unit: String,
+    /// Value before any client connected.
+    pub before: Option<f64>,
+    /// Value after each iteration, warm-up included (index = iteration).
+    pub after: Vec<Option<f64>>,
+    /// Robust slope per iteration over the iterations after warm-up.
+    pub slope_per_iteration: Option<f64>,
+    /// Last judged value minus the first.
+    pub growth: Option<f64>,
+    /// Steps between consecutive judged iterations in which the value rose, and steps in all.
+    pub rising_steps: [u32; 2],
+    /// Slope divided by the connections closed per iteration.
+    pub per_connection: Option<f64>,
+    /// How it came out.
+    pub class: SeriesClass,
+    /// What the numbers say, in words a person can act on.
+    pub evidence: String,
+}
+
+/// The leak verdict with its evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeakVerdict {
+    /// What the run showed.
+    pub outcome: LeakOutcome,
+    /// The scenario expected a leak.
+    pub expected_leak: bool,
+    /// Outcome matches the expectation (retention counts as no leak).
+    pub met: bool,
+    /// One line for people.
+    pub summary: String,
+    /// Iterations the fits used (after warm-up).
+    pub judged_iterations: u32,
+    /// Mean connections closed per judged iteration.
+    pub connections_closed_per_iteration: f64,
+    /// Growth per iteration of the judged memory series (heap, else RSS).
+    pub bytes_per_iteration: Option<f64>,
+    /// The same per closed connection.
+    pub bytes_per_connection: Option<f64>,
+    /// Every series.
+    pub series: Vec<SeriesVerdict>,
+}
+
+/// Judges the after-samples of `iterations` against `before` and `limits`.
+pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimits, expect_leak: bool) -> LeakVerdict {
+    let judged: Vec<&IterationMemory> = iterations.iter().filter(|i| !i.warmup).collect();
+    let closed_per_iteration = if judged.is_empty() {
+        0.0
+    } else {
+        judged.iter().map(|i| i.connections_closed as f64).sum::<f64>() / judged.len() as f64
+    };
+    let has_heap = before.heap_bytes.is_some() && iterations.iter().all(|i| i.after.heap_bytes.is_some());
+    let mut series = Vec::new();
+
+    let heap = memory_series(
+        "heap_bytes",
+        "bytes",
+        |s| s.heap_bytes.map(|v| v as f64),
+        before,
+        iterations,
+        closed_per_iteration,
+    );
+    let rss = memory_series(
+        "rss_bytes",
+        "bytes",
+        |s| s.rss_bytes.map(|v| v as f64),
+        before,
+        iterations,
+        closed_per_iteration,
+    );
+    let bytes_per_iteration;
+    if has_heap {
+        let heap = judge_growth(heap, limits.heap_growth as f64, judged.len(), "live heap");
+        bytes_per_iteration = heap.slope_per_iteration;
+        let rss = judge_retention(rss, &heap, before, iterations, limits);
+        series.push(heap);
+        series.push(judge_info(memory_series(
+            "heap_blocks",
+            "blocks",
+            |s| s.heap_blocks.map(|v| v as f64),
+            before,
+            iterations,
+            closed_per_iteration,
+        )));
+        series.push(rss);
+    } else {
+        let mut rss = judge_growth(rss, limits.rss_growth as f64, judged.len(), "resident memory");
+        rss.evidence
+            .push_str(" (no exact heap series for this target, so RSS is judged and retention cannot be told apart)");
+        bytes_per_iteration = rss.slope_per_iteration;
+        series.push(rss);
+    }
+
+    let mut names: Vec<&String> = before.state.keys().collect();
+    for i in iterations {
+        names.extend(i.after.state.keys());
+    }
+    names.sort();
+    names.dedup();
+    for name in names {
+        let values = memory_series(
+            name,
+            "count",
+            |s| s.state.get(name).map(|&v| v as f64),
+            before,
+            iterations,
+            closed_per_iteration,
+        );
+        series.push(judge_state(values, limits.state_growth as f64, judged.len()));
+    }
+
+    let any = |class: SeriesClass| series.iter().any(|s| s.class == class);
+    let outcome = if any(SeriesClass::Leak) {
+        LeakOutcome::Leak
+    } else if any(SeriesClass::Retention) {
+        LeakOutcome::Retention
+    } else {
+        LeakOutcome::Clean
+    };
+    let bytes_per_connection = bytes_per_iteration
+        .filter(|_| closed_per_iteration > 0.0)
+        .map(|b| b / closed_per_iteration);
+    let summary = summarize(outcome, &series, judged.len(), bytes_per_connection, expect_leak);
+    LeakVerdict {
+        outcome,
+        expected_leak: expect_leak,
+        met: (outcome == LeakOutcome::Leak) == expect_leak,
+        summary,
+        judged_iterations: judged.len() as u32,
+        connections_closed_per_iteration: closed_per_iteration,
+        bytes_per_iteration,
+        bytes_per_connection,
+        series,
+    }
+}
+
+fn memory_series(
+    name: &str,
+    unit: &str,
+    read: impl Fn(&Sample) -> Option<f64>,
+    before: &Sample,
+    iterations: &[IterationMemory],
+    closed_per_iteration: f64,
+) -> SeriesVerdict {
+    let points: Vec<(f64, f64)> = iterations
+        .iter()
+        .filter(|i| !i.warmup)
+        .filter_map(|i| read(&i.after).map(|v| (i.index as f64, v)))
+        .collect();
+    let slope = if points.len() >= MIN_JUDGED {
+        theil_sen(&points).map(|f| f.slope)
+    } else {
+        None
+    };
+    let rising = points.windows(2).filter(|w| w[1].1 > w[0].1).count() as u32;
+    let growth = match (points.first(), points.last()) {
+        (Some(first), Some(last)) if points.len() >= 2 => Some(last.1 - first.1),
+        _ => None,
+    };
+    SeriesVerdict {
+        name: name.to_string(),
+        unit: unit.to_string(),
+        before: read(before),
+        after: iterations.iter().map(|i| read(&i.after)).collect(),
+        slope_per_iteration: slope,
+        growth,
+        rising_steps: [rising, points.len().saturating_sub(1) as u32],
+        per_connection: slope
+            .filter(|_| closed_per_iteration > 0.0)
+            .map(|s| s / closed_per_iteration),
+        class: SeriesClass::NotJudged,
+        evidence: String::new(),
+    }
+}
+
+/// Heap (or RSS without a heap): a leak when the robust slope and the growth both pass `limit`
+/// and the value rose in at least half of the steps. The last condition keeps a single level step
+/// (a table that doubled once, mid-run) from passing as a leak: Theil–Sen resists spikes, not steps.
+fn judge_growth(mut s: SeriesVerdict, limit: f64, judged: usize, what: &str) -> SeriesVerdict {
+    let trail = trail(&s);
+    let (Some(slope), Some(growth)) = (s.slope_per_iteration, s.growth) else {
+        s.class = SeriesClass::NotJudged;
+        s.evidence = format!(
+            "{what}: {trail}; not judged: a slope needs {MIN_JUDGED} iterations after warm-up, this run has {judged}"
+        );
+        return s;
+    };
+    let per_connection = s
+        .per_connection
+        .map(|b| format!(", {} per closed connection", signed_bytes(b)))
+        .unwrap_or_default();
+    let [rose, steps] = s.rising_steps;
+    let spread = 2 * rose >= steps;
+    if slope > limit && growth > limit && spread {
+        s.class = SeriesClass::Leak;
+        s.evidence = format!(
+            "{what}: {trail} after each iteration; grows {} per iteration{per_connection} (robust slope over {judged} iterations, rose in {rose} of {steps} steps; limit {})",
+            signed_bytes(slope),
+            bytes(limit)
+        );
+    } else if slope > limit && growth > limit {
+        s.class = SeriesClass::Clean;
+        s.evidence = format!(
+            "{what}: {trail}; {} per iteration, but it rose in only {rose} of {steps} steps: a one-off step, not steady growth",
+            signed_bytes(slope)
+        );
+    } else {
+        s.class = SeriesClass::Clean;
+        s.evidence = format!(
+            "{what}: {trail}; {} per iteration{per_connection}, within the limit of {}",
+            signed_bytes(slope),
+            bytes(limit)
+        );
+    }
+    s
+}
+
+/// RSS beside an exact heap: retention when RSS stayed well above what the heap explains.
+fn judge_retention(
+    mut rss: SeriesVerdict,
+    heap: &SeriesVerdict,
+    before: &Sample,
+    iterations: &[IterationMemory],
+    limits: &LeakLimits,
+) -> SeriesVerdict {
+    let trail = trail(&rss);
+    let last = iterations.last().map(|i| &i.after);
+    let total_heap = |s: &Sample| s.heap_bytes.unwrap_or(0) + s.harness_heap_bytes.unwrap_or(0);
+    let (Some(rss_before), Some(Some(rss_after)), Some(last)) = (before.rss_bytes, last.map(|l| l.rss_bytes), last)
+    else {
+        rss.class = SeriesClass::Info;
+        rss.evidence = format!("resident memory: {trail}");
+        return rss;
+    };
+    let rss_rise = rss_after as f64 - rss_before as f64;
+    let heap_rise = (total_heap(last) - total_heap(before)) as f64;
+    let kept = rss_rise - heap_rise.max(0.0);
+    let heap_flat = heap.class != SeriesClass::Leak;
+    let rising = rss.slope_per_iteration.is_some_and(|s| s > limits.rss_growth as f64);
+    if heap_flat && (kept > limits.retention as f64 || rising) {
+        rss.class = SeriesClass::Retention;
+        rss.evidence = format!(
+            "resident memory: {trail}; up {} since the start while the whole live heap rose {}{}: the allocator keeps freed pages (retention, not a leak)",
+            signed_bytes(rss_rise),
+            signed_bytes(heap_rise),
+            if rising { ", and still rising" } else { "" }
+        );
+    } else {
+        rss.class = SeriesClass::Clean;
+        rss.evidence = format!(
+            "resident memory: {trail}; up {} since the start, {} of it beyond the live heap (retention limit {})",
+            signed_bytes(rss_rise),
+            signed_bytes(kept.max(0.0)),
+            bytes(limits.retention as f64)
+        );
+    }
+    rss
+}
+
+fn judge_info(mut s: SeriesVerdict) -> SeriesVerdict {
+    s.class = SeriesClass::Info;
+    let slope = s
+        .slope_per_iteration
+        .map(|v| format!("; {v:+.1} per iteration"))
+        .unwrap_or_default();
+    s.evidence = format!("live heap blocks: {}{slope}", trail(&s));
+    s
+}
+
+/// A state counter: a leak when it ends above where it started.
+fn judge_state(mut s: SeriesVerdict, tolerance: f64, judged: usize) -> SeriesVerdict {
+    let trail = trail(&s);
+    let start = s.before.unwrap_or(0.0);
+    let end = s.after.iter().rev().flatten().next().copied().unwrap_or(start);
+    if end > start + tolerance {
+        s.class = SeriesClass::Leak;
+        let per = match s.slope_per_iteration {
+            Some(slope) if slope > 0.0 => format!("; {} per iteration are never released", trim_number(slope)),
+            _ if judged < MIN_JUDGED => format!("; ends {} above its start", trim_number(end - start)),
+            _ => format!("; stays {} above its start", trim_number(end - start)),
+        };
+        s.evidence = format!("{}: {trail} after each iteration{per}", s.name);
+    } else {
+        s.class = SeriesClass::Clean;
+        s.evidence = format!("{}: {trail}; back to its start after the last iteration", s.name);
+    }
+    s
+}
+
+fn summarize(
+    outcome: LeakOutcome,
+    series: &[SeriesVerdict],
+    judged: usize,
+    per_connection: Option<f64>,
+    expect_leak: bool,
+) -> String {
+    let of = |class: SeriesClass| {
+        series
+            .iter()
+            .filter(|s| s.class == class)
+            .map(|s| s.evidence.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut line = match outcome {
+        LeakOutcome::Leak => format!("leak: {}", of(SeriesClass::Leak)),
+        LeakOutcome::Retention => format!(
+            "retention, not a leak: {}; {}",
+            of(SeriesClass::Clean)
+                .split("; ")
+                .find(|e| e.starts_with("live heap"))
+                .unwrap_or("state released"),
+            of(SeriesClass::Retention)
+        ),
+        LeakOutcome::Clean => {
+            let heap = series
+                .iter()
+                .find(|s| s.name == "heap_bytes" || (s.name == "rss_bytes" && s.class != SeriesClass::Info))
+                .map(|s| s.evidence.clone())
+                .unwrap_or_default();
+            let states = series.iter().filter(|s| s.unit == "count").count();
+            format!(
+                "clean over {judged} iteration(s) after warm-up: {heap}; {states} state counter(s) back to their start"
+            )
+        }
+    };
+    if outcome == LeakOutcome::Leak
+        && let Some(b) = per_connection
+        && !line.contains("per closed connection")
+    {
+        line.push_str(&format!(" ({} per closed connection)", signed_bytes(b)));
+    }
+    line.push_str(super::expectation_note(outcome == LeakOutcome::Leak, expect_leak));
+    line
+}
+
+/// `before → after0 → after1 …`, shortened in the middle for long runs.
+fn trail(s: &SeriesVerdict) -> String {
+    let show = |v: Option<f64>| match v {
+        None => "?".to_string(),
+        Some(v) if s.unit == "bytes" => bytes(v),
+        Some(v) => trim_number(v),
+    };
+    let mut items: Vec<String> = vec![show(s.before)];
+    let n = s.after.len();
+    for (i, v) in s.after.iter().enumerate() {
+        if n > 8 && (4..n - 2).contains(&i) {
+            if i == 4 {
+                items.push("…".into());
+            }
+            continue;
+        }
+        items.push(show(*v));
+    }
+    items.join(" → ")
+}
+
+fn trim_number(v: f64) -> String {
+    if (v - v.round()).abs() < 0.05 {
+        format!("{}", v.round() as i64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn bytes(v: f64) -> String {
+    if v.abs() < 1024.0 {
+        format!("{} B", trim_number(v))
+    } else {
+        bytesize::ByteSize::b(v.abs() as u64).display().iec().to_string()
+    }
+}
+
+fn signed_bytes(v: f64) -> String {
+    let sign = if v < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", bytes(v.abs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn limits() -> LeakLimits {
+        LeakLimits {
+            heap_growth: 1024,
+            rss_growth: 1 << 20,
+            retention: 16 << 20,
+            state_growth: 0,
+        }
+    }
+
+    fn sample(heap: i64, rss: u64, memberships: u64) -> Sample {
+        Sample {
+            heap_bytes: Some(heap),
+            heap_blocks: Some(heap / 100),
+            harness_heap_bytes: Some(1 << 20),
+            rss_bytes: Some(rss),
+            state: BTreeMap::from([("memberships".into(), memberships)]),
+            ..Sample::default()
+        }
+    }
+
+    fn run(points: impl Fn(u32) -> Sample, n: u32, closed: u64) -> Vec<IterationMemory> {
+        (0..n)
+            .map(|i| IterationMemory {
+                index: i,
+                warmup: i == 0,
+                after: points(i),
+                connections_closed: closed,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_heap_slope_is_a_leak_measured_per_connection() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        // Warm-up costs 300 KB once, then 256 B for each of 100 closed connections per iteration,
+        // with a few hundred bytes of noise.
+        let its = run(
+            |i| {
+                sample(
+                    1_300_000 + 25_600 * i as i64 + [0, 300, -200][i as usize % 3],
+                    60 << 20,
+                    0,
+                )
+            },
+            11,
+            100,
+        );
+        let v = judge(&before, &its, &limits(), false);
+        assert_eq!(v.outcome, LeakOutcome::Leak);
+        assert!(!v.met);
+        let per_conn = v.bytes_per_connection.unwrap();
+        assert!((per_conn - 256.0).abs() < 10.0, "{per_conn}");
+        assert!(v.summary.contains("per closed connection"), "{}", v.summary);
+    }
+
+    #[test]
+    fn a_flat_heap_with_noise_is_clean() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        let its = run(
+            |i| sample(1_300_000 + [0, 700, -500, 900][i as usize % 4], 52 << 20, 0),
+            10,
+            20,
+        );
+        let v = judge(&before, &its, &limits(), false);
+        assert_eq!(v.outcome, LeakOutcome::Clean, "{}", v.summary);
+        assert!(v.met);
+    }
+
+    #[test]
+    fn state_that_never_returns_is_a_leak_whatever_the_bytes() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        let its = run(|i| sample(1_000_000, 50 << 20, 20 * (i as u64 + 1)), 4, 20);
+        let v = judge(&before, &its, &limits(), true);
+        assert_eq!(v.outcome, LeakOutcome::Leak);
+        assert!(v.met);
+        let memberships = v.series.iter().find(|s| s.name == "memberships").unwrap();
+        assert_eq!(memberships.class, SeriesClass::Leak);
+        assert_eq!(
+            memberships.evidence,
+            "memberships: 0 → 20 → 40 → 60 → 80 after each iteration; 20 per iteration are never released"
+        );
+    }
+
+    #[test]
+    fn rss_kept_while_the_heap_returns_is_retention() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        let its = run(|_| sample(1_000_100, 130 << 20, 0), 6, 200);
+        let v = judge(&before, &its, &limits(), false);
+        assert_eq!(v.outcome, LeakOutcome::Retention, "{}", v.summary);
+        assert!(v.met, "retention is not a leak");
+        assert!(v.summary.starts_with("retention, not a leak"), "{}", v.summary);
+    }
+
+    #[test]
+    fn without_a_heap_rss_growth_is_judged() {
+        let mut before = sample(0, 50 << 20, 0);
+        before.heap_bytes = None;
+        let its = run(
+            |i| {
+                let mut s = sample(0, (60 << 20) + (4 << 20) * i as u64, 0);
+                s.heap_bytes = None;
+                s
+            },
+            6,
+            200,
+        );
+        let v = judge(&before, &its, &limits(), true);
+        assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
+        assert_eq!(v.bytes_per_iteration, Some((4 << 20) as f64));
+    }
+
+    #[test]
+    fn a_single_level_step_is_not_a_leak() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        // Ten judged iterations, flat, with one 40 KB step in the middle (a table that doubled).
+        let its = run(
+            |i| sample(1_300_000 + if i > 5 { 40_000 } else { 0 }, 52 << 20, 0),
+            11,
+            200,
+        );
+        let v = judge(&before, &its, &limits(), false);
+        let heap = &v.series[0];
+        assert!(
+            heap.slope_per_iteration.unwrap() > 1024.0,
+            "Theil–Sen alone is fooled by a step"
+        );
+        assert_eq!(heap.rising_steps, [1, 9]);
+        assert_eq!(v.outcome, LeakOutcome::Clean, "{}", v.summary);
+    }
+
+    #[test]
+    fn too_few_iterations_are_not_judged_on_slope() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        let its = run(|i| sample(1_000_000 + 100_000 * i as i64, 50 << 20, 0), 2, 10);
+        let v = judge(&before, &its, &limits(), false);
+        let heap = &v.series[0];
+        assert_eq!(heap.class, SeriesClass::NotJudged);
+        assert!(heap.evidence.contains("needs 3 iterations"), "{}", heap.evidence);
+        assert_eq!(v.outcome, LeakOutcome::Clean);
+    }
+}

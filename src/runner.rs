@@ -207,6 +207,7 @@ async fn execute(
                 warmup: outcome.figures.warmup,
                 after: outcome.figures.after.clone(),
                 connections_closed: closed_now - closed_so_far,
+                settled: outcome.figures.settled,
             });
         }
         closed_so_far = closed_now;
@@ -522,8 +523,16 @@ impl Progress {
                 sleep(Duration::from_millis(200)).await;
                 let live = &ctx.live;
                 ticking.set_position(started.elapsed().as_secs());
+                let heap = heap::figures()
+                    .map(|h| {
+                        format!(
+                            " · server heap {}",
+                            bytesize::ByteSize::b(h.server_bytes.max(0) as u64).display().iec()
+                        )
+                    })
+                    .unwrap_or_default();
                 ticking.set_message(format!(
-                    "sent {} · received {} · gaps so far {} · connects {}",
+                    "sent {} · received {} · gaps so far {} · connects {}{heap}",
                     LiveCounters::get(&live.sent),
                     LiveCounters::get(&live.received),
                     LiveCounters::get(&live.suspected_gaps),

@@ -60,6 +60,8 @@ pub struct IterationMemory {
     pub after: Sample,
     /// Connections the server closed during the iteration.
     pub connections_closed: u64,
+    /// The server reached zero connections and a still heap before the after sample.
+    pub settled: bool,
 }
 
 /// One judged series with its evidence.
@@ -189,7 +191,13 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
     let bytes_per_connection = bytes_per_iteration
         .filter(|_| closed_per_iteration > 0.0)
         .map(|b| b / closed_per_iteration);
-    let summary = summarize(outcome, &series, judged.len(), bytes_per_connection, expect_leak);
+    let mut summary = summarize(outcome, &series, judged.len(), bytes_per_connection, expect_leak);
+    let unsettled = judged.iter().filter(|i| !i.settled).count();
+    if unsettled > 0 {
+        summary.push_str(&format!(
+            "; {unsettled} iteration(s) did not settle within run.settle, so their after samples may still hold in-flight work"
+        ));
+    }
     LeakVerdict {
         outcome,
         expected_leak: expect_leak,
@@ -478,6 +486,7 @@ mod tests {
                 warmup: i == 0,
                 after: points(i),
                 connections_closed: closed,
+                settled: true,
             })
             .collect()
     }

@@ -24,7 +24,7 @@ use crate::observe::analysis::{self, LossRecord, LossTotals, SessionReport};
 use crate::observe::clock::{RunClock, secs};
 use crate::observe::events::EventLog;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
-use crate::observe::sampler::{MemoryProbe, Probes, Sampler};
+use crate::observe::sampler::{MemoryProbe, Probes, Sampler, StateReading, StateSource};
 use crate::results::{self, *};
 use crate::scenario::LoadedScenario;
 use crate::server::{AppState, EmbeddedServer, ServerFaults, ServerStats};
@@ -170,15 +170,30 @@ async fn execute(
         events: EventLog::new(MAX_EVENTS),
     });
     let clients = drivers::clients(scenario, servers.len());
-    let states: Vec<Arc<AppState>> = servers.iter().map(|s| s.state.clone()).collect();
+    let embedded = EmbeddedState(servers.iter().map(|s| s.state.clone()).collect());
     let probes = Arc::new(Probes::new(
         *clock,
         MemoryProbe::own_process(),
-        Box::new(move || state_series(&aggregate_states(&states))),
+        vec![Box::new(embedded)],
     ));
     settle(&servers, &probes, BEFORE_SETTLE).await;
-    let before = probes.sample();
+    let before = match probes.sample().await {
+        Ok(sample) => sample,
+        Err(error) => {
+            stop_servers(servers).await;
+            return Err(format!("cannot take the first sample: {error}"));
+        }
+    };
     let sampler = Sampler::start(probes.clone(), scenario.run.sample_interval);
+    // Ends an iteration early: Ctrl-C, or a state source (a backend) that stopped answering.
+    let stop = options.cancel.child_token();
+    let stop_on_failure = heap::spawn_harness({
+        let (failed, stop) = (sampler.failed(), stop.clone());
+        async move {
+            failed.cancelled().await;
+            stop.cancel();
+        }
+    });
     let mut memory: Vec<IterationMemory> = Vec::new();
     let mut closed_so_far = closed_connections(&servers);
     let progress = Progress::start(
@@ -193,15 +208,19 @@ async fn execute(
     let mut records: Vec<LossRecord> = Vec::new();
     let mut total_records = 0u64;
     let mut interrupted = false;
+    let mut sampler_failure: Option<String> = None;
     for index in 0..scenario.run.iterations {
-        if options.cancel.is_cancelled() {
+        if stop.is_cancelled() {
             interrupted = true;
             break;
         }
         progress.iteration(index);
-        let outcome = run_iteration(loaded, &ctx, &servers, &probes, &clients, index, &options.cancel).await;
+        let outcome = run_iteration(loaded, &ctx, &servers, &probes, &clients, index, &stop).await;
         let closed_now = closed_connections(&servers);
-        if !outcome.interrupted {
+        if let Some(failure) = &outcome.failure {
+            sampler_failure.get_or_insert_with(|| failure.clone());
+        }
+        if !outcome.interrupted && outcome.failure.is_none() {
             memory.push(IterationMemory {
                 index,
                 warmup: outcome.figures.warmup,
@@ -225,11 +244,21 @@ async fn execute(
         }
     }
     progress.finish();
+    stop_on_failure.abort();
+    let failure = sampler_failure.or_else(|| sampler.failure());
     result.timeline = sampler.finish().await;
 
     let server = aggregate_stats(&servers);
-    for server in servers {
-        server.stop().await;
+    stop_servers(servers).await;
+    if let Some(failure) = failure {
+        let (events, not_kept) = ctx.events.take();
+        result.events = EventLogOut { events, not_kept };
+        result.server = server;
+        result.before = Some(before);
+        return Err(format!(
+            "stopped after {} iteration(s): {failure}",
+            result.iterations.len()
+        ));
     }
     if !result.iterations.is_empty() {
         let mut totals = LossTotals::default();
@@ -285,6 +314,7 @@ struct IterationOutcome {
     loss: analysis::IterationLoss,
     book: LatencyBook,
     interrupted: bool,
+    failure: Option<String>,
 }
 
 async fn run_iteration(
@@ -346,7 +376,10 @@ async fn run_iteration(
     let settle_started = Instant::now();
     let settled = settle(servers, probes, run.settle).await;
     let settle_s = settle_started.elapsed().as_secs_f64();
-    let after = probes.sample();
+    let (after, failure) = match probes.sample().await {
+        Ok(sample) => (sample, None),
+        Err(error) => (Default::default(), Some(error)),
+    };
     let mut server_after = aggregate_stats(servers);
     server_after.layer.fault_dropped_envelopes.clear();
 
@@ -380,6 +413,27 @@ async fn run_iteration(
         loss,
         book,
         interrupted,
+        failure,
+    }
+}
+
+async fn stop_servers(servers: Vec<EmbeddedServer>) {
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+/// The embedded server instances as a state source: their counters, read in-process (the same
+/// figures `/stats` serves).
+struct EmbeddedState(Vec<Arc<AppState>>);
+
+#[async_trait::async_trait]
+impl StateSource for EmbeddedState {
+    async fn read(&self) -> Result<StateReading, String> {
+        Ok(StateReading {
+            state: state_series(&aggregate_states(&self.0)),
+            info: Default::default(),
+        })
     }
 }
 

@@ -1,10 +1,12 @@
 //! Samplers: memory and server state on the run clock.
 //!
 //! One [`Sample`] holds the target's resident set (sysinfo, for the embedded server the runner's
-//! own process), the exact live heap of the server domain (see [`crate::heap`]) and the server's
-//! state counters — live connections, groups, memberships, channels, buffered messages. A background
-//! task takes one every `sample_interval` into a down-sampled [`Timeline`]; the runner takes the
-//! iteration's "after" sample itself once the server has settled.
+//! own process), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
+//! every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
+//! buffered messages) and the backend's (keys, subscriptions, memory). A background task takes one
+//! every `sample_interval` into a down-sampled [`Timeline`]; the runner takes the iteration's
+//! "after" sample itself once the server has settled. A source that fails to answer (a backend
+//! that went away) stops the sampler and is reported, so the run can end with a clear error.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -34,8 +36,27 @@ pub struct Sample {
     pub heap_blocks: Option<i64>,
     /// Live heap bytes of leakrun's own clients and observers, for reference; never judged.
     pub harness_heap_bytes: Option<i64>,
-    /// Server state counters by name.
+    /// State counters by name, judged by the leak verdict: each must return to its start.
     pub state: BTreeMap<String, u64>,
+    /// Counters shown for reference (backend memory, server-wide client counts); not judged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub info: BTreeMap<String, u64>,
+}
+
+/// What one state source read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateReading {
+    /// Counters that must return to their start when every client is gone.
+    pub state: BTreeMap<String, u64>,
+    /// Counters for reference only.
+    pub info: BTreeMap<String, u64>,
+}
+
+/// A source of named counters, read for every sample.
+#[async_trait::async_trait]
+pub trait StateSource: Send + Sync {
+    /// Reads the counters; an error means the source is gone and says why.
+    async fn read(&self) -> Result<StateReading, String>;
 }
 
 /// Reads the resident set of one process.
@@ -70,33 +91,38 @@ impl MemoryProbe {
     }
 }
 
-/// Reads the server's state counters.
-pub type StateReader = Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>;
-
 /// Everything a sample is read from.
 pub struct Probes {
     clock: RunClock,
     memory: MemoryProbe,
-    state: StateReader,
+    sources: Vec<Box<dyn StateSource>>,
 }
 
 impl Probes {
     /// Probes on `clock`.
-    pub fn new(clock: RunClock, memory: MemoryProbe, state: StateReader) -> Self {
-        Self { clock, memory, state }
+    pub fn new(clock: RunClock, memory: MemoryProbe, sources: Vec<Box<dyn StateSource>>) -> Self {
+        Self { clock, memory, sources }
     }
 
-    /// A sample now.
-    pub fn sample(&self) -> Sample {
+    /// A sample now; an error when a state source is gone.
+    pub async fn sample(&self) -> Result<Sample, String> {
+        let mut state = BTreeMap::new();
+        let mut info = BTreeMap::new();
+        for source in &self.sources {
+            let reading = source.read().await?;
+            state.extend(reading.state);
+            info.extend(reading.info);
+        }
         let heap = heap::figures();
-        Sample {
+        Ok(Sample {
             at_s: secs(self.clock.now_ns()),
             rss_bytes: self.memory.rss(),
             heap_bytes: heap.map(|h| h.server_bytes),
             heap_blocks: heap.map(|h| h.server_blocks),
             harness_heap_bytes: heap.map(|h| h.harness_bytes),
-            state: (self.state)(),
-        }
+            state,
+            info,
+        })
     }
 
     /// Live server heap bytes now, without the rest of a sample (for settle polling).
@@ -105,10 +131,13 @@ impl Probes {
     }
 }
 
-/// The background sampler: a sample every `interval` into the shared timeline until cancelled.
+/// The background sampler: a sample every `interval` into the shared timeline until finished,
+/// or until a state source fails, which it reports through [`Sampler::failed`].
 pub struct Sampler {
     timeline: Arc<Mutex<Timeline<Sample>>>,
     stop: CancellationToken,
+    failed: CancellationToken,
+    failure: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -117,24 +146,48 @@ impl Sampler {
     pub fn start(probes: Arc<Probes>, interval: Duration) -> Self {
         let timeline = Arc::new(Mutex::new(Timeline::new(TIMELINE_CAP)));
         let stop = CancellationToken::new();
+        let failed = CancellationToken::new();
+        let failure = Arc::new(Mutex::new(None));
         let task = heap::spawn_harness({
             let timeline = timeline.clone();
             let stop = stop.clone();
+            let failed = failed.clone();
+            let failure = failure.clone();
             async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = ticks.tick() => {
-                            let sample = probes.sample();
-                            timeline.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
-                        }
+                        _ = ticks.tick() => match probes.sample().await {
+                            Ok(sample) => timeline.lock().unwrap_or_else(|p| p.into_inner()).push(sample),
+                            Err(error) => {
+                                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                                failed.cancel();
+                                break;
+                            }
+                        },
                     }
                 }
             }
         });
-        Self { timeline, stop, task }
+        Self {
+            timeline,
+            stop,
+            failed,
+            failure,
+            task,
+        }
+    }
+
+    /// Cancelled when a state source failed.
+    pub fn failed(&self) -> CancellationToken {
+        self.failed.clone()
+    }
+
+    /// Why a state source failed, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops sampling and returns the timeline.
@@ -158,21 +211,36 @@ mod tests {
         assert_eq!(MemoryProbe::for_pid(u32::MAX - 1).rss(), None);
     }
 
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    #[async_trait::async_trait]
+    impl StateSource for Counting {
+        async fn read(&self) -> Result<StateReading, String> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n == 15 {
+                return Err("backend went away".into());
+            }
+            Ok(StateReading {
+                state: BTreeMap::from([("memberships".to_string(), n)]),
+                info: BTreeMap::new(),
+            })
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_sampler_samples_on_its_interval_until_finished() {
+    async fn the_sampler_samples_on_its_interval_and_stops_when_a_source_fails() {
         let clock = RunClock::start();
-        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = reads.clone();
-        let state: StateReader = Box::new(move || {
-            let n = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            BTreeMap::from([("memberships".to_string(), n)])
-        });
-        let probes = Arc::new(Probes::new(clock, MemoryProbe::own_process(), state));
+        let source = Box::new(Counting(Default::default()));
+        let probes = Arc::new(Probes::new(clock, MemoryProbe::own_process(), vec![source]));
         let sampler = Sampler::start(probes, Duration::from_millis(100));
         tokio::time::sleep(Duration::from_millis(1050)).await;
+        assert!(!sampler.failed().is_cancelled());
+        // Ticks at 0, 100, ..., 1000 ms so far; the 16th read fails.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(sampler.failed().is_cancelled());
+        assert_eq!(sampler.failure().as_deref(), Some("backend went away"));
         let timeline = sampler.finish().await;
-        // Ticks at 0, 100, ..., 1000 ms.
-        assert_eq!(timeline.samples.len(), 11, "{:?}", timeline.samples.len());
+        assert_eq!(timeline.samples.len(), 15, "{:?}", timeline.samples.len());
         assert_eq!(timeline.samples[10].state["memberships"], 10);
         assert!(timeline.samples[3].rss_bytes.is_some());
     }

@@ -145,14 +145,17 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
         bytes_per_iteration = heap.slope_per_iteration;
         let rss = judge_retention(rss, &heap, before, iterations, limits);
         series.push(heap);
-        series.push(judge_info(memory_series(
-            "heap_blocks",
-            "blocks",
-            |s| s.heap_blocks.map(|v| v as f64),
-            before,
-            iterations,
-            closed_per_iteration,
-        )));
+        series.push(judge_info(
+            memory_series(
+                "heap_blocks",
+                "blocks",
+                |s| s.heap_blocks.map(|v| v as f64),
+                before,
+                iterations,
+                closed_per_iteration,
+            ),
+            "live heap blocks",
+        ));
         series.push(rss);
     } else {
         let mut rss = judge_growth(rss, limits.rss_growth as f64, judged.len(), "resident memory");
@@ -178,6 +181,24 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
             closed_per_iteration,
         );
         series.push(judge_state(values, limits.state_growth as f64, judged.len()));
+    }
+    let mut info_names: Vec<&String> = before.info.keys().collect();
+    for i in iterations {
+        info_names.extend(i.after.info.keys());
+    }
+    info_names.sort();
+    info_names.dedup();
+    for name in info_names {
+        let unit = if name.ends_with("_bytes") { "bytes" } else { "count" };
+        let values = memory_series(
+            name,
+            unit,
+            |s| s.info.get(name).map(|&v| v as f64),
+            before,
+            iterations,
+            closed_per_iteration,
+        );
+        series.push(judge_info(values, name));
     }
 
     let any = |class: SeriesClass| series.iter().any(|s| s.class == class);
@@ -334,13 +355,15 @@ fn judge_retention(
     rss
 }
 
-fn judge_info(mut s: SeriesVerdict) -> SeriesVerdict {
+/// A series shown for reference: its trail and slope, not judged.
+fn judge_info(mut s: SeriesVerdict, label: &str) -> SeriesVerdict {
     s.class = SeriesClass::Info;
-    let slope = s
-        .slope_per_iteration
-        .map(|v| format!("; {v:+.1} per iteration"))
-        .unwrap_or_default();
-    s.evidence = format!("live heap blocks: {}{slope}", trail(&s));
+    let slope = match s.slope_per_iteration {
+        Some(v) if s.unit == "bytes" => format!("; {} per iteration", signed_bytes(v)),
+        Some(v) => format!("; {v:+.1} per iteration"),
+        None => String::new(),
+    };
+    s.evidence = format!("{label}: {}{slope} (for reference, not judged)", trail(&s));
     s
 }
 

@@ -77,6 +77,14 @@ impl CountingAllocator {
         counters.blocks.fetch_add(blocks as i64, Ordering::Relaxed);
     }
 
+    /// Marks the allocator as installed; a load first, so the shared line is written once, not on
+    /// every allocation from every core.
+    fn mark_installed() {
+        if !INSTALLED.load(Ordering::Relaxed) {
+            INSTALLED.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn current_domain() -> u8 {
         CURRENT.try_with(Cell::get).unwrap_or(Domain::Server as u8)
     }
@@ -101,7 +109,7 @@ impl CountingAllocator {
 // dealloc and realloc undo the same offset with the same outer layout.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Ordering::Relaxed);
+        Self::mark_installed();
         let Some(outer) = Self::outer(layout) else {
             return std::ptr::null_mut();
         };
@@ -109,7 +117,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Ordering::Relaxed);
+        Self::mark_installed();
         let Some(outer) = Self::outer(layout) else {
             return std::ptr::null_mut();
         };

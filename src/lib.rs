@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod envelope;
 pub mod exit;
+pub mod infra;
 pub mod layer;
 pub mod load;
 pub mod observe;

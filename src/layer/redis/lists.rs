@@ -8,7 +8,8 @@
 //!   by a run-wide sequence so order and uniqueness hold), expiring `expiry` after the last
 //!   send. `group_send` skips a member whose key already holds `capacity` messages and counts
 //!   the drop — it checks the length and skips, it never blocks.
-//! - `seq` — the sequence; `wake:<instance>` — a key that wakes the instance's receiver.
+//! - `seq` — the sequence, expiring with the last message stored (so it outlives every channel
+//!   key and order holds); `wake:<instance>` — a key that wakes the instance's receiver.
 //!
 //! Receiving: ONE shared receive per layer instance, a task that blocks in BZPOPMIN over the
 //! keys of all the instance's channels (plus its wake key) on a connection of its own, and
@@ -69,6 +70,9 @@ for _, channel in ipairs(members) do
     sent = sent + 1
   end
 end
+if sent > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 return {sent, full}
 ";
 
@@ -80,6 +84,7 @@ end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[1], seq, seq .. ':' .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 ";
 
@@ -122,7 +127,8 @@ impl RedisListsConfig {
 }
 
 /// The channels_redis core layer on a real Redis. One instance per embedded server; instances
-/// sharing a Redis and a prefix deliver to one another's members.
+/// sharing a Redis and a prefix deliver to one another's members. `stats()` counts this
+/// instance only; [`probe`](Self::probe) reads what Redis holds for the whole run.
 pub struct RedisListsLayer {
     shared: Arc<Shared>,
     conn: Mutex<Option<MultiplexedConnection>>,
@@ -347,11 +353,35 @@ impl RedisListsLayer {
         super::probe_common(&mut conn, &self.shared.prefix, &self.shared.group_prefix, "ZCARD").await
     }
 
-    /// Stops the shared receive (waiting for its current BZPOPMIN, at most about a second)
+    /// The Redis server's version (INFO server).
+    pub async fn redis_version(&self) -> Result<String, RedisLayerError> {
+        super::version_on(&mut self.conn()?).await
+    }
+
+    /// Stops the shared receive (waiting for its current BZPOPMIN, at most about a second),
+    /// removes what this instance still holds in Redis — its open channels' keys, its wake key
+    /// and the memberships made through it — best effort and bounded by the operation timeout,
     /// and releases the connections; later operations fail.
     pub async fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut conn) = conn {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(&self.shared.wake_key).ignore();
+            {
+                let local = self.shared.local();
+                for name in local.channels.keys() {
+                    pipe.cmd("DEL").arg(self.shared.channel_key(name)).ignore();
+                }
+                for (group, members) in &local.groups {
+                    let key = format!("{}{group}", self.shared.group_prefix);
+                    for member in members {
+                        pipe.cmd("ZREM").arg(&key).arg(&**member).ignore();
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        }
         self.receive_conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         let task = self.receive().task.take();
         if let Some(mut task) = task {

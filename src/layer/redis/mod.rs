@@ -6,8 +6,14 @@
 //!   one shared blocking receive per instance), with the issue-1683 fault switch.
 //!
 //! Every key and Redis channel carries the run's prefix (see [`run_prefix`]) so runs sharing a
-//! Redis never see each other. `stats()` is a local, synchronous read; what Redis itself holds
-//! (memory, keys, subscriptions) comes from the async `probe()` on each layer.
+//! Redis never see each other. `stats()` is a local, synchronous read of one instance (its open
+//! channels, the memberships made through it, its counters), so the figures of several instances
+//! add up; what Redis itself holds (memory, keys, membership sets, subscriptions) comes from the
+//! async `probe()` on each layer, which is where a leak left in the backend shows.
+//!
+//! Each layer has an async `shutdown()` that stops its tasks, removes what the instance still
+//! holds in Redis (its channels' keys and the memberships made through it) and closes its
+//! connections; dropping a layer aborts its tasks too.
 
 pub mod lists;
 pub mod pubsub;
@@ -124,7 +130,12 @@ pub(crate) fn unique_id() -> String {
 pub async fn redis_version(url: &str) -> Result<String, RedisLayerError> {
     let client = open_client(url)?;
     let mut conn = connect(&client, url, "version", OP_TIMEOUT).await?;
-    let info: String = query(&mut conn, "INFO server", redis::cmd("INFO").arg("server")).await?;
+    version_on(&mut conn).await
+}
+
+/// The server's version over an open connection.
+pub(crate) async fn version_on(conn: &mut MultiplexedConnection) -> Result<String, RedisLayerError> {
+    let info: String = query(conn, "INFO server", redis::cmd("INFO").arg("server")).await?;
     info_field(&info, "redis_version").ok_or_else(|| RedisLayerError::Reply {
         op: "INFO server".into(),
         detail: "no redis_version field".into(),

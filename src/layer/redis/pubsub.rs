@@ -50,6 +50,10 @@ impl RedisPubSubConfig {
 
 /// A channel layer on Redis pub/sub. One instance per embedded server; instances sharing a Redis
 /// and a prefix deliver to one another's members.
+///
+/// Delivery follows each instance's local membership, so `group_add` must be called on the
+/// instance that created the channel (as the embedded server always does). `stats()` counts
+/// this instance only; [`probe`](Self::probe) reads what Redis holds for the whole run.
 pub struct RedisPubSubLayer {
     shared: Arc<Shared>,
     conn: Mutex<Option<MultiplexedConnection>>,
@@ -189,9 +193,26 @@ impl RedisPubSubLayer {
         super::probe_common(&mut conn, &self.shared.prefix, &self.shared.members_prefix, "SCARD").await
     }
 
-    /// Stops the demultiplexer and releases both connections; later operations fail.
+    /// The Redis server's version (INFO server).
+    pub async fn redis_version(&self) -> Result<String, RedisLayerError> {
+        super::version_on(&mut self.conn()?).await
+    }
+
+    /// Stops the demultiplexer, removes the memberships made through this instance from Redis
+    /// (best effort, bounded by the operation timeout) and releases both connections; later
+    /// operations fail.
     pub async fn shutdown(&self) {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut conn) = conn {
+            let mut pipe = redis::pipe();
+            for (group, members) in &self.shared.local().groups {
+                let key = format!("{}{group}", self.shared.members_prefix);
+                for member in members {
+                    pipe.cmd("SREM").arg(&key).arg(&**member).ignore();
+                }
+            }
+            let _ = tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        }
         let demux = self.demux.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(demux) = demux {
             demux.abort();

@@ -1,6 +1,7 @@
-//! The private redis-server a run starts for itself, and the Redis helpers the runner reads:
-//! it starts and answers, `stop` leaves no process behind, a missing binary fails fast and
-//! says what to do, and `redis_version` / `probe` read the real server.
+//! The private redis-server a run starts for itself, and the Redis-only parts of the Redis
+//! layers: it starts and answers, `stop` leaves no process behind, a missing binary fails fast
+//! and says what to do; `redis_version` / `probe` read the real server; direct `send`, message
+//! and group expiry, and `shutdown` leaving nothing of its instance behind.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -162,5 +163,141 @@ async fn lists_members_older_than_group_expiry_are_ignored_and_removed() {
     );
 
     lists.shutdown().await;
+    redis.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn direct_send_reaches_one_channel_on_any_instance() {
+    let redis = PrivateRedis::start().await.expect("start a private redis-server");
+    let prefix = run_prefix();
+    let pubsub_one = RedisPubSubLayer::connect(RedisPubSubConfig::new(redis.url(), prefix.clone(), 10))
+        .await
+        .expect("pub/sub layer");
+    let pubsub_two = RedisPubSubLayer::connect(RedisPubSubConfig::new(redis.url(), prefix, 10))
+        .await
+        .expect("pub/sub layer");
+    let prefix = run_prefix();
+    let lists_one = RedisListsLayer::connect(RedisListsConfig::new(redis.url(), prefix.clone(), 2))
+        .await
+        .expect("lists layer");
+    let lists_two = RedisListsLayer::connect(RedisListsConfig::new(redis.url(), prefix, 2))
+        .await
+        .expect("lists layer");
+    assert_eq!(
+        pubsub_one.redis_version().await.expect("version"),
+        redis_version(&redis.url()).await.expect("version")
+    );
+
+    let mut target = pubsub_two.new_channel().await.expect("channel");
+    let mut bystander = pubsub_two.new_channel().await.expect("channel");
+    pubsub_one
+        .send(&target.name, Bytes::from_static(b"direct"))
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(3), target.recv())
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(got.as_deref(), Some(&b"direct"[..]));
+    let other = tokio::time::timeout(Duration::from_millis(300), bystander.recv())
+        .await
+        .ok()
+        .flatten();
+    assert!(other.is_none(), "{other:?}");
+
+    // The lists layer checks capacity on the channel's key: an instance whose receiver is gone
+    // leaves its channel full after two sends, and the third is skipped and counted.
+    let gone = lists_two.new_channel().await.expect("channel");
+    lists_two.shutdown().await;
+    for i in 0..3 {
+        lists_one
+            .send(&gone.name, Bytes::from(format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    assert_eq!(lists_one.stats().dropped_full, 1, "{:?}", lists_one.stats());
+    let mut live = lists_one.new_channel().await.expect("channel");
+    lists_one
+        .send(&live.name, Bytes::from_static(b"direct"))
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(3), live.recv())
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(got.as_deref(), Some(&b"direct"[..]));
+
+    for layer in [&pubsub_one, &pubsub_two] {
+        layer.shutdown().await;
+    }
+    lists_one.shutdown().await;
+    redis.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn lists_messages_nobody_receives_expire() {
+    let redis = PrivateRedis::start().await.expect("start a private redis-server");
+    let prefix = run_prefix();
+    let mut config = RedisListsConfig::new(redis.url(), prefix.clone(), 10);
+    config.expiry = Duration::from_secs(1);
+    let sender = RedisListsLayer::connect(config.clone()).await.expect("lists layer");
+    let gone = RedisListsLayer::connect(config).await.expect("lists layer");
+    let channel = gone.new_channel().await.expect("channel");
+    gone.group_add("room", &channel.name).await.expect("add");
+    // Its server dies without cleaning up: the membership stays, nobody receives.
+    drop(gone);
+
+    sender
+        .group_send("room", Bytes::from_static(b"into the void"))
+        .await
+        .expect("send");
+    let probe = sender.probe().await.expect("probe");
+    // The group, the stored message's channel key and the sequence.
+    assert_eq!(probe.keys, 3, "{probe:?}");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let probe = sender.probe().await.expect("probe");
+    assert_eq!(
+        probe.keys, 1,
+        "only the group is left once the message expired: {probe:?}"
+    );
+
+    sender.shutdown().await;
+    redis.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn shutdown_leaves_nothing_of_its_instance_in_redis() {
+    let redis = PrivateRedis::start().await.expect("start a private redis-server");
+    let prefix = run_prefix();
+    let watcher = RedisListsLayer::connect(RedisListsConfig::new(redis.url(), prefix.clone(), 10))
+        .await
+        .expect("lists layer");
+    let lists = RedisListsLayer::connect(RedisListsConfig::new(redis.url(), prefix.clone(), 10))
+        .await
+        .expect("lists layer");
+    let pubsub = RedisPubSubLayer::connect(RedisPubSubConfig::new(redis.url(), prefix, 10))
+        .await
+        .expect("pub/sub layer");
+    let mut left_open = Vec::new();
+    for layer in [&lists as &dyn ChannelLayer, &pubsub] {
+        // Channels left open and in their groups, as a run cut short leaves them.
+        let channel = layer.new_channel().await.expect("channel");
+        layer.group_add("room", &channel.name).await.expect("add");
+        layer.group_add("lobby", &channel.name).await.expect("add");
+        left_open.push(channel);
+    }
+    let probe = watcher.probe().await.expect("probe");
+    assert!(probe.memberships == 2 && probe.subscribers == 3, "{probe:?}");
+
+    lists.shutdown().await;
+    pubsub.shutdown().await;
+    let probe = watcher.probe().await.expect("probe");
+    assert_eq!(
+        (probe.keys, probe.memberships, probe.subscribers),
+        (0, 0, 0),
+        "{probe:?}"
+    );
+
+    watcher.shutdown().await;
     redis.stop().await.expect("stop");
 }

@@ -217,6 +217,28 @@ impl Shared {
     }
 }
 
+/// Appends the members of a ZPOPMIN-with-count reply: member, score, member, score, ... in
+/// RESP2, or [member, score] pairs in RESP3.
+fn popped_members(reply: redis::Value, members: &mut Vec<Vec<u8>>) {
+    use redis::Value;
+    let Value::Array(items) = reply else { return };
+    if items.iter().all(|item| matches!(item, Value::Array(_))) {
+        for item in items {
+            if let Value::Array(pair) = item
+                && let Some(Value::BulkString(member)) = pair.into_iter().next()
+            {
+                members.push(member);
+            }
+        }
+    } else {
+        for item in items.into_iter().step_by(2) {
+            if let Value::BulkString(member) = item {
+                members.push(member);
+            }
+        }
+    }
+}
+
 /// A BZPOPMIN reply: key, member, score.
 type Popped = (String, Vec<u8>, Vec<u8>);
 
@@ -247,14 +269,13 @@ async fn receive_loop(shared: Arc<Shared>, mut conn: MultiplexedConnection) {
         // Like channels_redis, which awaits again before the popped message reaches the
         // receive buffers, we await once more here — for the rest of that channel's backlog.
         let mut members = vec![first];
-        let rest: Result<Vec<Vec<u8>>, _> = redis::cmd("ZPOPMIN")
+        let rest: redis::RedisResult<redis::Value> = redis::cmd("ZPOPMIN")
             .arg(&key)
             .arg(DRAIN - 1)
             .query_async(&mut conn)
             .await;
         match rest {
-            // ZPOPMIN with a count answers member, score, member, score, ...
-            Ok(flat) => members.extend(flat.into_iter().step_by(2)),
+            Ok(reply) => popped_members(reply, &mut members),
             Err(_) => {
                 shared.receive_errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -594,5 +615,31 @@ impl ChannelLayer for RedisListsLayer {
         drop(local);
         self.shared.counters.fill(&mut stats);
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::popped_members;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reads_zpopmin_replies_in_both_protocols() {
+        let mut members = Vec::new();
+        popped_members(
+            Value::Array(vec![bulk("1:a"), bulk("1"), bulk("2:b"), bulk("2")]),
+            &mut members,
+        );
+        popped_members(
+            Value::Array(vec![Value::Array(vec![bulk("3:c"), Value::Double(3.0)])]),
+            &mut members,
+        );
+        popped_members(Value::Array(Vec::new()), &mut members);
+        assert_eq!(members, vec![b"1:a".to_vec(), b"2:b".to_vec(), b"3:c".to_vec()]);
     }
 }

@@ -240,7 +240,7 @@ fn popped_members(reply: redis::Value, members: &mut Vec<Vec<u8>>) {
 }
 
 /// A BZPOPMIN reply: key, member, score.
-type Popped = (String, Vec<u8>, Vec<u8>);
+type Popped = (String, Vec<u8>, redis::Value);
 
 /// The shared receive: BZPOPMIN over the instance's channels, then hand on what it popped.
 ///

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod envelope;
 pub mod exit;
 pub mod heap;
+pub mod infra;
 pub mod layer;
 pub mod load;
 pub mod observe;

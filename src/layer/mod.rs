@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub use self::redis::{RedisListsLayer, RedisPubSubLayer};
 pub use faults::FaultyLayer;
 pub use memory::MemoryLayer;
 

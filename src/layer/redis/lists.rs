@@ -1,0 +1,645 @@
+//! The channels_redis-style core layer: what most Django Channels deployments run, and where
+//! django/channels#1683 (messages lost by *other* clients when one client disconnects) lives.
+//!
+//! Layout in Redis, every key under the run's prefix:
+//! - `group:<name>` — a sorted set of channel names scored by join time. Members older than
+//!   `group_expiry` are removed by `group_send` before it fans out, as channels_redis does.
+//! - `channel:<name>` — a sorted set per channel holding its messages (`<seq>:<payload>`, scored
+//!   by a run-wide sequence so order and uniqueness hold), expiring `expiry` after the last
+//!   send. `group_send` skips a member whose key already holds `capacity` messages and counts
+//!   the drop — it checks the length and skips, it never blocks.
+//! - `seq` — the sequence, expiring with the last message stored (so it outlives every channel
+//!   key and order holds); `wake:<instance>` — a key that wakes the instance's receiver.
+//!
+//! Receiving: ONE shared receive per layer instance, a task that blocks in BZPOPMIN over the
+//! keys of all the instance's channels (plus its wake key) on a connection of its own, and
+//! hands each popped message to the local buffer of its channel (a bounded tokio channel; full
+//! drops and counts). We chose per-channel keys over one inbox per instance because capacity is
+//! then exactly "messages waiting for this channel", checked on the channel's own key as
+//! channels_redis does; the price is a BZPOPMIN whose key list grows with the instance's
+//! channels. A new channel's key joins the list when the receiver goes round again, which
+//! `new_channel` forces at once by writing to the wake key.
+//!
+//! `group_send` is one round trip: a Lua script expires old members, reads the group and
+//! checks, stores and expires every member's message.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
+
+use super::{OP_TIMEOUT, RedisLayerError, RedisProbe, command_error, connect, now_secs, open_client, query, unique_id};
+use crate::layer::{ChannelLayer, ChannelName, ChannelReceiver, LayerCounters, LayerError, LayerStats};
+
+/// channels_redis's default message expiry.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(60);
+
+/// channels_redis's default group expiry.
+pub const DEFAULT_GROUP_EXPIRY: Duration = Duration::from_secs(86_400);
+
+/// How long one BZPOPMIN blocks; also bounds how late the receiver notices a stop.
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// Most messages taken from one channel's key in the turn after a BZPOPMIN.
+const DRAIN: usize = 64;
+
+/// Pause after a failed receive before the next try, so a dead Redis is not hammered.
+const RECEIVE_RETRY: Duration = Duration::from_millis(100);
+
+/// Expire stale members, then give every member under `capacity` the message (one round trip).
+/// KEYS: group, seq. ARGV: now, group_expiry, capacity, expiry, channel key prefix, payload.
+const GROUP_SEND: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local capacity = tonumber(ARGV[3])
+local sent, full = 0, 0
+for _, channel in ipairs(members) do
+  local key = ARGV[5] .. channel
+  if redis.call('ZCARD', key) >= capacity then
+    full = full + 1
+  else
+    local seq = redis.call('INCR', KEYS[2])
+    redis.call('ZADD', key, seq, seq .. ':' .. ARGV[6])
+    redis.call('EXPIRE', key, ARGV[4])
+    sent = sent + 1
+  end
+end
+if sent > 0 then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return {sent, full}
+";
+
+/// One channel's send. KEYS: channel, seq. ARGV: capacity, expiry, payload. 1 sent, 0 full.
+const SEND: &str = r"
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], seq, seq .. ':' .. ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+";
+
+/// How to build a [`RedisListsLayer`].
+#[derive(Debug, Clone)]
+pub struct RedisListsConfig {
+    /// `redis://host:port/db` of the Redis to use.
+    pub url: String,
+    /// Prefix of every key, unique per run (see [`super::run_prefix`]).
+    pub prefix: String,
+    /// Most messages a channel holds, in Redis and in its local buffer alike.
+    pub capacity: usize,
+    /// How long a channel's messages live after the last send to it.
+    pub expiry: Duration,
+    /// How long a group membership lives after its `group_add`.
+    pub group_expiry: Duration,
+    /// The issue-1683 fault: the shared receive belongs to a connection and is cancelled, with
+    /// the message Redis already popped, when that connection's channel closes.
+    pub cancel_shared_receive: bool,
+}
+
+impl RedisListsConfig {
+    /// channels_redis defaults (expiry 60 s, group expiry 1 day), fault off.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>, capacity: usize) -> Self {
+        Self {
+            url: url.into(),
+            prefix: prefix.into(),
+            capacity,
+            expiry: DEFAULT_EXPIRY,
+            group_expiry: DEFAULT_GROUP_EXPIRY,
+            cancel_shared_receive: false,
+        }
+    }
+
+    /// The same with the issue-1683 fault switched `on` or off.
+    pub fn with_cancel_shared_receive(mut self, on: bool) -> Self {
+        self.cancel_shared_receive = on;
+        self
+    }
+}
+
+/// The channels_redis core layer on a real Redis. One instance per embedded server; instances
+/// sharing a Redis and a prefix deliver to one another's members. `stats()` counts this
+/// instance only; [`probe`](Self::probe) reads what Redis holds for the whole run.
+pub struct RedisListsLayer {
+    shared: Arc<Shared>,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The receiver's own connection (BZPOPMIN blocks it), handed to each receive loop.
+    receive_conn: Mutex<Option<MultiplexedConnection>>,
+    receive: Mutex<Receive>,
+    group_send_script: redis::Script,
+    send_script: redis::Script,
+    instance: String,
+    next_channel: AtomicU64,
+    capacity: usize,
+    expiry_secs: u64,
+    group_expiry_secs: u64,
+    cancel_shared_receive: bool,
+}
+
+/// The running receive loop and, with the fault on, the channel it belongs to.
+#[derive(Default)]
+struct Receive {
+    task: Option<JoinHandle<()>>,
+    owner: Option<ChannelName>,
+}
+
+struct Shared {
+    prefix: String,
+    channel_prefix: String,
+    group_prefix: String,
+    seq_key: String,
+    wake_key: String,
+    local: Mutex<Local>,
+    counters: LayerCounters,
+    stop: AtomicBool,
+    receive_errors: AtomicU64,
+    cancelled_receives: AtomicU64,
+}
+
+#[derive(Default)]
+struct Local {
+    /// Open channels: buffer and creation number (newest is largest).
+    channels: FxHashMap<ChannelName, (mpsc::Sender<Bytes>, u64)>,
+    /// Memberships made through this instance.
+    groups: FxHashMap<String, FxHashSet<ChannelName>>,
+}
+
+impl Shared {
+    fn local(&self) -> MutexGuard<'_, Local> {
+        // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn channel_key(&self, channel: &str) -> String {
+        format!("{}{channel}", self.channel_prefix)
+    }
+
+    /// The keys the receiver blocks on: the wake key, then every open channel's.
+    fn receive_keys(&self) -> Vec<String> {
+        let local = self.local();
+        let mut keys = Vec::with_capacity(local.channels.len() + 1);
+        keys.push(self.wake_key.clone());
+        keys.extend(local.channels.keys().map(|name| self.channel_key(name)));
+        keys
+    }
+
+    /// Hands popped `members` (`<seq>:<payload>`) of `key` to its channel's local buffer.
+    fn dispatch(&self, key: &str, members: Vec<Vec<u8>>) {
+        let Some(channel) = key.strip_prefix(&self.channel_prefix) else {
+            return;
+        };
+        let local = self.local();
+        // A channel closed since the pop gets nothing, as in the in-process layer.
+        let Some((tx, _)) = local.channels.get(channel) else {
+            return;
+        };
+        for member in members {
+            let payload = match member.iter().position(|&b| b == b':') {
+                Some(colon) => Bytes::copy_from_slice(&member[colon + 1..]),
+                None => Bytes::from(member),
+            };
+            match tx.try_send(payload) {
+                Ok(()) => LayerCounters::bump(&self.counters.delivered),
+                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                    LayerCounters::bump(&self.counters.dropped_full)
+                }
+            }
+        }
+    }
+}
+
+/// Appends the members of a ZPOPMIN-with-count reply: member, score, member, score, ... in
+/// RESP2, or [member, score] pairs in RESP3.
+fn popped_members(reply: redis::Value, members: &mut Vec<Vec<u8>>) {
+    use redis::Value;
+    let Value::Array(items) = reply else { return };
+    if items.iter().all(|item| matches!(item, Value::Array(_))) {
+        for item in items {
+            if let Value::Array(pair) = item
+                && let Some(Value::BulkString(member)) = pair.into_iter().next()
+            {
+                members.push(member);
+            }
+        }
+    } else {
+        for item in items.into_iter().step_by(2) {
+            if let Value::BulkString(member) = item {
+                members.push(member);
+            }
+        }
+    }
+}
+
+/// A BZPOPMIN reply: key, member, score.
+type Popped = (String, Vec<u8>, redis::Value);
+
+/// The shared receive: BZPOPMIN over the instance's channels, then hand on what it popped.
+///
+/// Runs until the layer stops it (checked at least every `BLOCK`) or aborts it.
+async fn receive_loop(shared: Arc<Shared>, mut conn: MultiplexedConnection) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let keys = shared.receive_keys();
+        let popped: redis::RedisResult<Option<Popped>> = redis::cmd("BZPOPMIN")
+            .arg(&keys)
+            .arg(BLOCK.as_secs_f64())
+            .query_async(&mut conn)
+            .await;
+        let (key, first) = match popped {
+            Ok(Some((key, member, _score))) => (key, member),
+            Ok(None) => continue,
+            Err(_) => {
+                shared.receive_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(RECEIVE_RETRY).await;
+                continue;
+            }
+        };
+        if key == shared.wake_key {
+            continue;
+        }
+        // Redis has popped `first`: from here until `dispatch` it exists only in this task.
+        // Like channels_redis, which awaits again before the popped message reaches the
+        // receive buffers, we await once more here — for the rest of that channel's backlog.
+        let mut members = vec![first];
+        let rest: redis::RedisResult<redis::Value> = redis::cmd("ZPOPMIN")
+            .arg(&key)
+            .arg(DRAIN - 1)
+            .query_async(&mut conn)
+            .await;
+        match rest {
+            Ok(reply) => popped_members(reply, &mut members),
+            Err(_) => {
+                shared.receive_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        shared.dispatch(&key, members);
+    }
+}
+
+impl RedisListsLayer {
+    /// Connects to Redis and, with the fault off, starts the shared receive.
+    pub async fn connect(config: RedisListsConfig) -> Result<Self, RedisLayerError> {
+        let client = open_client(&config.url)?;
+        let conn = connect(&client, &config.url, "commands", OP_TIMEOUT).await?;
+        // Replies to BZPOPMIN come up to BLOCK late by design.
+        let receive_conn = connect(&client, &config.url, "receiver", BLOCK + OP_TIMEOUT).await?;
+        let prefix = config.prefix;
+        let instance = unique_id();
+        let shared = Arc::new(Shared {
+            channel_prefix: format!("{prefix}channel:"),
+            group_prefix: format!("{prefix}group:"),
+            seq_key: format!("{prefix}seq"),
+            wake_key: format!("{prefix}wake:{instance}"),
+            prefix,
+            local: Mutex::new(Local::default()),
+            counters: LayerCounters::default(),
+            stop: AtomicBool::new(false),
+            receive_errors: AtomicU64::new(0),
+            cancelled_receives: AtomicU64::new(0),
+        });
+        let layer = Self {
+            shared,
+            conn: Mutex::new(Some(conn)),
+            receive_conn: Mutex::new(Some(receive_conn)),
+            receive: Mutex::new(Receive::default()),
+            group_send_script: redis::Script::new(GROUP_SEND),
+            send_script: redis::Script::new(SEND),
+            instance,
+            next_channel: AtomicU64::new(0),
+            capacity: config.capacity.max(1),
+            expiry_secs: config.expiry.as_secs().max(1),
+            group_expiry_secs: config.group_expiry.as_secs().max(1),
+            cancel_shared_receive: config.cancel_shared_receive,
+        };
+        if !layer.cancel_shared_receive {
+            // Fault off: one receive for the layer's whole life, owned by no connection, so no
+            // disconnect can ever cancel it.
+            let mut receive = layer.receive();
+            layer.start_receive(&mut receive, None);
+        }
+        Ok(layer)
+    }
+
+    /// The prefix of every key this layer uses.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// Whether the issue-1683 fault is on.
+    pub fn cancel_shared_receive(&self) -> bool {
+        self.cancel_shared_receive
+    }
+
+    /// Shared receives cancelled by a disconnect (always 0 with the fault off).
+    pub fn cancelled_receives(&self) -> u64 {
+        self.shared.cancelled_receives.load(Ordering::Relaxed)
+    }
+
+    /// Receive attempts that failed (Redis errors or timeouts) since the start.
+    pub fn receive_errors(&self) -> u64 {
+        self.shared.receive_errors.load(Ordering::Relaxed)
+    }
+
+    /// Sends `message` to one channel (of any instance), as the channels `send` does: skipped
+    /// and counted in `dropped_full` when the channel already holds `capacity` messages.
+    pub async fn send(&self, channel: &ChannelName, message: Bytes) -> Result<(), LayerError> {
+        let mut conn = self.conn()?;
+        let sent: u64 = self
+            .send_script
+            .key(self.shared.channel_key(channel))
+            .key(&self.shared.seq_key)
+            .arg(self.capacity)
+            .arg(self.expiry_secs)
+            .arg(&message[..])
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| command_error("send script", e))?;
+        if sent == 0 {
+            LayerCounters::bump(&self.shared.counters.dropped_full);
+        }
+        Ok(())
+    }
+
+    /// What Redis holds for this run: memory, keys, group sets and blocked clients.
+    pub async fn probe(&self) -> Result<RedisProbe, RedisLayerError> {
+        let mut conn = self.conn()?;
+        super::probe_common(&mut conn, &self.shared.prefix, &self.shared.group_prefix, "ZCARD").await
+    }
+
+    /// The Redis server's version (INFO server).
+    pub async fn redis_version(&self) -> Result<String, RedisLayerError> {
+        super::version_on(&mut self.conn()?).await
+    }
+
+    /// Stops the shared receive (waiting for its current BZPOPMIN, at most about a second),
+    /// removes what this instance still holds in Redis — its open channels' keys, its wake key
+    /// and the memberships made through it — best effort and bounded by the operation timeout,
+    /// and releases the connections; later operations fail.
+    pub async fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut conn) = conn {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(&self.shared.wake_key).ignore();
+            {
+                let local = self.shared.local();
+                for name in local.channels.keys() {
+                    pipe.cmd("DEL").arg(self.shared.channel_key(name)).ignore();
+                }
+                for (group, members) in &local.groups {
+                    let key = format!("{}{group}", self.shared.group_prefix);
+                    for member in members {
+                        pipe.cmd("ZREM").arg(&key).arg(&**member).ignore();
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(OP_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+        }
+        self.receive_conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.receive().task.take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(BLOCK + OP_TIMEOUT, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
+    fn conn(&self) -> Result<MultiplexedConnection, RedisLayerError> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| RedisLayerError::Closed("shut down".into()))
+    }
+
+    fn receive(&self) -> MutexGuard<'_, Receive> {
+        self.receive.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a receive loop owned by `owner` (None: by the layer), unless shut down.
+    fn start_receive(&self, receive: &mut Receive, owner: Option<ChannelName>) {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(conn) = self.receive_conn.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return;
+        };
+        receive.task = Some(tokio::spawn(receive_loop(self.shared.clone(), conn)));
+        receive.owner = owner;
+    }
+
+    /// Wakes the receiver so its next BZPOPMIN includes a new channel's key.
+    async fn wake(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisLayerError> {
+        let _: u64 = query(
+            conn,
+            "ZADD (wake)",
+            redis::cmd("ZADD").arg(&self.shared.wake_key).arg(0).arg("wake"),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Drop for RedisListsLayer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(task) = self.receive().task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl ChannelLayer for RedisListsLayer {
+    async fn new_channel(&self) -> Result<ChannelReceiver, LayerError> {
+        let mut conn = self.conn()?;
+        let n = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        // Like channels_redis's process-specific channels: the instance is in the name.
+        let name: ChannelName = format!("lists.{}!{n}", self.instance).into();
+        let (tx, rx) = mpsc::channel(self.capacity);
+        self.shared.local().channels.insert(name.clone(), (tx, n));
+        if self.cancel_shared_receive {
+            // The newest connection is the one waiting in receive (see close_channel).
+            let mut receive = self.receive();
+            if receive.task.as_ref().is_none_or(|task| task.is_finished()) {
+                self.start_receive(&mut receive, Some(name.clone()));
+            } else {
+                receive.owner = Some(name.clone());
+            }
+        }
+        if let Err(error) = self.wake(&mut conn).await {
+            self.shared.local().channels.remove(&name);
+            return Err(error.into());
+        }
+        Ok(ChannelReceiver::new(name, rx))
+    }
+
+    async fn group_add(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError> {
+        let mut conn = self.conn()?;
+        let key = format!("{}{group}", self.shared.group_prefix);
+        let _: () = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_secs())
+            .arg(&**channel)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.group_expiry_secs)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| command_error("ZADD (group_add)", e))?;
+        self.shared
+            .local()
+            .groups
+            .entry(group.to_string())
+            .or_default()
+            .insert(channel.clone());
+        Ok(())
+    }
+
+    async fn group_discard(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError> {
+        let mut conn = self.conn()?;
+        let key = format!("{}{group}", self.shared.group_prefix);
+        let _: u64 = query(
+            &mut conn,
+            "ZREM (group_discard)",
+            redis::cmd("ZREM").arg(&key).arg(&**channel),
+        )
+        .await?;
+        let mut local = self.shared.local();
+        if let Some(members) = local.groups.get_mut(group) {
+            members.remove(channel);
+            if members.is_empty() {
+                local.groups.remove(group);
+            }
+        }
+        Ok(())
+    }
+
+    async fn group_send(&self, group: &str, message: Bytes) -> Result<(), LayerError> {
+        LayerCounters::bump(&self.shared.counters.group_sends);
+        let mut conn = self.conn()?;
+        let (_sent, full): (u64, u64) = self
+            .group_send_script
+            .key(format!("{}{group}", self.shared.group_prefix))
+            .key(&self.shared.seq_key)
+            .arg(now_secs())
+            .arg(self.group_expiry_secs)
+            .arg(self.capacity)
+            .arg(self.expiry_secs)
+            .arg(&self.shared.channel_prefix)
+            .arg(&message[..])
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| command_error("group_send script", e))?;
+        self.shared.counters.dropped_full.fetch_add(full, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn close_channel(&self, receiver: ChannelReceiver) -> Result<(), LayerError> {
+        let name = receiver.name.clone();
+        self.shared.local().channels.remove(&name);
+        drop(receiver);
+        if self.cancel_shared_receive {
+            // THE ISSUE-1683 MECHANISM (django/channels#1683), on only with the fault switch.
+            //
+            // In channels_redis the shared receive is not a task of its own: it runs inside
+            // the `receive()` call of whichever consumer is waiting for it, under a lock. When
+            // that consumer's client disconnects, Channels cancels the consumer — and with it
+            // the in-flight BZPOPMIN (or the awaits between the pop and the hand-off to the
+            // receive buffers). Redis has already popped the message, or pops it for the
+            // abandoned request moments later, so it is lost for every co-located receiver
+            // whose channel it was meant for, in any group; another consumer then takes over
+            // the receive.
+            //
+            // Here the receive loop belongs to a channel (the newest: the connection that came
+            // in last is the one waiting, the worst case of the lock hand-off, which turns
+            // minutes of churn into seconds). Closing that channel aborts the loop's task at
+            // its await: the abandoned BZPOPMIN stays blocked in Redis on the receiver's
+            // connection, pops the next message for any local channel, and its reply is thrown
+            // away; a popped batch awaiting its ZPOPMIN is dropped likewise. Then a new loop
+            // starts, owned by the newest live channel, queued behind the abandoned command.
+            let mut receive = self.receive();
+            if receive.owner.as_ref() == Some(&name) {
+                if let Some(task) = receive.task.take() {
+                    task.abort();
+                    self.shared.cancelled_receives.fetch_add(1, Ordering::Relaxed);
+                }
+                let next_owner = self
+                    .shared
+                    .local()
+                    .channels
+                    .iter()
+                    .max_by_key(|(_, (_, n))| *n)
+                    .map(|(name, _)| name.clone());
+                receive.owner = None;
+                if next_owner.is_some() {
+                    self.start_receive(&mut receive, next_owner);
+                }
+            }
+        }
+        let mut conn = self.conn()?;
+        let _: u64 = query(
+            &mut conn,
+            "DEL (close_channel)",
+            redis::cmd("DEL").arg(self.shared.channel_key(&name)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn stats(&self) -> LayerStats {
+        let local = self.shared.local();
+        let mut stats = LayerStats {
+            groups: local.groups.len() as u64,
+            memberships: local.groups.values().map(|m| m.len() as u64).sum(),
+            channels: local.channels.len() as u64,
+            buffered: local
+                .channels
+                .values()
+                .map(|(tx, _)| (tx.max_capacity() - tx.capacity()) as u64)
+                .sum(),
+            ..LayerStats::default()
+        };
+        drop(local);
+        self.shared.counters.fill(&mut stats);
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::popped_members;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reads_zpopmin_replies_in_both_protocols() {
+        let mut members = Vec::new();
+        popped_members(
+            Value::Array(vec![bulk("1:a"), bulk("1"), bulk("2:b"), bulk("2")]),
+            &mut members,
+        );
+        popped_members(
+            Value::Array(vec![Value::Array(vec![bulk("3:c"), Value::Double(3.0)])]),
+            &mut members,
+        );
+        popped_members(Value::Array(Vec::new()), &mut members);
+        assert_eq!(members, vec![b"1:a".to_vec(), b"2:b".to_vec(), b"3:c".to_vec()]);
+    }
+}

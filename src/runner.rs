@@ -95,6 +95,8 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         backend: BackendInfo {
             kind: scenario.backend.kind.name().into(),
             version: String::new(),
+            endpoint: None,
+            source: String::new(),
         },
         started_at,
         finished_at: String::new(),
@@ -145,18 +147,37 @@ async fn execute(
     let scenario = &loaded.scenario;
     let backend = backend::build(scenario).await.map_err(|e| e.to_string())?;
     result.backend.version = backend.version.clone();
+    result.backend.endpoint = backend.endpoint.clone();
+    result.backend.source = backend.source.clone();
+    let outcome = run_on(loaded, options, clock, result, &backend).await;
+    backend.shutdown().await;
+    outcome
+}
+
+/// Runs the iterations on a built backend; the caller shuts the backend down whatever happens.
+async fn run_on(
+    loaded: &LoadedScenario,
+    options: &RunOptions,
+    clock: &RunClock,
+    result: &mut RunResult,
+    backend: &backend::Backend,
+) -> Result<bool, String> {
+    let scenario = &loaded.scenario;
     let mut servers = Vec::new();
     let faults = &scenario.server.faults;
-    for _ in 0..scenario.server.instances {
+    for layer in &backend.layers {
         let state = AppState::with_faults(
-            backend.layer.clone(),
+            layer.clone(),
             scenario.server.max_frame,
             ServerFaults::new(faults.leak_per_connection, faults.hold_per_connection),
         );
-        let server = EmbeddedServer::start(state)
-            .await
-            .map_err(|e| format!("the embedded server would not start on 127.0.0.1: {e}"))?;
-        servers.push(server);
+        match EmbeddedServer::start(state).await {
+            Ok(server) => servers.push(server),
+            Err(e) => {
+                stop_servers(servers).await;
+                return Err(format!("the embedded server would not start on 127.0.0.1: {e}"));
+            }
+        }
     }
 
     let rooms: Vec<String> = scenario.rooms.iter().map(|r| r.name.clone()).collect();
@@ -170,12 +191,14 @@ async fn execute(
         events: EventLog::new(MAX_EVENTS),
     });
     let clients = drivers::clients(scenario, servers.len());
-    let embedded = EmbeddedState(servers.iter().map(|s| s.state.clone()).collect());
-    let probes = Arc::new(Probes::new(
-        *clock,
-        MemoryProbe::own_process(),
-        vec![Box::new(embedded)],
-    ));
+    let shared_layer = backend.shared;
+    let embedded = EmbeddedState {
+        states: servers.iter().map(|s| s.state.clone()).collect(),
+        shared_layer,
+    };
+    let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded)];
+    sources.extend(backend.state_source());
+    let probes = Arc::new(Probes::new(*clock, MemoryProbe::own_process(), sources));
     settle(&servers, &probes, BEFORE_SETTLE).await;
     let before = match probes.sample().await {
         Ok(sample) => sample,
@@ -215,7 +238,12 @@ async fn execute(
             break;
         }
         progress.iteration(index);
-        let outcome = run_iteration(loaded, &ctx, &servers, &probes, &clients, index, &stop).await;
+        let stage = Stage {
+            servers: &servers,
+            probes: &probes,
+            shared_layer,
+        };
+        let outcome = run_iteration(loaded, &ctx, &stage, &clients, index, &stop).await;
         let closed_now = closed_connections(&servers);
         if let Some(failure) = &outcome.failure {
             sampler_failure.get_or_insert_with(|| failure.clone());
@@ -248,7 +276,7 @@ async fn execute(
     let failure = sampler_failure.or_else(|| sampler.failure());
     result.timeline = sampler.finish().await;
 
-    let server = aggregate_stats(&servers);
+    let server = aggregate_stats(&servers, shared_layer);
     stop_servers(servers).await;
     if let Some(failure) = failure {
         let (events, not_kept) = ctx.events.take();
@@ -309,6 +337,13 @@ async fn execute(
     Ok(interrupted)
 }
 
+/// The servers an iteration runs against, and how to read them.
+struct Stage<'a> {
+    servers: &'a [EmbeddedServer],
+    probes: &'a Probes,
+    shared_layer: bool,
+}
+
 struct IterationOutcome {
     figures: IterationFigures,
     loss: analysis::IterationLoss,
@@ -320,8 +355,7 @@ struct IterationOutcome {
 async fn run_iteration(
     loaded: &LoadedScenario,
     ctx: &Arc<LoadContext>,
-    servers: &[EmbeddedServer],
-    probes: &Probes,
+    stage: &Stage<'_>,
     clients: &[ClientSpec],
     index: u32,
     cancel: &CancellationToken,
@@ -355,7 +389,7 @@ async fn run_iteration(
     let drained = if interrupted {
         false
     } else {
-        drain(ctx, servers, run.drain, cancel).await
+        drain(ctx, stage.servers, run.drain, cancel).await
     };
     interrupted |= cancel.is_cancelled();
     let drain_s = drain_started.elapsed().as_secs_f64();
@@ -374,13 +408,13 @@ async fn run_iteration(
     }
 
     let settle_started = Instant::now();
-    let settled = settle(servers, probes, run.settle).await;
+    let settled = settle(stage.servers, stage.probes, run.settle).await;
     let settle_s = settle_started.elapsed().as_secs_f64();
-    let (after, failure) = match probes.sample().await {
+    let (after, failure) = match stage.probes.sample().await {
         Ok(sample) => (sample, None),
         Err(error) => (Default::default(), Some(error)),
     };
-    let mut server_after = aggregate_stats(servers);
+    let mut server_after = aggregate_stats(stage.servers, stage.shared_layer);
     server_after.layer.fault_dropped_envelopes.clear();
 
     let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock);
@@ -425,13 +459,16 @@ async fn stop_servers(servers: Vec<EmbeddedServer>) {
 
 /// The embedded server instances as a state source: their counters, read in-process (the same
 /// figures `/stats` serves).
-struct EmbeddedState(Vec<Arc<AppState>>);
+struct EmbeddedState {
+    states: Vec<Arc<AppState>>,
+    shared_layer: bool,
+}
 
 #[async_trait::async_trait]
 impl StateSource for EmbeddedState {
     async fn read(&self) -> Result<StateReading, String> {
         Ok(StateReading {
-            state: state_series(&aggregate_states(&self.0)),
+            state: state_series(&aggregate_states(&self.states, self.shared_layer)),
             info: Default::default(),
         })
     }
@@ -530,19 +567,25 @@ fn state_series(stats: &ServerStats) -> std::collections::BTreeMap<String, u64> 
     .collect()
 }
 
-/// Counters summed over instances, with the shared layer's state once.
-fn aggregate_stats(servers: &[EmbeddedServer]) -> ServerStats {
+/// Counters summed over instances; a layer shared by every instance is counted once.
+fn aggregate_stats(servers: &[EmbeddedServer], shared_layer: bool) -> ServerStats {
     let states: Vec<&AppState> = servers.iter().map(|s| s.state.as_ref()).collect();
-    aggregate_states(&states)
+    aggregate_states(&states, shared_layer)
 }
 
-fn aggregate_states<S: std::ops::Deref<Target = AppState>>(states: &[S]) -> ServerStats {
+fn aggregate_states<S: std::ops::Deref<Target = AppState>>(states: &[S], shared_layer: bool) -> ServerStats {
     let Some(first) = states.first() else {
         return ServerStats::default();
     };
     let mut stats = first.stats();
     for state in &states[1..] {
-        stats.add_counters(&state.counters.snapshot(LayerStats::default()));
+        if shared_layer {
+            stats.add_counters(&state.counters.snapshot(LayerStats::default()));
+        } else {
+            let other = state.stats();
+            stats.add_counters(&other);
+            stats.layer.add(&other.layer);
+        }
     }
     stats
 }

@@ -35,6 +35,9 @@ pub enum Command {
         /// No progress bar (it is also hidden when stderr is not a terminal).
         #[arg(long)]
         no_progress: bool,
+        /// Run on this channel layer instead of the scenario's.
+        #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(["memory", "redis", "redis-lists"]))]
+        backend: Option<String>,
     },
     /// Parse and validate scenarios without running them.
     Check {
@@ -66,13 +69,14 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             files,
             out,
             no_progress,
+            backend,
         } => {
             let options = RunOptions {
                 out_dir: out,
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 cancel,
             };
-            run(&files, &options).await
+            run(&files, backend.as_deref(), &options).await
         }
     }
 }
@@ -101,12 +105,18 @@ fn check(files: &[PathBuf]) -> Exit {
     Exit::Pass
 }
 
-async fn run(files: &[PathBuf], options: &RunOptions) -> Exit {
+async fn run(files: &[PathBuf], backend: Option<&str>, options: &RunOptions) -> Exit {
     // Validate every file before running any, so a typo in the last one is not found an hour in.
     let mut loaded = Vec::new();
     for file in files {
         match scenario::load(file) {
-            Ok(s) => loaded.push(s),
+            Ok(mut s) => {
+                if let Err(message) = resolve(&mut s, backend) {
+                    eprintln!("{}: {message}", file.display());
+                    return Exit::Usage;
+                }
+                loaded.push(s)
+            }
             Err(error) => {
                 eprint!("{}", render_load_error(&error));
                 return Exit::Usage;
@@ -137,6 +147,17 @@ async fn run(files: &[PathBuf], options: &RunOptions) -> Exit {
         worst = worst.max(exit);
     }
     worst
+}
+
+/// Applies what the command line and the environment say over the file.
+fn resolve(loaded: &mut scenario::LoadedScenario, backend: Option<&str>) -> Result<(), String> {
+    use scenario::validate::{override_backend, url_from_environment};
+    if let Some(name) = backend {
+        let kind = scenario::BackendKind::from_name(name)
+            .ok_or_else(|| format!("--backend {name}: valid: {}", scenario::BackendKind::valid_names()))?;
+        override_backend(&mut loaded.scenario, kind)?;
+    }
+    url_from_environment(&mut loaded.scenario, |name| std::env::var(name).ok())
 }
 
 fn print_summary(outcome: &runner::RunOutcome) {

@@ -99,6 +99,22 @@ pub struct LayerStats {
     pub fault_dropped_envelopes: Vec<[u64; 2]>,
 }
 
+impl LayerStats {
+    /// Adds another layer object's state and counters to these (instances with a layer each).
+    pub fn add(&mut self, other: &LayerStats) {
+        self.groups += other.groups;
+        self.memberships += other.memberships;
+        self.channels += other.channels;
+        self.buffered += other.buffered;
+        self.group_sends += other.group_sends;
+        self.delivered += other.delivered;
+        self.dropped_full += other.dropped_full;
+        self.fault_dropped += other.fault_dropped;
+        self.fault_dropped_envelopes
+            .extend_from_slice(&other.fault_dropped_envelopes);
+    }
+}
+
 /// The counters every backend keeps, shared so `stats` is a plain read.
 #[derive(Debug, Default)]
 pub struct LayerCounters {

@@ -69,6 +69,12 @@ pub struct BackendInfo {
     pub kind: String,
     /// Version of the backend server, or of leakrun for the in-process layer.
     pub version: String,
+    /// The server used, credentials removed; none for the in-process layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Where the server came from: `backend.url`, `REDIS_URL`, or a private server for the run.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// Figures of one iteration.

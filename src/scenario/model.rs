@@ -64,6 +64,10 @@ pub struct Faults {
     /// Bytes each open connection holds in 4 KiB pieces and frees when it closes (0: off): heap back
     /// to baseline, resident memory kept by the allocator — the retention control.
     pub hold_per_connection: usize,
+    /// The django/channels#1683 mechanism on the `redis-lists` layer: the shared receive belongs
+    /// to a waiting connection and is cancelled when that connection closes, after Redis popped a
+    /// message and before it was handed on.
+    pub cancel_shared_receive: bool,
 }
 
 impl Faults {
@@ -79,17 +83,46 @@ impl Faults {
 pub enum BackendKind {
     /// In-process layer; needs nothing installed.
     Memory,
+    /// Redis pub/sub: a Redis channel per group and per connection channel.
+    Redis,
+    /// The channels_redis-style core layer: sorted-set groups, per-channel lists, one shared
+    /// blocking receiver per server instance.
+    RedisLists,
 }
 
 impl BackendKind {
-    /// Every kind a scenario may name, as written in the file.
-    pub const NAMES: &'static [&'static str] = &["memory"];
+    /// Every kind with the name a scenario writes for it.
+    pub const ALL: &'static [(&'static str, BackendKind)] = &[
+        ("memory", BackendKind::Memory),
+        ("redis", BackendKind::Redis),
+        ("redis-lists", BackendKind::RedisLists),
+    ];
 
     /// The name as written in a scenario.
     pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Memory => "memory",
-        }
+        Self::ALL
+            .iter()
+            .find(|(_, kind)| *kind == self)
+            .map_or("memory", |(name, _)| name)
+    }
+
+    /// The kind a name stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, kind)| *kind)
+    }
+
+    /// The kinds, quoted, for messages.
+    pub fn valid_names() -> String {
+        Self::ALL
+            .iter()
+            .map(|(n, _)| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// True for the layers that talk to Redis.
+    pub fn is_redis(self) -> bool {
+        matches!(self, BackendKind::Redis | BackendKind::RedisLists)
     }
 }
 
@@ -98,6 +131,20 @@ impl BackendKind {
 pub struct BackendSpec {
     /// Which channel layer the embedded server uses.
     pub kind: BackendKind,
+    /// Server URL from the scenario; without one, the environment's (`REDIS_URL`) or a private
+    /// server leakrun starts for the run.
+    pub url: Option<String>,
+    /// Where `url` came from when not from the scenario file (e.g. `REDIS_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_source: Option<String>,
+    /// The URL may name a host other than loopback.
+    pub allow_remote: bool,
+    /// `redis-lists`: how long a group membership lives without being refreshed.
+    #[serde(with = "duration_text")]
+    pub group_expiry: Duration,
+    /// `redis-lists`: how long an undelivered message waits in a channel.
+    #[serde(with = "duration_text")]
+    pub expiry: Duration,
 }
 
 /// One room and its client groups.

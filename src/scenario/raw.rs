@@ -46,6 +46,7 @@ pub struct RawFaults {
     pub keep_membership_on_disconnect: Option<S<bool>>,
     pub leak_per_connection: Option<S<RawSize>>,
     pub hold_per_connection: Option<S<RawSize>>,
+    pub cancel_shared_receive: Option<S<bool>>,
 }
 
 /// `[backend]`.
@@ -53,6 +54,10 @@ pub struct RawFaults {
 #[serde(expecting = "a table of backend settings")]
 pub struct RawBackend {
     pub kind: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub allow_remote: Option<S<bool>>,
+    pub group_expiry: Option<S<String>>,
+    pub expiry: Option<S<String>>,
 }
 
 /// One `[[rooms]]` entry.

@@ -50,6 +50,20 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         .unwrap_or_default();
     let server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
     let backend = backend(raw.backend.as_ref().map(|b| b.get_ref()), c);
+    if let Some(switch) = raw
+        .server
+        .as_ref()
+        .and_then(|s| s.get_ref().faults.as_ref())
+        .and_then(|f| f.get_ref().cancel_shared_receive.as_ref())
+        && *switch.get_ref()
+        && backend.kind != BackendKind::RedisLists
+    {
+        c.at(
+            switch.span(),
+            "server.faults.cancel_shared_receive",
+            cancel_needs_lists(backend.kind),
+        );
+    }
     let run = run(raw.run.as_ref().map(|r| r.get_ref()), c);
     let rooms = rooms(&raw.rooms, &server, &run, c);
     let expect = raw.expect.as_ref().map(|e| e.get_ref());
@@ -119,6 +133,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
             0,
             0..=64 * 1024 * 1024,
         ) as usize,
+        cancel_shared_receive: flag(faults.and_then(|f| f.cancel_shared_receive.as_ref()), false),
     };
     ServerSpec {
         target,
@@ -130,14 +145,127 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
 }
 
 fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
+    let default = RawBackend::default();
+    let raw = raw.unwrap_or(&default);
     let kind = choice(
         c,
-        raw.and_then(|b| b.kind.as_ref()),
+        raw.kind.as_ref(),
         "backend.kind",
-        &[("memory", BackendKind::Memory)],
+        BackendKind::ALL,
         BackendKind::Memory,
     );
-    BackendSpec { kind }
+    let allow_remote = flag(raw.allow_remote.as_ref(), false);
+    let url = raw.url.as_ref().map(|url| {
+        if let Err(message) = check_backend_url(url.get_ref(), kind, allow_remote) {
+            c.at(url.span(), "backend.url", message);
+        }
+        url.get_ref().clone()
+    });
+    for (value, key) in [(&raw.group_expiry, "group_expiry"), (&raw.expiry, "expiry")] {
+        if let Some(v) = value
+            && kind != BackendKind::RedisLists
+        {
+            c.at(
+                v.span(),
+                format!("backend.{key}"),
+                format!(
+                    "only applies to kind = \"redis-lists\"; this backend is \"{}\"",
+                    kind.name()
+                ),
+            );
+        }
+    }
+    BackendSpec {
+        kind,
+        url,
+        url_source: None,
+        allow_remote,
+        group_expiry: duration_value(
+            c,
+            raw.group_expiry.as_ref(),
+            "backend.group_expiry",
+            Duration::from_secs(86_400),
+            true,
+        ),
+        expiry: duration_value(c, raw.expiry.as_ref(), "backend.expiry", Duration::from_secs(60), true),
+    }
+}
+
+/// Switches a validated scenario to another backend kind (the `--backend` flag), rechecking what
+/// depends on the kind. A URL written for another kind is dropped.
+pub fn override_backend(scenario: &mut Scenario, kind: BackendKind) -> Result<(), String> {
+    if scenario.server.faults.cancel_shared_receive && kind != BackendKind::RedisLists {
+        return Err(format!(
+            "--backend {}: server.faults.cancel_shared_receive {}",
+            kind.name(),
+            cancel_needs_lists(kind)
+        ));
+    }
+    if scenario.backend.kind != kind {
+        scenario.backend.url = None;
+        scenario.backend.url_source = None;
+    }
+    scenario.backend.kind = kind;
+    Ok(())
+}
+
+/// Takes the backend URL from the environment (`REDIS_URL`) when the scenario names none,
+/// checked like `backend.url`; `lookup` reads a variable.
+pub fn url_from_environment(scenario: &mut Scenario, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    let spec = &mut scenario.backend;
+    if spec.url.is_some() || !spec.kind.is_redis() {
+        return Ok(());
+    }
+    let variable = "REDIS_URL";
+    let Some(url) = lookup(variable).filter(|u| !u.trim().is_empty()) else {
+        return Ok(());
+    };
+    check_backend_url(&url, spec.kind, spec.allow_remote).map_err(|message| format!("{variable}: {message}"))?;
+    spec.url = Some(url);
+    spec.url_source = Some(variable.into());
+    Ok(())
+}
+
+/// The message for `cancel_shared_receive` on a backend without a shared receive.
+pub fn cancel_needs_lists(kind: BackendKind) -> String {
+    format!(
+        "only applies to backend.kind = \"redis-lists\" (the layer with a shared receive); this backend is \"{}\"",
+        kind.name()
+    )
+}
+
+/// Checks a backend URL: its scheme fits the kind, and its host is loopback unless remote hosts
+/// are allowed. Also used for URLs from the environment.
+pub fn check_backend_url(url: &str, kind: BackendKind, allow_remote: bool) -> Result<(), String> {
+    let schemes: &[&str] = match kind {
+        BackendKind::Memory => {
+            return Err("the \"memory\" backend takes no URL; remove it or choose \"redis\" or \"redis-lists\"".into());
+        }
+        BackendKind::Redis | BackendKind::RedisLists => &["redis"],
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("`{url}` is not a URL; write e.g. \"redis://127.0.0.1:6379/\""));
+    };
+    if !schemes.contains(&scheme) {
+        return Err(format!(
+            "scheme `{scheme}` does not fit kind = \"{}\"; valid: {}://",
+            kind.name(),
+            schemes.join("://, ")
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback && !allow_remote {
+        return Err(format!(
+            "host `{host}` is not a loopback address; leakrun only loads 127.0.0.1, ::1 or localhost unless the scenario sets `backend.allow_remote = true`"
+        ));
+    }
+    Ok(())
 }
 
 fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {

@@ -165,6 +165,9 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
         series.push(rss);
     }
 
+    // A state counter's start: where it stood after warm-up (run-wide things a first iteration
+    // creates once, such as a backend's sequence key, are not a leak), or before the run.
+    let state_start = iterations.iter().rev().find(|i| i.warmup).map(|i| &i.after);
     let mut names: Vec<&String> = before.state.keys().collect();
     for i in iterations {
         names.extend(i.after.state.keys());
@@ -180,7 +183,16 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
             iterations,
             closed_per_iteration,
         );
-        series.push(judge_state(values, limits.state_growth as f64, judged.len()));
+        let start = state_start.map_or(values.before, |sample| {
+            sample.state.get(name.as_str()).map(|&v| v as f64)
+        });
+        series.push(judge_state(
+            values,
+            start,
+            state_start.is_some(),
+            limits.state_growth as f64,
+            judged.len(),
+        ));
     }
     let mut info_names: Vec<&String> = before.info.keys().collect();
     for i in iterations {
@@ -367,22 +379,34 @@ fn judge_info(mut s: SeriesVerdict, label: &str) -> SeriesVerdict {
     s
 }
 
-/// A state counter: a leak when it ends above where it started.
-fn judge_state(mut s: SeriesVerdict, tolerance: f64, judged: usize) -> SeriesVerdict {
+/// A state counter: a leak when it ends above where it started (`start`, after warm-up or before
+/// the run).
+fn judge_state(
+    mut s: SeriesVerdict,
+    start: Option<f64>,
+    after_warmup: bool,
+    tolerance: f64,
+    judged: usize,
+) -> SeriesVerdict {
     let trail = trail(&s);
-    let start = s.before.unwrap_or(0.0);
+    let start = start.unwrap_or(0.0);
+    let from = if after_warmup {
+        "where it stood after warm-up"
+    } else {
+        "its start"
+    };
     let end = s.after.iter().rev().flatten().next().copied().unwrap_or(start);
     if end > start + tolerance {
         s.class = SeriesClass::Leak;
         let per = match s.slope_per_iteration {
             Some(slope) if slope > 0.0 => format!("; {} per iteration are never released", trim_number(slope)),
-            _ if judged < MIN_JUDGED => format!("; ends {} above its start", trim_number(end - start)),
-            _ => format!("; stays {} above its start", trim_number(end - start)),
+            _ if judged < MIN_JUDGED => format!("; ends {} above {from}", trim_number(end - start)),
+            _ => format!("; stays {} above {from}", trim_number(end - start)),
         };
         s.evidence = format!("{}: {trail} after each iteration{per}", s.name);
     } else {
         s.class = SeriesClass::Clean;
-        s.evidence = format!("{}: {trail}; back to its start after the last iteration", s.name);
+        s.evidence = format!("{}: {trail}; back to {from} after the last iteration", s.name);
     }
     s
 }
@@ -564,6 +588,23 @@ mod tests {
             memberships.evidence,
             "memberships: 0 → 20 → 40 → 60 → 80 after each iteration; 20 per iteration are never released"
         );
+    }
+
+    #[test]
+    fn a_state_counter_that_a_warm_up_sets_once_is_not_a_leak() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        // A run-wide key created by the first iteration and kept: 0 before, 1 after every one.
+        let its = run(|_| sample(1_000_000, 50 << 20, 1), 5, 20);
+        let v = judge(&before, &its, &limits(), false);
+        let s = v.series.iter().find(|s| s.name == "memberships").unwrap();
+        assert_eq!(s.class, SeriesClass::Clean, "{}", s.evidence);
+        assert!(s.evidence.contains("where it stood after warm-up"), "{}", s.evidence);
+        // Without warm-up the same counter ends above its start: a leak.
+        let cold: Vec<_> = its
+            .into_iter()
+            .map(|i| IterationMemory { warmup: false, ..i })
+            .collect();
+        assert_eq!(judge(&before, &cold, &limits(), true).outcome, LeakOutcome::Leak);
     }
 
     #[test]

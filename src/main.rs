@@ -37,6 +37,8 @@ fn main() -> ExitCode {
                 eprintln!("\ninterrupted: closing clients and writing a partial result (Ctrl-C again to abort)");
                 on_signal.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
+                    // No destructors run past here: stop the private servers first.
+                    leakrun::infra::kill_registered();
                     std::process::exit(Exit::Interrupted.code().into());
                 }
             }

@@ -117,6 +117,7 @@ impl PrivateRedis {
             let pid = child.id().unwrap_or_default();
             match wait_until_ready(&mut child, port, dir.path(), deadline).await {
                 Ok(()) => {
+                    super::register(pid);
                     return Ok(Self {
                         child: Some(child),
                         pid,
@@ -195,6 +196,7 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
+        super::unregister(self.pid);
         if let Some(mut child) = self.child.take() {
             // SIGKILL now; tokio reaps the process in the background (`kill_on_drop` is set too).
             let _ = child.start_kill();

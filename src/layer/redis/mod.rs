@@ -94,7 +94,8 @@ impl From<RedisLayerError> for LayerError {
 pub struct RedisProbe {
     /// `used_memory` from INFO memory, bytes.
     pub used_memory: u64,
-    /// Keys whose name starts with the run's prefix (counted with SCAN).
+    /// Keys whose name starts with the run's prefix (counted with SCAN), less the run-wide
+    /// sequence counter the lists layer keeps for itself.
     pub keys: u64,
     /// Group keys (membership sets) under the run's prefix.
     pub groups: u64,
@@ -249,6 +250,7 @@ pub(crate) async fn probe_common(
 
     // SCAN, never KEYS: bounded in steps and time so a huge keyspace cannot stall a run.
     let pattern = format!("{}*", glob_escape(prefix));
+    let sequence_key = format!("{prefix}seq");
     let started = Instant::now();
     let mut cursor: u64 = 0;
     let mut group_keys = Vec::new();
@@ -264,7 +266,9 @@ pub(crate) async fn probe_common(
                 .arg(1000),
         )
         .await?;
-        probe.keys += keys.len() as u64;
+        // The run-wide sequence counter is the layer's own bookkeeping, created once and kept
+        // for the run: not state that a connection or a group leaves behind.
+        probe.keys += keys.iter().filter(|k| **k != sequence_key).count() as u64;
         group_keys.extend(keys.into_iter().filter(|k| k.starts_with(group_prefix)));
         cursor = next;
         if cursor == 0 || started.elapsed() > OP_TIMEOUT {

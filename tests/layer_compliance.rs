@@ -208,6 +208,10 @@ async fn discard_stops_delivery(fx: &Fixture) {
         .expect("discard from unknown group");
 }
 
+/// A receiver that never reads: its channel holds `capacity` (4) messages and the other six are
+/// dropped and counted. For the Redis lists layer the receive keeps emptying the instance's
+/// inbox, so the limit hit is the channel's local buffer, and the drops are counted at dispatch
+/// (an inbox that is full is skipped by the sender instead: see `redis_backend.rs`).
 async fn full_channel_drops_and_counts_without_blocking(fx: &Fixture) {
     let layer = &fx.layer;
     let mut slow = layer.new_channel().await.expect("channel");

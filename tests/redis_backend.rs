@@ -1,7 +1,9 @@
 //! The private redis-server a run starts for itself, and the Redis-only parts of the Redis
 //! layers: it starts and answers, `stop` leaves no process behind, a missing binary fails fast
 //! and says what to do; `redis_version` / `probe` read the real server; direct `send`, message
-//! and group expiry, and `shutdown` leaving nothing of its instance behind.
+//! and group expiry, the lists layer's one-inbox-per-instance layout (one entry per instance per
+//! `group_send`, capacity per inbox counted per receiver, payload bytes exact), and `shutdown`
+//! leaving nothing of its instance behind.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +15,41 @@ use leakrun::layer::{ChannelLayer, RedisListsLayer, RedisPubSubLayer};
 
 fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits until a dropped lists layer's receiver has left Redis: only `watcher`'s own receiver
+/// may still be blocked in BZPOPMIN, so nothing the dead instance's inbox receives is popped.
+async fn wait_for_receiver_gone(watcher: &RedisListsLayer) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let probe = watcher.probe().await.expect("probe");
+        if probe.blocked_clients <= 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped layer's receiver is still blocked: {probe:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The raw entries of the lists inbox that `channel` (`lists.<instance>!<n>`) belongs to.
+async fn inbox_entries(url: &str, prefix: &str, channel: &str) -> Vec<Vec<u8>> {
+    let instance = channel
+        .strip_prefix("lists.")
+        .and_then(|rest| rest.split_once('!'))
+        .map(|(instance, _)| instance)
+        .expect("a lists channel name");
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    redis::cmd("ZRANGE")
+        .arg(format!("{prefix}inbox:{instance}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE inbox")
 }
 
 #[tokio::test]
@@ -212,8 +249,8 @@ async fn direct_send_reaches_one_channel_on_any_instance() {
         .flatten();
     assert!(other.is_none(), "{other:?}");
 
-    // The lists layer checks capacity on the channel's key: an instance whose receiver is gone
-    // leaves its channel full after two sends, and the third is skipped and counted.
+    // The lists layer checks capacity on the instance's inbox: an instance whose receiver is
+    // gone leaves its inbox full after two sends, and the third is skipped and counted.
     let gone = lists_two.new_channel().await.expect("channel");
     lists_two.shutdown().await;
     for i in 0..3 {
@@ -249,23 +286,27 @@ async fn lists_messages_nobody_receives_expire() {
     config.expiry = Duration::from_secs(1);
     let sender = RedisListsLayer::connect(config.clone()).await.expect("lists layer");
     let gone = RedisListsLayer::connect(config).await.expect("lists layer");
-    let channel = gone.new_channel().await.expect("channel");
-    gone.group_add("room", &channel.name).await.expect("add");
-    // Its server dies without cleaning up: the membership stays, nobody receives.
+    for _ in 0..2 {
+        let channel = gone.new_channel().await.expect("channel");
+        gone.group_add("room", &channel.name).await.expect("add");
+    }
+    // Its server dies without cleaning up: the memberships stay, nobody receives.
     drop(gone);
+    wait_for_receiver_gone(&sender).await;
 
     sender
         .group_send("room", Bytes::from_static(b"into the void"))
         .await
         .expect("send");
     let probe = sender.probe().await.expect("probe");
-    // The group, the stored message's channel key and the sequence.
+    // The group, the dead instance's ONE inbox (both members' message in one entry) and the
+    // sequence.
     assert_eq!(probe.keys, 3, "{probe:?}");
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let probe = sender.probe().await.expect("probe");
     assert_eq!(
         probe.keys, 1,
-        "only the group is left once the message expired: {probe:?}"
+        "only the group is left once the inbox expired: {probe:?}"
     );
 
     sender.shutdown().await;
@@ -306,5 +347,102 @@ async fn shutdown_leaves_nothing_of_its_instance_in_redis() {
     );
 
     watcher.shutdown().await;
+    redis.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn lists_group_send_stores_one_entry_per_instance_and_counts_full_per_receiver() {
+    let redis = PrivateRedis::start().await.expect("start a private redis-server");
+    let prefix = run_prefix();
+    let config = RedisListsConfig::new(redis.url(), prefix.clone(), 2);
+    let sender = RedisListsLayer::connect(config.clone()).await.expect("lists layer");
+    let gone = RedisListsLayer::connect(config).await.expect("lists layer");
+    let mut locals = Vec::new();
+    let mut names = Vec::new();
+    for group in ["room", "room", "elsewhere"] {
+        let channel = gone.new_channel().await.expect("channel");
+        gone.group_add(group, &channel.name).await.expect("add");
+        if group == "room" {
+            let (_, local) = channel.name.split_once('!').expect("process!local");
+            locals.push(local.to_string());
+        }
+        names.push(channel.name.clone());
+    }
+    // Nobody receives for that instance any more, so its inbox fills up.
+    drop(gone);
+    wait_for_receiver_gone(&sender).await;
+
+    for i in 0..3 {
+        sender
+            .group_send("room", Bytes::from(format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    // Two sends fit the inbox (capacity 2, whatever the number of targets); the third is
+    // skipped for both receivers of the instance and counted once per receiver.
+    assert_eq!(sender.stats().dropped_full, 2, "{:?}", sender.stats());
+    let entries = inbox_entries(&redis.url(), &prefix, &names[0]).await;
+    assert_eq!(entries.len(), 2, "one entry per group_send: {entries:?}");
+    locals.sort();
+    for (i, entry) in entries.iter().enumerate() {
+        let text = String::from_utf8(entry.clone()).expect("ASCII entry");
+        let mut parts = text.splitn(3, ':');
+        let (seq, targets, payload) = (parts.next(), parts.next(), parts.next());
+        assert!(seq.is_some_and(|s| s.parse::<u64>().is_ok()), "sequence of {text:?}");
+        let mut targets: Vec<String> = targets.expect("targets").split(',').map(str::to_string).collect();
+        targets.sort();
+        assert_eq!(targets, locals, "the entry names both room members: {text:?}");
+        assert_eq!(payload, Some(format!("m{i}").as_str()), "{text:?}");
+    }
+
+    sender.shutdown().await;
+    redis.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn lists_payload_bytes_arrive_exact_through_group_send_and_send() {
+    let redis = PrivateRedis::start().await.expect("start a private redis-server");
+    let prefix = run_prefix();
+    let sender = RedisListsLayer::connect(RedisListsConfig::new(redis.url(), prefix.clone(), 10))
+        .await
+        .expect("lists layer");
+    let receiver = RedisListsLayer::connect(RedisListsConfig::new(redis.url(), prefix, 10))
+        .await
+        .expect("lists layer");
+    let mut a = receiver.new_channel().await.expect("channel");
+    let mut b = receiver.new_channel().await.expect("channel");
+    receiver.group_add("room", &a.name).await.expect("add");
+    receiver.group_add("room", &b.name).await.expect("add");
+    // Colons, commas, a zero byte and bytes that are not UTF-8: the encoding's separators and
+    // what a lossy conversion would mangle.
+    let payload = Bytes::from_static(b"1:0,1:\x00\xff\xfe,:end");
+
+    sender.group_send("room", payload.clone()).await.expect("group_send");
+    for channel in [&mut a, &mut b] {
+        let got = tokio::time::timeout(Duration::from_secs(3), channel.recv())
+            .await
+            .ok()
+            .flatten();
+        assert_eq!(got.as_ref(), Some(&payload), "{}", channel.name);
+    }
+    sender.send(&b.name, payload.clone()).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(3), b.recv())
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(got.as_ref(), Some(&payload));
+    let other = tokio::time::timeout(Duration::from_millis(300), a.recv())
+        .await
+        .ok()
+        .flatten();
+    assert!(other.is_none(), "a direct send reached another channel: {other:?}");
+    assert_eq!(receiver.stats().delivered, 3, "{:?}", receiver.stats());
+    assert!(
+        sender.send(&"not-a-lists-channel".into(), payload).await.is_err(),
+        "a name that is not lists.<instance>!<n> is refused"
+    );
+
+    sender.shutdown().await;
+    receiver.shutdown().await;
     redis.stop().await.expect("stop");
 }

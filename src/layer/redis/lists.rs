@@ -1,27 +1,36 @@
 //! The channels_redis-style core layer: what most Django Channels deployments run, and where
 //! django/channels#1683 (messages lost by *other* clients when one client disconnects) lives.
 //!
-//! Layout in Redis, every key under the run's prefix:
+//! Layout in Redis, every key under the run's prefix, as channels_redis (v3.3+ / v4) lays out
+//! process-specific channels:
 //! - `group:<name>` — a sorted set of channel names scored by join time. Members older than
 //!   `group_expiry` are removed by `group_send` before it fans out, as channels_redis does.
-//! - `channel:<name>` — a sorted set per channel holding its messages (`<seq>:<payload>`, scored
-//!   by a run-wide sequence so order and uniqueness hold), expiring `expiry` after the last
-//!   send. `group_send` skips a member whose key already holds `capacity` messages and counts
-//!   the drop — it checks the length and skips, it never blocks.
-//! - `seq` — the sequence, expiring with the last message stored (so it outlives every channel
-//!   key and order holds); `wake:<instance>` — a key that wakes the instance's receiver.
+//! - `inbox:<instance>` — ONE sorted set per layer instance (channels_redis: one key per
+//!   process) holding every message for the instance's channels, scored by a run-wide sequence
+//!   so order and uniqueness hold, expiring `expiry` after the last send to it. Channels are
+//!   named `lists.<instance>!<n>` (channels_redis's `<process>!<local>`); the inbox is found
+//!   from the part before `!`.
+//! - `seq` — the sequence, expiring with the last message stored (so it outlives every inbox
+//!   and order holds).
 //!
-//! Receiving: ONE shared receive per layer instance, a task that blocks in BZPOPMIN over the
-//! keys of all the instance's channels (plus its wake key) on a connection of its own, and
-//! hands each popped message to the local buffer of its channel (a bounded tokio channel; full
-//! drops and counts). We chose per-channel keys over one inbox per instance because capacity is
-//! then exactly "messages waiting for this channel", checked on the channel's own key as
-//! channels_redis does; the price is a BZPOPMIN whose key list grows with the instance's
-//! channels. A new channel's key joins the list when the receiver goes round again, which
-//! `new_channel` forces at once by writing to the wake key.
+//! An inbox entry is `<seq>:<n1>,<n2>,...:<payload>`: the decimal sequence, the decimal local
+//! parts of its target channels separated by commas, then the payload bytes unchanged. Sequence
+//! and targets hold only digits and commas, so the first two colons end them and everything
+//! after the second colon is the payload, colons and all.
 //!
-//! `group_send` is one round trip: a Lua script expires old members, reads the group and
-//! checks, stores and expires every member's message.
+//! `group_send` is one round trip: a Lua script expires old members, reads the group, groups
+//! the members by instance and stores ONE entry per instance inbox listing that instance's
+//! targets — channels_redis's per-process message with its `__asgi_channel__` list. An inbox
+//! that already holds `capacity` entries is skipped, never waited on, and every target in it
+//! counts as `dropped_full`. `send` stores a one-target entry the same way.
+//!
+//! Receiving: ONE shared receive per layer instance, a task that blocks in BZPOPMIN on the
+//! instance's inbox on a connection of its own, takes up to a batch more with ZPOPMIN, and
+//! hands each entry's payload to the local buffer (a bounded tokio channel) of every listed
+//! channel still open: full or closed counts as `dropped_full`, a channel closed since the
+//! send is skipped. So one popped entry is the message of every co-located receiver it names —
+//! which is why the issue-1683 fault (see `close_channel`) costs all of them the same messages
+//! at once, the reporter's "several clients fail at the same moment, even in other groups".
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,28 +55,45 @@ pub const DEFAULT_GROUP_EXPIRY: Duration = Duration::from_secs(86_400);
 /// How long one BZPOPMIN blocks; also bounds how late the receiver notices a stop.
 const BLOCK: Duration = Duration::from_secs(1);
 
-/// Most messages taken from one channel's key in the turn after a BZPOPMIN.
+/// Most inbox entries taken in one turn: the BZPOPMIN one plus up to `DRAIN - 1` by ZPOPMIN.
 const DRAIN: usize = 64;
 
 /// Pause after a failed receive before the next try, so a dead Redis is not hammered.
 const RECEIVE_RETRY: Duration = Duration::from_millis(100);
 
-/// Expire stale members, then give every member under `capacity` the message (one round trip).
-/// KEYS: group, seq. ARGV: now, group_expiry, capacity, expiry, channel key prefix, payload.
+/// What every channel name of this layer starts with, before the instance.
+const CHANNEL_PREFIX: &str = "lists.";
+
+/// Expire stale members, then store ONE entry per instance inbox under `capacity`, listing that
+/// instance's target channels (one round trip). Members that are not `lists.<instance>!<n>`
+/// are ignored. Returns {receivers given the message, receivers skipped because full}.
+/// KEYS: group, seq. ARGV: now, group_expiry, capacity, expiry, inbox key prefix, payload.
 const GROUP_SEND: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local capacity = tonumber(ARGV[3])
-local sent, full = 0, 0
+local instances, targets = {}, {}
 for _, channel in ipairs(members) do
-  local key = ARGV[5] .. channel
+  local instance, n = string.match(channel, '^lists%.([^!]+)!(%d+)$')
+  if instance then
+    if targets[instance] == nil then
+      targets[instance] = {}
+      table.insert(instances, instance)
+    end
+    table.insert(targets[instance], n)
+  end
+end
+local sent, full = 0, 0
+for _, instance in ipairs(instances) do
+  local key = ARGV[5] .. instance
+  local locals = targets[instance]
   if redis.call('ZCARD', key) >= capacity then
-    full = full + 1
+    full = full + #locals
   else
     local seq = redis.call('INCR', KEYS[2])
-    redis.call('ZADD', key, seq, seq .. ':' .. ARGV[6])
+    redis.call('ZADD', key, seq, seq .. ':' .. table.concat(locals, ',') .. ':' .. ARGV[6])
     redis.call('EXPIRE', key, ARGV[4])
-    sent = sent + 1
+    sent = sent + #locals
   end
 end
 if sent > 0 then
@@ -76,13 +102,14 @@ end
 return {sent, full}
 ";
 
-/// One channel's send. KEYS: channel, seq. ARGV: capacity, expiry, payload. 1 sent, 0 full.
+/// One channel's send: a one-target entry in its instance's inbox.
+/// KEYS: inbox, seq. ARGV: capacity, expiry, local part, payload. 1 sent, 0 full.
 const SEND: &str = r"
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
 local seq = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], seq, seq .. ':' .. ARGV[3])
+redis.call('ZADD', KEYS[1], seq, seq .. ':' .. ARGV[3] .. ':' .. ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
@@ -95,14 +122,16 @@ pub struct RedisListsConfig {
     pub url: String,
     /// Prefix of every key, unique per run (see [`super::run_prefix`]).
     pub prefix: String,
-    /// Most messages a channel holds, in Redis and in its local buffer alike.
+    /// Most messages an instance's inbox holds in Redis (one entry per `group_send`, whatever
+    /// the number of its targets there), and most a channel's local buffer holds.
     pub capacity: usize,
-    /// How long a channel's messages live after the last send to it.
+    /// How long an instance's inbox lives after the last send to it.
     pub expiry: Duration,
     /// How long a group membership lives after its `group_add`.
     pub group_expiry: Duration,
     /// The issue-1683 fault: the shared receive belongs to a connection and is cancelled, with
-    /// the message Redis already popped, when that connection's channel closes.
+    /// the entry Redis already popped (the message of every co-located receiver it names), when
+    /// that connection's channel closes.
     pub cancel_shared_receive: bool,
 }
 
@@ -154,10 +183,14 @@ struct Receive {
 
 struct Shared {
     prefix: String,
-    channel_prefix: String,
     group_prefix: String,
+    /// `<prefix>inbox:`, followed by an instance id.
+    inbox_prefix: String,
+    /// This instance's inbox.
+    inbox_key: String,
+    /// `lists.<instance>!`: this instance's channel names without the local part.
+    channel_base: String,
     seq_key: String,
-    wake_key: String,
     local: Mutex<Local>,
     counters: LayerCounters,
     stop: AtomicBool,
@@ -179,42 +212,54 @@ impl Shared {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn channel_key(&self, channel: &str) -> String {
-        format!("{}{channel}", self.channel_prefix)
-    }
-
-    /// The keys the receiver blocks on: the wake key, then every open channel's.
-    fn receive_keys(&self) -> Vec<String> {
+    /// Hands each popped inbox entry's payload to the local buffer of every target it lists.
+    fn dispatch(&self, entries: Vec<Vec<u8>>) {
         let local = self.local();
-        let mut keys = Vec::with_capacity(local.channels.len() + 1);
-        keys.push(self.wake_key.clone());
-        keys.extend(local.channels.keys().map(|name| self.channel_key(name)));
-        keys
-    }
-
-    /// Hands popped `members` (`<seq>:<payload>`) of `key` to its channel's local buffer.
-    fn dispatch(&self, key: &str, members: Vec<Vec<u8>>) {
-        let Some(channel) = key.strip_prefix(&self.channel_prefix) else {
-            return;
-        };
-        let local = self.local();
-        // A channel closed since the pop gets nothing, as in the in-process layer.
-        let Some((tx, _)) = local.channels.get(channel) else {
-            return;
-        };
-        for member in members {
-            let payload = match member.iter().position(|&b| b == b':') {
-                Some(colon) => Bytes::copy_from_slice(&member[colon + 1..]),
-                None => Bytes::from(member),
+        let mut name = String::with_capacity(self.channel_base.len() + 20);
+        for entry in entries {
+            let Some((targets, payload)) = parse_entry(Bytes::from(entry)) else {
+                // Not written by this layer's scripts: nothing can be delivered from it.
+                self.receive_errors.fetch_add(1, Ordering::Relaxed);
+                continue;
             };
-            match tx.try_send(payload) {
-                Ok(()) => LayerCounters::bump(&self.counters.delivered),
-                Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
-                    LayerCounters::bump(&self.counters.dropped_full)
+            for target in targets.split(|&b| b == b',') {
+                name.clear();
+                name.push_str(&self.channel_base);
+                // Targets are ASCII digits (parse_entry checked).
+                name.extend(target.iter().map(|&b| char::from(b)));
+                // A channel closed since the send gets nothing, as in the in-process layer.
+                let Some((tx, _)) = local.channels.get(name.as_str()) else {
+                    continue;
+                };
+                match tx.try_send(payload.clone()) {
+                    Ok(()) => LayerCounters::bump(&self.counters.delivered),
+                    Err(TrySendError::Full(_) | TrySendError::Closed(_)) => {
+                        LayerCounters::bump(&self.counters.dropped_full)
+                    }
                 }
             }
         }
     }
+}
+
+/// Splits an inbox entry `<seq>:<n1>,<n2>,...:<payload>` into its target list (`n1,n2,...`)
+/// and its payload, without copying; `None` when it is not in that form.
+fn parse_entry(entry: Bytes) -> Option<(Bytes, Bytes)> {
+    let first = entry.iter().position(|&b| b == b':')?;
+    let second = first + 1 + entry[first + 1..].iter().position(|&b| b == b':')?;
+    let (seq, targets) = (&entry[..first], &entry[first + 1..second]);
+    let digits = |part: &[u8]| !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+    if !digits(seq) || !targets.split(|&b| b == b',').all(digits) {
+        return None;
+    }
+    Some((entry.slice(first + 1..second), entry.slice(second + 1..)))
+}
+
+/// The instance id and the local part of a channel name `lists.<instance>!<n>`.
+fn split_channel(channel: &str) -> Option<(&str, &str)> {
+    let (process, local) = channel.strip_prefix(CHANNEL_PREFIX)?.split_once('!')?;
+    let valid = !process.is_empty() && !local.is_empty() && local.bytes().all(|b| b.is_ascii_digit());
+    valid.then_some((process, local))
 }
 
 /// Appends the members of a ZPOPMIN-with-count reply: member, score, member, score, ... in
@@ -242,19 +287,18 @@ fn popped_members(reply: redis::Value, members: &mut Vec<Vec<u8>>) {
 /// A BZPOPMIN reply: key, member, score.
 type Popped = (String, Vec<u8>, redis::Value);
 
-/// The shared receive: BZPOPMIN over the instance's channels, then hand on what it popped.
+/// The shared receive: BZPOPMIN on the instance's inbox, then hand on what it popped.
 ///
 /// Runs until the layer stops it (checked at least every `BLOCK`) or aborts it.
 async fn receive_loop(shared: Arc<Shared>, mut conn: MultiplexedConnection) {
     while !shared.stop.load(Ordering::Relaxed) {
-        let keys = shared.receive_keys();
         let popped: redis::RedisResult<Option<Popped>> = redis::cmd("BZPOPMIN")
-            .arg(&keys)
+            .arg(&shared.inbox_key)
             .arg(BLOCK.as_secs_f64())
             .query_async(&mut conn)
             .await;
-        let (key, first) = match popped {
-            Ok(Some((key, member, _score))) => (key, member),
+        let first = match popped {
+            Ok(Some((_key, entry, _score))) => entry,
             Ok(None) => continue,
             Err(_) => {
                 shared.receive_errors.fetch_add(1, Ordering::Relaxed);
@@ -262,25 +306,23 @@ async fn receive_loop(shared: Arc<Shared>, mut conn: MultiplexedConnection) {
                 continue;
             }
         };
-        if key == shared.wake_key {
-            continue;
-        }
-        // Redis has popped `first`: from here until `dispatch` it exists only in this task.
-        // Like channels_redis, which awaits again before the popped message reaches the
-        // receive buffers, we await once more here — for the rest of that channel's backlog.
-        let mut members = vec![first];
+        // Redis has popped `first`, the message of every local channel it lists: from here
+        // until `dispatch` it exists only in this task. Like channels_redis, which awaits again
+        // before the popped message reaches the receive buffers, we await once more here — for
+        // the rest of the inbox's backlog.
+        let mut entries = vec![first];
         let rest: redis::RedisResult<redis::Value> = redis::cmd("ZPOPMIN")
-            .arg(&key)
+            .arg(&shared.inbox_key)
             .arg(DRAIN - 1)
             .query_async(&mut conn)
             .await;
         match rest {
-            Ok(reply) => popped_members(reply, &mut members),
+            Ok(reply) => popped_members(reply, &mut entries),
             Err(_) => {
                 shared.receive_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        shared.dispatch(&key, members);
+        shared.dispatch(entries);
     }
 }
 
@@ -294,10 +336,11 @@ impl RedisListsLayer {
         let prefix = config.prefix;
         let instance = unique_id();
         let shared = Arc::new(Shared {
-            channel_prefix: format!("{prefix}channel:"),
             group_prefix: format!("{prefix}group:"),
+            inbox_prefix: format!("{prefix}inbox:"),
+            inbox_key: format!("{prefix}inbox:{instance}"),
+            channel_base: format!("{CHANNEL_PREFIX}{instance}!"),
             seq_key: format!("{prefix}seq"),
-            wake_key: format!("{prefix}wake:{instance}"),
             prefix,
             local: Mutex::new(Local::default()),
             counters: LayerCounters::default(),
@@ -343,21 +386,30 @@ impl RedisListsLayer {
         self.shared.cancelled_receives.load(Ordering::Relaxed)
     }
 
-    /// Receive attempts that failed (Redis errors or timeouts) since the start.
+    /// Receive attempts that failed (Redis errors or timeouts), plus popped inbox entries that
+    /// were not in this layer's format, since the start.
     pub fn receive_errors(&self) -> u64 {
         self.shared.receive_errors.load(Ordering::Relaxed)
     }
 
-    /// Sends `message` to one channel (of any instance), as the channels `send` does: skipped
-    /// and counted in `dropped_full` when the channel already holds `capacity` messages.
+    /// Sends `message` to one channel (of any instance), as the channels `send` does: a
+    /// one-target entry in the channel's instance inbox, skipped and counted in `dropped_full`
+    /// when that inbox already holds `capacity` messages. Fails for a name that is not
+    /// `lists.<instance>!<n>`.
     pub async fn send(&self, channel: &ChannelName, message: Bytes) -> Result<(), LayerError> {
+        let Some((instance, local)) = split_channel(channel) else {
+            return Err(LayerError::Backend(format!(
+                "not a channel of the Redis lists layer: {channel:?}"
+            )));
+        };
         let mut conn = self.conn()?;
         let sent: u64 = self
             .send_script
-            .key(self.shared.channel_key(channel))
+            .key(format!("{}{instance}", self.shared.inbox_prefix))
             .key(&self.shared.seq_key)
             .arg(self.capacity)
             .arg(self.expiry_secs)
+            .arg(local)
             .arg(&message[..])
             .invoke_async(&mut conn)
             .await
@@ -380,20 +432,17 @@ impl RedisListsLayer {
     }
 
     /// Stops the shared receive (waiting for its current BZPOPMIN, at most about a second),
-    /// removes what this instance still holds in Redis — its open channels' keys, its wake key
-    /// and the memberships made through it — best effort and bounded by the operation timeout,
-    /// and releases the connections; later operations fail.
+    /// removes what this instance still holds in Redis — its inbox and the memberships made
+    /// through it — best effort and bounded by the operation timeout, and releases the
+    /// connections; later operations fail.
     pub async fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut conn) = conn {
             let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(&self.shared.wake_key).ignore();
+            pipe.cmd("DEL").arg(&self.shared.inbox_key).ignore();
             {
                 let local = self.shared.local();
-                for name in local.channels.keys() {
-                    pipe.cmd("DEL").arg(self.shared.channel_key(name)).ignore();
-                }
                 for (group, members) in &local.groups {
                     let key = format!("{}{group}", self.shared.group_prefix);
                     for member in members {
@@ -436,17 +485,6 @@ impl RedisListsLayer {
         receive.task = Some(tokio::spawn(receive_loop(self.shared.clone(), conn)));
         receive.owner = owner;
     }
-
-    /// Wakes the receiver so its next BZPOPMIN includes a new channel's key.
-    async fn wake(&self, conn: &mut MultiplexedConnection) -> Result<(), RedisLayerError> {
-        let _: u64 = query(
-            conn,
-            "ZADD (wake)",
-            redis::cmd("ZADD").arg(&self.shared.wake_key).arg(0).arg("wake"),
-        )
-        .await?;
-        Ok(())
-    }
 }
 
 impl Drop for RedisListsLayer {
@@ -461,7 +499,8 @@ impl Drop for RedisListsLayer {
 #[async_trait]
 impl ChannelLayer for RedisListsLayer {
     async fn new_channel(&self) -> Result<ChannelReceiver, LayerError> {
-        let mut conn = self.conn()?;
+        // Nothing to do in Redis (the inbox is the instance's), but a shut-down layer refuses.
+        self.conn()?;
         let n = self.next_channel.fetch_add(1, Ordering::Relaxed);
         // Like channels_redis's process-specific channels: the instance is in the name.
         let name: ChannelName = format!("lists.{}!{n}", self.instance).into();
@@ -475,10 +514,6 @@ impl ChannelLayer for RedisListsLayer {
             } else {
                 receive.owner = Some(name.clone());
             }
-        }
-        if let Err(error) = self.wake(&mut conn).await {
-            self.shared.local().channels.remove(&name);
-            return Err(error.into());
         }
         Ok(ChannelReceiver::new(name, rx))
     }
@@ -538,7 +573,7 @@ impl ChannelLayer for RedisListsLayer {
             .arg(self.group_expiry_secs)
             .arg(self.capacity)
             .arg(self.expiry_secs)
-            .arg(&self.shared.channel_prefix)
+            .arg(&self.shared.inbox_prefix)
             .arg(&message[..])
             .invoke_async(&mut conn)
             .await
@@ -559,17 +594,26 @@ impl ChannelLayer for RedisListsLayer {
             // that consumer's client disconnects, Channels cancels the consumer — and with it
             // the in-flight BZPOPMIN (or the awaits between the pop and the hand-off to the
             // receive buffers). Redis has already popped the message, or pops it for the
-            // abandoned request moments later, so it is lost for every co-located receiver
-            // whose channel it was meant for, in any group; another consumer then takes over
-            // the receive.
+            // abandoned request moments later; another consumer then takes over the receive.
             //
-            // Here the receive loop belongs to a channel (the newest: the connection that came
-            // in last is the one waiting, the worst case of the lock hand-off, which turns
-            // minutes of churn into seconds). Closing that channel aborts the loop's task at
-            // its await: the abandoned BZPOPMIN stays blocked in Redis on the receiver's
-            // connection, pops the next message for any local channel, and its reply is thrown
-            // away; a popped batch awaiting its ZPOPMIN is dropped likewise. Then a new loop
-            // starts, owned by the newest live channel, queued behind the abandoned command.
+            // What is lost is not one receiver's message. channels_redis keeps ONE key per
+            // process for all its process-specific channels, and its group_send writes ONE
+            // message per process carrying the list of that process's target channels
+            // (`__asgi_channel__`), which the receive fans out after the pop. The popped entry
+            // thrown away is therefore the message of EVERY co-located receiver it names, in
+            // whatever groups they are: the same gap appears at all of them at the same moment,
+            // which is what the 1683 reporter saw (several clients, even in different rooms,
+            // erroring out together) and why only a disconnect, never steady load, triggers it.
+            //
+            // This layer has the same layout (one inbox per instance, one entry per instance
+            // per group_send listing its targets). The receive loop belongs to a channel (the
+            // newest: the connection that came in last is the one waiting, the worst case of
+            // the lock hand-off, which turns minutes of churn into seconds). Closing that
+            // channel aborts the loop's task at its await: the abandoned BZPOPMIN stays blocked
+            // in Redis on the receiver's connection, pops the next inbox entry, and its reply
+            // is thrown away; a popped batch awaiting its ZPOPMIN is dropped likewise. Then a
+            // new loop starts, owned by the newest live channel, queued behind the abandoned
+            // command. With the fault off the loop belongs to the layer and no close touches it.
             let mut receive = self.receive();
             if receive.owner.as_ref() == Some(&name) {
                 if let Some(task) = receive.task.take() {
@@ -589,13 +633,8 @@ impl ChannelLayer for RedisListsLayer {
                 }
             }
         }
-        let mut conn = self.conn()?;
-        let _: u64 = query(
-            &mut conn,
-            "DEL (close_channel)",
-            redis::cmd("DEL").arg(self.shared.channel_key(&name)),
-        )
-        .await?;
+        // Nothing to remove in Redis: entries in the inbox that still name this channel are
+        // skipped when they are dispatched.
         Ok(())
     }
 
@@ -620,9 +659,10 @@ impl ChannelLayer for RedisListsLayer {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use redis::Value;
 
-    use super::popped_members;
+    use super::{parse_entry, popped_members, split_channel};
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())
@@ -641,5 +681,29 @@ mod tests {
         );
         popped_members(Value::Array(Vec::new()), &mut members);
         assert_eq!(members, vec![b"1:a".to_vec(), b"2:b".to_vec(), b"3:c".to_vec()]);
+    }
+
+    #[test]
+    fn parses_inbox_entries_keeping_payload_bytes_exact() {
+        let payload: &[u8] = b"a:b,c\xff\x00:";
+        let mut entry = b"17:0,12,3:".to_vec();
+        entry.extend_from_slice(payload);
+        let (targets, got) = parse_entry(Bytes::from(entry)).expect("well formed");
+        assert_eq!((&targets[..], &got[..]), (&b"0,12,3"[..], payload));
+
+        let (targets, got) = parse_entry(Bytes::from_static(b"1:5:")).expect("empty payload");
+        assert_eq!((&targets[..], &got[..]), (&b"5"[..], &b""[..]));
+
+        for bad in [&b"1:5"[..], b"x:5:p", b"1::p", b"1:5,:p", b"1:a:p", b":5:p", b""] {
+            assert!(parse_entry(Bytes::from_static(bad)).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn splits_channel_names_into_instance_and_local_part() {
+        assert_eq!(split_channel("lists.1a-2b-0!42"), Some(("1a-2b-0", "42")));
+        for bad in ["lists.x!", "lists.!1", "lists.x!1a", "other.x!1", "lists.x", "x!1"] {
+            assert_eq!(split_channel(bad), None, "{bad}");
+        }
     }
 }

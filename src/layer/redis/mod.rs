@@ -2,8 +2,9 @@
 //! actually runs on, so leakrun can reproduce the bugs that only show up there.
 //!
 //! - [`RedisPubSubLayer`]: PUBLISH/SUBSCRIBE, one shared subscriber connection per instance.
-//! - [`RedisListsLayer`]: the channels_redis core layer (sorted sets per group and per channel,
-//!   one shared blocking receive per instance), with the issue-1683 fault switch.
+//! - [`RedisListsLayer`]: the channels_redis core layer (a sorted set per group, ONE inbox per
+//!   instance holding one entry per `group_send` for all its target channels, one shared
+//!   blocking receive per instance), with the issue-1683 fault switch.
 //!
 //! Every key and Redis channel carries the run's prefix (see [`run_prefix`]) so runs sharing a
 //! Redis never see each other. `stats()` is a local, synchronous read of one instance (its open
@@ -12,8 +13,8 @@
 //! async `probe()` on each layer, which is where a leak left in the backend shows.
 //!
 //! Each layer has an async `shutdown()` that stops its tasks, removes what the instance still
-//! holds in Redis (its channels' keys and the memberships made through it) and closes its
-//! connections; dropping a layer aborts its tasks too.
+//! holds in Redis (the memberships made through it and, for the lists layer, its inbox) and
+//! closes its connections; dropping a layer aborts its tasks too.
 
 pub mod lists;
 pub mod pubsub;

@@ -222,3 +222,63 @@ fn a_remote_or_malformed_redis_url_is_a_usage_error() {
     );
     assert!(!dir.path().join("remote.json").exists(), "nothing ran");
 }
+
+#[test]
+fn the_1683_mechanism_loses_the_same_messages_at_every_steady_receiver_of_the_instance() {
+    let dir = scratch();
+    let output = run_scenario(Path::new("scenarios/issue1683_mechanism.toml"), dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(dir.path(), "issue1683_mechanism");
+    assert_eq!(
+        r["verdicts"]["gaps"]["outcome"], "gaps",
+        "{}",
+        r["verdicts"]["gaps"]["summary"]
+    );
+    assert_eq!(
+        r["scenario"]["resolved"]["server"]["instances"], 1,
+        "one instance: every receiver is co-located"
+    );
+    assert_eq!(r["losses"]["truncated"], false);
+
+    // Steady receivers per room, from the scenario as resolved.
+    let mut steady: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for room in r["scenario"]["resolved"]["rooms"].as_array().unwrap() {
+        let name = room["name"].as_str().unwrap().to_string();
+        let mut n = 0;
+        for group in room["clients"].as_array().unwrap() {
+            if group["pattern"]["kind"] == "steady" {
+                for _ in 0..group["count"].as_u64().unwrap() {
+                    steady
+                        .entry(name.clone())
+                        .or_default()
+                        .insert(format!("{name}/steady#{n}"));
+                    n += 1;
+                }
+            }
+        }
+    }
+    // Which steady receivers missed each lost message.
+    let mut missed: std::collections::BTreeMap<(String, u64, u64), std::collections::BTreeSet<String>> =
+        Default::default();
+    for record in r["losses"]["records"].as_array().unwrap() {
+        let receiver = record["receiver_client"].as_str().unwrap();
+        if !receiver.contains("/steady#") {
+            continue;
+        }
+        let room = record["room"].as_str().unwrap().to_string();
+        let sender = record["sender"].as_u64().unwrap();
+        for seq in record["first_seq"].as_u64().unwrap()..=record["last_seq"].as_u64().unwrap() {
+            missed
+                .entry((room.clone(), sender, seq))
+                .or_default()
+                .insert(receiver.to_string());
+        }
+    }
+    assert!(missed.len() >= 3, "the mechanism lost too little to judge: {missed:?}");
+    for ((room, sender, seq), receivers) in &missed {
+        assert_eq!(
+            receivers, &steady[room],
+            "message {sender}/{seq} in {room}: lost at some steady receivers only"
+        );
+    }
+}

@@ -89,7 +89,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
             name: scenario.name.clone(),
             file: loaded.path.display().to_string(),
             hash: loaded.source_hash.clone(),
-            resolved: scenario.clone(),
+            resolved: without_credentials(scenario),
         },
         host: HostFacts::collect(),
         backend: BackendInfo {
@@ -449,6 +449,13 @@ async fn run_iteration(
         interrupted,
         failure,
     }
+}
+
+/// The scenario as it goes into the result: a backend URL's password is not written down.
+fn without_credentials(scenario: &crate::scenario::Scenario) -> crate::scenario::Scenario {
+    let mut resolved = scenario.clone();
+    resolved.backend.url = resolved.backend.url.map(|url| crate::layer::redis::redact(&url));
+    resolved
 }
 
 async fn stop_servers(servers: Vec<EmbeddedServer>) {

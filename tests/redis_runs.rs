@@ -282,3 +282,34 @@ fn the_1683_mechanism_loses_the_same_messages_at_every_steady_receiver_of_the_in
         );
     }
 }
+
+#[test]
+fn a_redis_url_in_dot_env_is_used_and_recorded() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let redis = runtime.block_on(PrivateRedis::start()).expect("redis-server starts");
+    let dir = scratch();
+    std::fs::write(dir.path().join(".env"), format!("REDIS_URL={}\n", redis.url())).unwrap();
+    let text = churn_on_two_instances("dotenv", "redis").replace("duration = \"4s\"", "duration = \"1s\"");
+    let path = scenario(dir.path(), "dotenv", &text);
+    let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--no-progress",
+        ])
+        .env_remove("REDIS_URL")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(dir.path(), "dotenv");
+    assert_eq!(r["backend"]["source"], "REDIS_URL from .env");
+    assert_eq!(r["backend"]["endpoint"], redis.url());
+    assert_eq!(
+        r["scenario"]["resolved"]["backend"]["url_source"],
+        "REDIS_URL from .env"
+    );
+    runtime.block_on(redis.stop()).unwrap();
+}

@@ -1,6 +1,8 @@
 //! The command line: parse arguments (clap), turn them into runner options, print what a person
 //! reads, and map every outcome to one exit code. The library below never sees clap types.
 
+pub mod environment;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -107,11 +109,18 @@ fn check(files: &[PathBuf]) -> Exit {
 
 async fn run(files: &[PathBuf], backend: Option<&str>, options: &RunOptions) -> Exit {
     // Validate every file before running any, so a typo in the last one is not found an hour in.
+    let environment = match environment::Environment::load() {
+        Ok(environment) => environment,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     let mut loaded = Vec::new();
     for file in files {
         match scenario::load(file) {
             Ok(mut s) => {
-                if let Err(message) = resolve(&mut s, backend) {
+                if let Err(message) = resolve(&mut s, backend, &environment) {
                     eprintln!("{}: {message}", file.display());
                     return Exit::Usage;
                 }
@@ -150,14 +159,18 @@ async fn run(files: &[PathBuf], backend: Option<&str>, options: &RunOptions) -> 
 }
 
 /// Applies what the command line and the environment say over the file.
-fn resolve(loaded: &mut scenario::LoadedScenario, backend: Option<&str>) -> Result<(), String> {
+fn resolve(
+    loaded: &mut scenario::LoadedScenario,
+    backend: Option<&str>,
+    environment: &environment::Environment,
+) -> Result<(), String> {
     use scenario::validate::{override_backend, url_from_environment};
     if let Some(name) = backend {
         let kind = scenario::BackendKind::from_name(name)
             .ok_or_else(|| format!("--backend {name}: valid: {}", scenario::BackendKind::valid_names()))?;
         override_backend(&mut loaded.scenario, kind)?;
     }
-    url_from_environment(&mut loaded.scenario, |name| std::env::var(name).ok())
+    url_from_environment(&mut loaded.scenario, |name| environment.get(name))
 }
 
 fn print_summary(outcome: &runner::RunOutcome) {

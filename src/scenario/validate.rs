@@ -210,19 +210,22 @@ pub fn override_backend(scenario: &mut Scenario, kind: BackendKind) -> Result<()
 }
 
 /// Takes the backend URL from the environment (`REDIS_URL`) when the scenario names none,
-/// checked like `backend.url`; `lookup` reads a variable.
-pub fn url_from_environment(scenario: &mut Scenario, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+/// checked like `backend.url`; `lookup` gives a variable's value and where it came from.
+pub fn url_from_environment(
+    scenario: &mut Scenario,
+    lookup: impl Fn(&str) -> Option<(String, String)>,
+) -> Result<(), String> {
     let spec = &mut scenario.backend;
     if spec.url.is_some() || !spec.kind.is_redis() {
         return Ok(());
     }
     let variable = "REDIS_URL";
-    let Some(url) = lookup(variable).filter(|u| !u.trim().is_empty()) else {
+    let Some((url, source)) = lookup(variable).filter(|(u, _)| !u.trim().is_empty()) else {
         return Ok(());
     };
-    check_backend_url(&url, spec.kind, spec.allow_remote).map_err(|message| format!("{variable}: {message}"))?;
+    check_backend_url(&url, spec.kind, spec.allow_remote).map_err(|message| format!("{source}: {message}"))?;
     spec.url = Some(url);
-    spec.url_source = Some(variable.into());
+    spec.url_source = Some(source);
     Ok(())
 }
 

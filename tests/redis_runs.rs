@@ -313,3 +313,34 @@ fn a_redis_url_in_dot_env_is_used_and_recorded() {
     );
     runtime.block_on(redis.stop()).unwrap();
 }
+
+#[test]
+fn ctrl_c_stops_the_private_redis_server_and_writes_a_partial_result() {
+    let dir = scratch();
+    let text = churn_on_two_instances("interrupted", "redis-lists").replace("duration = \"4s\"", "duration = \"60s\"");
+    let path = scenario(dir.path(), "interrupted", &text);
+    let child = Command::new(env!("CARGO_BIN_EXE_leakrun"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--no-progress",
+        ])
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let r = result(dir.path(), "interrupted");
+    assert_eq!(r["status"], "interrupted");
+    assert!(!pid_alive(private_pid(&r)), "the private redis-server outlived the run");
+}

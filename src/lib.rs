@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod diff;
 pub mod envelope;
 pub mod exit;
 pub mod heap;

@@ -47,10 +47,24 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Compare two results of one scenario: verdict changes, then figures that moved.
+    /// Exits 1 when a verdict got worse or a figure regressed past the tolerance.
+    Diff {
+        /// The earlier result (e.g. the base branch's).
+        base: PathBuf,
+        /// The later result.
+        head: PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = clap::builder::PossibleValuesParser::new(["text", "markdown", "json"]))]
+        format: String,
+        /// Relative change a figure must exceed to count, e.g. 0.1 for 10%.
+        #[arg(long, default_value_t = 0.1)]
+        tolerance: f64,
+    },
 }
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
-const SUBCOMMANDS: &[&str] = &["run", "check", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "help"];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
@@ -67,6 +81,12 @@ pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
 pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
     match cli.command {
         Command::Check { files } => check(&files),
+        Command::Diff {
+            base,
+            head,
+            format,
+            tolerance,
+        } => diff(&base, &head, &format, tolerance),
         Command::Run {
             files,
             out,
@@ -80,6 +100,36 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             };
             run(&files, backend.as_deref(), &options).await
         }
+    }
+}
+
+fn diff(base: &std::path::Path, head: &std::path::Path, format: &str, tolerance: f64) -> Exit {
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        eprintln!("error: --tolerance {tolerance}: valid: a relative change of 0 or more, e.g. 0.1 for 10%");
+        return Exit::Usage;
+    }
+    let diff = match crate::diff::compare_files(base, head, tolerance) {
+        Ok(diff) => diff,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Usage;
+        }
+    };
+    match format {
+        "markdown" => print!("{}", crate::diff::render_markdown(&diff)),
+        "json" => match serde_json::to_string_pretty(&diff) {
+            Ok(text) => println!("{text}"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return Exit::Usage;
+            }
+        },
+        _ => print!("{}", crate::diff::render_text(&diff)),
+    }
+    if diff.regressed() {
+        Exit::VerdictFailed
+    } else {
+        Exit::Pass
     }
 }
 

@@ -1,0 +1,131 @@
+//! `leakrun diff` on real results: two runs of one scenario through the binary, one of them with a
+//! fault, compared in every format.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const SCENARIO: &str = r#"
+name = "pair"
+[[rooms]]
+name = "room_a"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 3
+  rate = 50
+[run]
+duration = "2s"
+"#;
+
+/// Runs the pair scenario into `out`, with the layer dropping one message in `drop` if given.
+fn run_pair(dir: &Path, out: &Path, drop: Option<u64>) -> std::path::PathBuf {
+    let mut text = SCENARIO.to_string();
+    if let Some(n) = drop {
+        text.push_str(&format!("[server.faults]\ndrop_one_in = {n}\n"));
+    }
+    let file = scenario(dir, if drop.is_some() { "pair_fault" } else { "pair" }, &text);
+    let output = run_scenario(&file, out);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{}", describe(&output));
+    out.join("pair.json")
+}
+
+#[test]
+fn gaps_that_appear_exit_1_and_name_the_room_sender_and_range() {
+    let dir = scratch();
+    let base = run_pair(dir.path(), &dir.path().join("base"), None);
+    let head = run_pair(dir.path(), &dir.path().join("head"), Some(40));
+    let (b, h) = (base.to_str().unwrap(), head.to_str().unwrap());
+
+    let text = leakrun(&["diff", b, h]);
+    assert_eq!(text.status.code(), Some(1), "{}", describe(&text));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("gaps: clean → gaps"))
+        .expect(&stdout);
+    assert!(line.starts_with("WORSE"), "{line}");
+    let r = result(&dir.path().join("head"), "pair");
+    let first = &r["losses"]["records"][0];
+    for needle in [
+        format!("first in room {}", first["room"].as_str().unwrap()),
+        format!(
+            "from sender {} ({})",
+            first["sender"],
+            first["sender_client"].as_str().unwrap()
+        ),
+        format!("missed seq {}..={}", first["first_seq"], first["last_seq"]),
+    ] {
+        assert!(line.contains(&needle), "`{needle}` in {line}");
+    }
+
+    let json = leakrun(&["diff", b, h, "--format", "json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(report["verdicts"][0]["verdict"], "gaps");
+    assert_eq!(report["verdicts"][0]["worse"], true);
+    assert!(
+        report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["figure"] == "messages lost" && f["regression"] == true)
+    );
+
+    let markdown = leakrun(&["diff", b, h, "--format", "markdown"]);
+    assert_eq!(markdown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&markdown.stdout).contains("| gaps | clean | gaps | ❌ worse |"));
+
+    // The other way round the verdict improved: nothing got worse.
+    let better = leakrun(&["diff", h, b]);
+    let stdout = String::from_utf8_lossy(&better.stdout);
+    assert!(stdout.contains("better gaps: gaps → clean"), "{stdout}");
+    assert_eq!(better.status.code(), Some(0), "{}", describe(&better));
+}
+
+#[test]
+fn identical_results_exit_0() {
+    let dir = scratch();
+    let base = run_pair(dir.path(), dir.path(), None);
+    let output = leakrun(&["diff", base.to_str().unwrap(), base.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("verdicts: unchanged") && stdout.contains("figures: none moved"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn results_of_other_schemas_or_scenarios_are_refused() {
+    let dir = scratch();
+    let base = run_pair(dir.path(), dir.path(), None);
+    let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    old["schema_version"] = 1.into();
+    old.as_object_mut().unwrap().remove("timeline");
+    let old_path = dir.path().join("old.json");
+    std::fs::write(&old_path, old.to_string()).unwrap();
+    let output = leakrun(&["diff", old_path.to_str().unwrap(), base.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("has result schema 1"));
+
+    let mut other: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    other["scenario"]["name"] = "other".into();
+    let other_path = dir.path().join("other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    let output = leakrun(&["diff", base.to_str().unwrap(), other_path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is scenario `other`"));
+
+    let missing = leakrun(&["diff", base.to_str().unwrap(), "nowhere.json"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let bad = leakrun(&[
+        "diff",
+        base.to_str().unwrap(),
+        base.to_str().unwrap(),
+        "--tolerance",
+        "-1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+}

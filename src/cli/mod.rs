@@ -2,6 +2,8 @@
 //! reads, and map every outcome to one exit code. The library below never sees clap types.
 
 pub mod environment;
+pub mod files;
+pub mod report;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -40,6 +42,18 @@ pub enum Command {
         /// Run on this channel layer instead of the scenario's.
         #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(["memory", "redis", "redis-lists"]))]
         backend: Option<String>,
+        /// Also write a JUnit XML report here: a test case per scenario and verdict.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
+    List {
+        /// Scenario files or folders.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print a JSON array instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Parse and validate scenarios without running them.
     Check {
@@ -64,7 +78,7 @@ pub enum Command {
 }
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
-const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "help"];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
@@ -80,7 +94,14 @@ pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
 /// Runs the parsed command and returns how it ended.
 pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
     match cli.command {
-        Command::Check { files } => check(&files),
+        Command::Check { files } => match files::expand(&files) {
+            Ok(files) => check(&files),
+            Err(message) => {
+                eprintln!("error: {message}");
+                Exit::Usage
+            }
+        },
+        Command::List { files, json } => list(&files, json),
         Command::Diff {
             base,
             head,
@@ -92,13 +113,21 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             out,
             no_progress,
             backend,
+            junit,
         } => {
+            let files = match files::expand(&files) {
+                Ok(files) => files,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Exit::Usage;
+                }
+            };
             let options = RunOptions {
                 out_dir: out,
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 cancel,
             };
-            run(&files, backend.as_deref(), &options).await
+            run(&files, backend.as_deref(), junit.as_deref(), &options).await
         }
     }
 }
@@ -157,7 +186,7 @@ fn check(files: &[PathBuf]) -> Exit {
     Exit::Pass
 }
 
-async fn run(files: &[PathBuf], backend: Option<&str>, options: &RunOptions) -> Exit {
+async fn run(files: &[PathBuf], backend: Option<&str>, junit: Option<&std::path::Path>, options: &RunOptions) -> Exit {
     // Validate every file before running any, so a typo in the last one is not found an hour in.
     let environment = match environment::Environment::load() {
         Ok(environment) => environment,
@@ -183,29 +212,103 @@ async fn run(files: &[PathBuf], backend: Option<&str>, options: &RunOptions) -> 
         }
     }
     let mut worst = Exit::Pass;
+    let mut finished = Vec::new();
     for scenario in &loaded {
         if options.cancel.is_cancelled() {
             break;
         }
         eprintln!("running {} ({})", scenario.scenario.name, scenario.path.display());
+        let file = scenario.path.display().to_string();
         let exit = match runner::run(scenario, options).await {
             Ok(outcome) => {
                 print_summary(&outcome);
-                match outcome.result.status {
+                let exit = match outcome.result.status {
                     Status::Pass => Exit::Pass,
                     Status::Fail => Exit::VerdictFailed,
                     Status::Error => Exit::Infrastructure,
                     Status::Interrupted => Exit::Interrupted,
-                }
+                };
+                finished.push(report::Finished {
+                    file,
+                    result: Some(outcome.result),
+                    error: None,
+                });
+                exit
             }
             Err(error) => {
                 eprintln!("error: {error}");
+                finished.push(report::Finished {
+                    file,
+                    result: None,
+                    error: Some(error.to_string()),
+                });
                 Exit::Infrastructure
             }
         };
         worst = worst.max(exit);
     }
+    if finished.len() > 1 {
+        print!("\n{}", report::table(&finished));
+    }
+    if let Some(path) = junit
+        && let Err(message) = report::write_junit(path, &finished)
+    {
+        eprintln!("error: {message}");
+        worst = worst.max(Exit::Infrastructure);
+    }
     worst
+}
+
+fn list(args: &[PathBuf], json: bool) -> Exit {
+    let files = match files::expand(args) {
+        Ok(files) => files,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    let mut entries = Vec::new();
+    for file in &files {
+        match scenario::load(file) {
+            Ok(loaded) => {
+                let s = &loaded.scenario;
+                // A Redis layer without a URL starts a private redis-server: the job must install it.
+                let services: Vec<&str> = if s.backend.kind.is_redis() {
+                    vec!["redis-server"]
+                } else {
+                    Vec::new()
+                };
+                entries.push(serde_json::json!({
+                    "file": file.display().to_string(),
+                    "name": s.name,
+                    "backend": s.backend.kind.name(),
+                    "services": services,
+                    "expect": {"gaps": s.expect.gaps, "leak": s.expect.leak, "latency_breach": s.expect.latency_breach},
+                }));
+            }
+            Err(error) => {
+                eprint!("{}", render_load_error(&error));
+                return Exit::Usage;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(entries));
+    } else {
+        for e in &entries {
+            println!(
+                "{}  {}  {}  {}",
+                e["file"].as_str().unwrap_or_default(),
+                e["name"].as_str().unwrap_or_default(),
+                e["backend"].as_str().unwrap_or_default(),
+                e["services"]
+                    .as_array()
+                    .map(|s| s.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Exit::Pass
 }
 
 /// Applies what the command line and the environment say over the file.

@@ -391,7 +391,10 @@ async fn wait_for_epmd(epmd: &mut Child, port: u16) -> Result<(), RabbitMqServer
                 detail: format!("exited ({status})"),
             });
         }
-        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.is_ok() {
+        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -485,7 +488,10 @@ async fn wait_until_ready(
         }
         // Only try AMQP once the port listens: a refused connect is cheap, a half-booted
         // broker's handshake is not.
-        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.is_ok() {
+        if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .is_ok()
+        {
             let attempt = lapin::Connection::connect(&url, lapin::ConnectionProperties::default());
             if let Ok(Ok(conn)) = tokio::time::timeout(left.min(Duration::from_secs(3)), attempt).await {
                 let _ = conn.close(200, "ready".into()).await;

@@ -252,13 +252,13 @@ fn redact(url: &str) -> String {
 }
 
 /// Runs a broker operation with the operation timeout, naming `op` in any error.
-async fn op<T>(
-    op: &str,
-    future: impl std::future::Future<Output = lapin::Result<T>>,
-) -> Result<T, AmqpLayerError> {
+async fn op<T>(op: &str, future: impl std::future::Future<Output = lapin::Result<T>>) -> Result<T, AmqpLayerError> {
     match tokio::time::timeout(OP_TIMEOUT, future).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(AmqpLayerError::Operation { op: op.to_string(), source }),
+        Ok(Err(source)) => Err(AmqpLayerError::Operation {
+            op: op.to_string(),
+            source,
+        }),
         Err(_) => Err(AmqpLayerError::Timeout { op: op.to_string() }),
     }
 }
@@ -311,13 +311,21 @@ impl AmqpLayer {
     /// Connects, declares the run's exchange and this instance's queue, and starts consuming.
     pub async fn connect(config: AmqpConfig) -> Result<Self, AmqpLayerError> {
         let url = config.url;
-        let conn = match tokio::time::timeout(OP_TIMEOUT, Connection::connect(&url, ConnectionProperties::default()))
-            .await
-        {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(source)) => return Err(AmqpLayerError::Connect { url: redact(&url), source }),
-            Err(_) => return Err(AmqpLayerError::Timeout { op: format!("connect to {}", redact(&url)) }),
-        };
+        let conn =
+            match tokio::time::timeout(OP_TIMEOUT, Connection::connect(&url, ConnectionProperties::default())).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(source)) => {
+                    return Err(AmqpLayerError::Connect {
+                        url: redact(&url),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    return Err(AmqpLayerError::Timeout {
+                        op: format!("connect to {}", redact(&url)),
+                    });
+                }
+            };
         let version = broker_version_of(&url).await;
         let capacity = config.capacity.max(1);
         let prefix = config.prefix;
@@ -328,7 +336,11 @@ impl AmqpLayer {
         let control = op("channel.open", conn.create_channel()).await?;
         let publish = op("channel.open", conn.create_channel()).await?;
         let consume = op("channel.open", conn.create_channel()).await?;
-        op("confirm.select", publish.confirm_select(ConfirmSelectOptions::default())).await?;
+        op(
+            "confirm.select",
+            publish.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         declare_exchange(&control, &exchange).await?;
         let max_length = i64::try_from(capacity.saturating_mul(INBOX_FACTOR)).unwrap_or(i64::MAX);
         op(
@@ -433,7 +445,9 @@ impl AmqpLayer {
             .map(|(instance, _)| instance)
             .filter(|instance| !instance.is_empty())
         else {
-            return Err(LayerError::Backend(format!("not a channel of the AMQP layer: {channel:?}")));
+            return Err(LayerError::Backend(format!(
+                "not a channel of the AMQP layer: {channel:?}"
+            )));
         };
         self.check_open()?;
         let queue = format!("{}inbox.{instance}", self.shared.prefix);
@@ -478,7 +492,11 @@ impl AmqpLayer {
                 }
                 // NOT_FOUND: the broker closed the throwaway channel; nothing to count.
                 Ok(Err(_)) => {}
-                Err(_) => return Err(AmqpLayerError::Timeout { op: "queue.declare (passive)".into() }),
+                Err(_) => {
+                    return Err(AmqpLayerError::Timeout {
+                        op: "queue.declare (passive)".into(),
+                    });
+                }
             }
         }
         if exchange_exists(&self.conn, &self.exchange).await? {
@@ -534,7 +552,11 @@ impl AmqpLayer {
                     if_unused: true,
                     ..ExchangeDeleteOptions::default()
                 };
-                let _ = op("exchange.delete", channel.exchange_delete(self.exchange.as_str().into(), options)).await;
+                let _ = op(
+                    "exchange.delete",
+                    channel.exchange_delete(self.exchange.as_str().into(), options),
+                )
+                .await;
             }
         }
         let _ = tokio::time::timeout(OP_TIMEOUT, self.conn.close(200, "shutdown".into())).await;
@@ -614,7 +636,9 @@ async fn exchange_exists(conn: &Connection, exchange: &str) -> Result<bool, Amqp
             Ok(true)
         }
         Ok(Err(_)) => Ok(false),
-        Err(_) => Err(AmqpLayerError::Timeout { op: "exchange.declare (passive)".into() }),
+        Err(_) => Err(AmqpLayerError::Timeout {
+            op: "exchange.declare (passive)".into(),
+        }),
     }
 }
 

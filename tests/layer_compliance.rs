@@ -1,15 +1,21 @@
-//! One behaviour suite that every channel layer passes: the in-process layer, Redis pub/sub and
-//! the channels_redis-style Redis layer. The Redis backends run on a private `redis-server` that
-//! each test starts and stops itself (never a mock, never skipped: redis-server must be
-//! installed).
+//! One behaviour suite that every channel layer passes: the in-process layer, Redis pub/sub,
+//! the channels_redis-style Redis layer and the AMQP layer. The Redis backends run on a private
+//! `redis-server` that each test starts and stops itself; the AMQP layer runs on ONE private
+//! `rabbitmq-server` for the whole binary (it takes seconds to start), each test with a run
+//! prefix of its own (never a mock, never skipped: both servers must be installed).
+
+mod amqp_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use leakrun::infra::PrivateRedis;
+use leakrun::layer::amqp::{AmqpConfig, AmqpProbe};
 use leakrun::layer::redis::{RedisListsConfig, RedisProbe, RedisPubSubConfig, run_prefix};
-use leakrun::layer::{ChannelLayer, ChannelReceiver, LayerStats, MemoryLayer, RedisListsLayer, RedisPubSubLayer};
+use leakrun::layer::{
+    AmqpLayer, ChannelLayer, ChannelReceiver, LayerStats, MemoryLayer, RedisListsLayer, RedisPubSubLayer,
+};
 
 /// Capacity of the channels in every case but the full-channel one.
 const CAPACITY: usize = 100;
@@ -25,6 +31,7 @@ enum Kind {
     Memory,
     PubSub,
     Lists,
+    Amqp,
 }
 
 /// A backend under test: one layer instance, and for Redis a second instance on the same Redis.
@@ -33,6 +40,7 @@ struct Fixture {
     other: Option<Arc<dyn ChannelLayer>>,
     pubsub: Vec<Arc<RedisPubSubLayer>>,
     lists: Vec<Arc<RedisListsLayer>>,
+    amqp: Vec<Arc<AmqpLayer>>,
     redis: Option<PrivateRedis>,
 }
 
@@ -44,6 +52,7 @@ impl Fixture {
                 other: None,
                 pubsub: Vec::new(),
                 lists: Vec::new(),
+                amqp: Vec::new(),
                 redis: None,
             },
             Kind::PubSub => {
@@ -61,6 +70,7 @@ impl Fixture {
                     other: Some(pubsub[1].clone()),
                     pubsub,
                     lists: Vec::new(),
+                    amqp: Vec::new(),
                     redis: Some(redis),
                 }
             }
@@ -77,7 +87,24 @@ impl Fixture {
                     other: Some(lists[1].clone()),
                     pubsub: Vec::new(),
                     lists,
+                    amqp: Vec::new(),
                     redis: Some(redis),
+                }
+            }
+            Kind::Amqp => {
+                let prefix = run_prefix();
+                let mut amqp = Vec::new();
+                for _ in 0..2 {
+                    let config = AmqpConfig::new(amqp_support::broker_url(), prefix.clone(), capacity);
+                    amqp.push(Arc::new(AmqpLayer::connect(config).await.expect("AMQP layer")));
+                }
+                Self {
+                    layer: amqp[0].clone(),
+                    other: Some(amqp[1].clone()),
+                    pubsub: Vec::new(),
+                    lists: Vec::new(),
+                    amqp,
+                    redis: None,
                 }
             }
         }
@@ -94,7 +121,18 @@ impl Fixture {
         None
     }
 
+    /// What RabbitMQ holds for the run (None for the other layers).
+    async fn amqp_probe(&self) -> Option<AmqpProbe> {
+        match self.amqp.first() {
+            Some(layer) => Some(layer.probe().await.expect("probe")),
+            None => None,
+        }
+    }
+
     async fn finish(self) {
+        for layer in &self.amqp {
+            layer.shutdown().await;
+        }
         for layer in &self.pubsub {
             layer.shutdown().await;
         }
@@ -271,6 +309,10 @@ async fn close_channel_frees(fx: &Fixture) {
         assert!(probe.keys <= 1, "keys left in Redis after close: {probe:?}");
         assert_eq!(probe.subscribers, 0, "{probe:?}");
     }
+    if let Some(probe) = fx.amqp_probe().await {
+        // One queue per instance whatever the channels, nothing waiting in them.
+        assert_eq!((probe.queues, probe.messages, probe.exchanges), (2, 0, 1), "{probe:?}");
+    }
 
     // The layer still works after closing.
     let mut again = layer.new_channel().await.expect("channel");
@@ -312,6 +354,13 @@ async fn stats_report_state_and_return_to_zero(fx: &Fixture) {
             "membership visible in Redis: {probe:?}"
         );
         assert!(probe.used_memory > 0, "{probe:?}");
+    }
+    if let Some(probe) = fx.amqp_probe().await {
+        assert_eq!(
+            (probe.queues, probe.consumers),
+            (2, 2),
+            "one consumer per instance: {probe:?}"
+        );
     }
 
     layer.group_send("g1", Bytes::from_static(b"x")).await.expect("send");
@@ -406,3 +455,4 @@ suite!(
     instances_on_one_backend_deliver_to_each_other
 );
 suite!(redis_lists, Kind::Lists, instances_on_one_backend_deliver_to_each_other);
+suite!(amqp, Kind::Amqp, instances_on_one_backend_deliver_to_each_other);

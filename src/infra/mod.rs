@@ -5,10 +5,12 @@
 //! Ctrl-C. The second Ctrl-C exits at once without them, so every child is also kept in a
 //! registry that the abort path kills before exiting ([`kill_registered`]).
 
+pub mod rabbitmq_server;
 pub mod redis_server;
 
 use std::sync::Mutex;
 
+pub use rabbitmq_server::{PrivateRabbitMq, RabbitMqServerError};
 pub use redis_server::{PrivateRedis, RedisServerError};
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());

@@ -6,6 +6,7 @@
 //! and all pass the same behaviour tests; `faults` wraps any of them with the switches that prove
 //! leakrun's detectors.
 
+pub mod amqp;
 pub mod faults;
 pub mod memory;
 pub mod redis;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use self::redis::{RedisListsLayer, RedisPubSubLayer};
+pub use amqp::AmqpLayer;
 pub use faults::FaultyLayer;
 pub use memory::MemoryLayer;
 

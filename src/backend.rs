@@ -3,23 +3,22 @@
 //! private server when no URL was given, a state source that probes what the backend holds, and a
 //! shutdown that leaves nothing behind.
 //!
-//! The memory layer is one object that every instance shares. A Redis layer is one object per
-//! instance (each has its own shared receiver, as each server process has in channels_redis), all on
-//! one key prefix, so instances deliver to one another through Redis.
+//! The memory layer is one object that every instance shares. A Redis or RabbitMQ layer is one
+//! object per instance (each has its own receiver, as each server process has in Django Channels),
+//! all on one run prefix, so instances deliver to one another through the backend.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::infra::PrivateRedis;
-use crate::layer::redis::{RedisListsConfig, RedisListsLayer, RedisProbe, RedisPubSubConfig, RedisPubSubLayer};
+use crate::infra::{PrivateRabbitMq, PrivateRedis};
+use crate::layer::amqp::{AmqpConfig, AmqpLayer};
+use crate::layer::redis::{RedisListsConfig, RedisListsLayer, RedisPubSubConfig, RedisPubSubLayer};
 use crate::layer::{ChannelLayer, FaultyLayer, MemoryLayer};
 use crate::observe::sampler::{StateReading, StateSource};
 use crate::scenario::{BackendKind, Scenario};
 
-/// Where the backend's URL came from.
+/// Where the backend's URL came from when the scenario file gave it.
 pub const FROM_SCENARIO: &str = "backend.url";
-/// The environment variable that names a Redis for the Redis layers.
-pub const REDIS_URL: &str = "REDIS_URL";
 
 /// A built backend and what to report about it.
 pub struct Backend {
@@ -31,10 +30,10 @@ pub struct Backend {
     pub version: String,
     /// The server used, credentials removed; none for the in-process layer.
     pub endpoint: Option<String>,
-    /// Where the server came from: `backend.url`, `REDIS_URL`, or a private server.
+    /// Where the server came from: `backend.url`, `REDIS_URL`, `AMQP_URL`, or a private server.
     pub source: String,
-    redis: Vec<RedisLayer>,
-    private: Option<PrivateRedis>,
+    servers: Vec<ServerLayer>,
+    private: Option<PrivateServer>,
 }
 
 /// Why a backend could not be built (an infrastructure problem, exit 3).
@@ -42,33 +41,112 @@ pub struct Backend {
 #[error("{0}")]
 pub struct BackendError(pub String);
 
-/// A Redis layer of either design, for probing and shutting down.
-#[derive(Clone)]
-enum RedisLayer {
-    PubSub(Arc<RedisPubSubLayer>),
-    Lists(Arc<RedisListsLayer>),
+/// A server leakrun started for this run.
+enum PrivateServer {
+    Redis(PrivateRedis),
+    RabbitMq(PrivateRabbitMq),
 }
 
-impl RedisLayer {
-    async fn probe(&self) -> Result<RedisProbe, String> {
-        match self {
-            RedisLayer::PubSub(layer) => layer.probe().await,
-            RedisLayer::Lists(layer) => layer.probe().await,
+impl PrivateServer {
+    async fn start(kind: BackendKind) -> Result<Self, String> {
+        match kind {
+            BackendKind::Amqp => PrivateRabbitMq::start()
+                .await
+                .map(PrivateServer::RabbitMq)
+                .map_err(|e| e.to_string()),
+            _ => PrivateRedis::start()
+                .await
+                .map(PrivateServer::Redis)
+                .map_err(|e| e.to_string()),
         }
-        .map_err(|e| e.to_string())
+    }
+
+    fn url(&self) -> String {
+        match self {
+            PrivateServer::Redis(s) => s.url(),
+            PrivateServer::RabbitMq(s) => s.url(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PrivateServer::Redis(s) => format!("private redis-server (pid {}) for this run", s.pid()),
+            PrivateServer::RabbitMq(s) => format!(
+                "private rabbitmq-server (pid {}, epmd pid {}) for this run",
+                s.pid(),
+                s.epmd_pid()
+            ),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            PrivateServer::Redis(s) => {
+                let _ = s.stop().await;
+            }
+            PrivateServer::RabbitMq(s) => {
+                let _ = s.stop().await;
+            }
+        }
+    }
+}
+
+/// A layer on a backend server, for probing and shutting down.
+#[derive(Clone)]
+enum ServerLayer {
+    PubSub(Arc<RedisPubSubLayer>),
+    Lists(Arc<RedisListsLayer>),
+    Amqp(Arc<AmqpLayer>),
+}
+
+impl ServerLayer {
+    /// What the backend holds for the run: state that must come back down, and reference figures.
+    async fn probe(&self) -> Result<StateReading, String> {
+        let redis = match self {
+            ServerLayer::PubSub(layer) => layer.probe().await,
+            ServerLayer::Lists(layer) => layer.probe().await,
+            ServerLayer::Amqp(layer) => {
+                let probe = layer.probe().await.map_err(|e| e.to_string())?;
+                return Ok(StateReading {
+                    state: BTreeMap::from([
+                        ("amqp_queues".to_string(), probe.queues),
+                        ("amqp_messages".to_string(), probe.messages),
+                        ("amqp_consumers".to_string(), probe.consumers),
+                        ("amqp_exchanges".to_string(), probe.exchanges),
+                    ]),
+                    info: BTreeMap::new(),
+                });
+            }
+        };
+        let probe = redis.map_err(|e| e.to_string())?;
+        Ok(StateReading {
+            state: BTreeMap::from([
+                ("redis_keys".to_string(), probe.keys),
+                ("redis_groups".to_string(), probe.groups),
+                ("redis_memberships".to_string(), probe.memberships),
+                ("redis_subscribers".to_string(), probe.subscribers),
+            ]),
+            info: BTreeMap::from([
+                ("redis_used_memory_bytes".to_string(), probe.used_memory),
+                ("redis_connected_clients".to_string(), probe.connected_clients),
+                ("redis_blocked_clients".to_string(), probe.blocked_clients),
+            ]),
+        })
     }
 
     async fn shutdown(&self) {
         match self {
-            RedisLayer::PubSub(layer) => layer.shutdown().await,
-            RedisLayer::Lists(layer) => layer.shutdown().await,
+            ServerLayer::PubSub(layer) => layer.shutdown().await,
+            ServerLayer::Lists(layer) => layer.shutdown().await,
+            ServerLayer::Amqp(layer) => layer.shutdown().await,
         }
     }
 
     fn as_layer(&self) -> Arc<dyn ChannelLayer> {
         match self {
-            RedisLayer::PubSub(layer) => layer.clone(),
-            RedisLayer::Lists(layer) => layer.clone(),
+            ServerLayer::PubSub(layer) => layer.clone(),
+            ServerLayer::Lists(layer) => layer.clone(),
+            ServerLayer::Amqp(layer) => layer.clone(),
         }
     }
 }
@@ -86,11 +164,11 @@ pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
                 version: format!("in-process (leakrun {})", env!("CARGO_PKG_VERSION")),
                 endpoint: None,
                 source: "in-process".into(),
-                redis: Vec::new(),
+                servers: Vec::new(),
                 private: None,
             }
         }
-        BackendKind::Redis | BackendKind::RedisLists => build_redis(scenario, instances).await?,
+        BackendKind::Redis | BackendKind::RedisLists | BackendKind::Amqp => build_on_server(scenario, instances).await?,
     };
     let faults = &scenario.server.faults;
     if faults.drop_one_in.is_some() || faults.keep_membership_on_disconnect {
@@ -110,59 +188,71 @@ pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
     Ok(backend)
 }
 
-async fn build_redis(scenario: &Scenario, instances: usize) -> Result<Backend, BackendError> {
+/// Redis or RabbitMQ: the server from the URL, or a private one; a layer per instance on it.
+async fn build_on_server(scenario: &Scenario, instances: usize) -> Result<Backend, BackendError> {
     let spec = &scenario.backend;
+    let variable = spec.kind.url_variable().unwrap_or_default();
+    let program = spec.kind.private_server().unwrap_or_default();
     let (url, source, private) = match &spec.url {
-        Some(url) => (
-            url.clone(),
-            spec.url_source.clone().unwrap_or_else(|| FROM_SCENARIO.into()),
-            None,
-        ),
+        Some(url) => (url.clone(), spec.url_source.clone().unwrap_or_else(|| FROM_SCENARIO.into()), None),
         None => {
-            let private = PrivateRedis::start()
+            let private = PrivateServer::start(spec.kind)
                 .await
-                .map_err(|e| BackendError(format!("no Redis for backend.kind = \"{}\": {e}", spec.kind.name())))?;
-            let source = format!("private redis-server (pid {}) for this run", private.pid());
-            (private.url(), source, Some(private))
+                .map_err(|e| BackendError(format!("no server for backend.kind = \"{}\": {e}", spec.kind.name())))?;
+            (private.url(), private.describe(), Some(private))
         }
     };
     let endpoint = crate::layer::redis::redact(&url);
     let unreachable = |e: &dyn std::fmt::Display| {
         BackendError(format!(
-            "Redis at {endpoint} (from {source}) is unreachable: {e}; start it, or unset {REDIS_URL} and remove backend.url to let leakrun start a private redis-server"
+            "{} at {endpoint} (from {source}) is unreachable: {e}; start it, or unset {variable} and remove backend.url to let leakrun start a private {program}",
+            if spec.kind == BackendKind::Amqp { "RabbitMQ" } else { "Redis" }
         ))
     };
-    let version = crate::layer::redis::redis_version(&url)
-        .await
-        .map_err(|e| unreachable(&e))?;
     let prefix = crate::layer::redis::run_prefix();
-    let mut redis = Vec::with_capacity(instances);
+    let mut servers = Vec::with_capacity(instances);
+    let mut version = String::new();
     for _ in 0..instances {
         let layer = match spec.kind {
-            BackendKind::Redis => RedisLayer::PubSub(Arc::new(
+            BackendKind::Redis => ServerLayer::PubSub(Arc::new(
                 RedisPubSubLayer::connect(RedisPubSubConfig::new(&url, &prefix, scenario.server.capacity))
                     .await
                     .map_err(|e| unreachable(&e))?,
             )),
+            BackendKind::Amqp => {
+                let layer = AmqpLayer::connect(AmqpConfig::new(&url, &prefix, scenario.server.capacity))
+                    .await
+                    .map_err(|e| unreachable(&e))?;
+                if version.is_empty() {
+                    version = format!("rabbitmq {}", layer.broker_version().unwrap_or("(version not reported)"));
+                }
+                ServerLayer::Amqp(Arc::new(layer))
+            }
             _ => {
                 let mut config = RedisListsConfig::new(&url, &prefix, scenario.server.capacity)
                     .with_cancel_shared_receive(scenario.server.faults.cancel_shared_receive);
                 config.expiry = spec.expiry;
                 config.group_expiry = spec.group_expiry;
-                RedisLayer::Lists(Arc::new(
+                ServerLayer::Lists(Arc::new(
                     RedisListsLayer::connect(config).await.map_err(|e| unreachable(&e))?,
                 ))
             }
         };
-        redis.push(layer);
+        servers.push(layer);
+    }
+    if spec.kind.is_redis() {
+        let redis = crate::layer::redis::redis_version(&url)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        version = format!("redis {redis}");
     }
     Ok(Backend {
-        layers: redis.iter().map(RedisLayer::as_layer).collect(),
+        layers: servers.iter().map(ServerLayer::as_layer).collect(),
         shared: false,
-        version: format!("redis {version}"),
+        version,
         endpoint: Some(endpoint),
         source,
-        redis,
+        servers,
         private,
     })
 }
@@ -170,8 +260,8 @@ async fn build_redis(scenario: &Scenario, instances: usize) -> Result<Backend, B
 impl Backend {
     /// A state source reading what the backend itself holds for the run, if it is a server.
     pub fn state_source(&self) -> Option<Box<dyn StateSource>> {
-        self.redis.first().map(|layer| {
-            Box::new(RedisState {
+        self.servers.first().map(|layer| {
+            Box::new(BackendState {
                 layer: layer.clone(),
                 endpoint: self.endpoint.clone().unwrap_or_default(),
             }) as Box<dyn StateSource>
@@ -180,44 +270,35 @@ impl Backend {
 
     /// Stops the layers' tasks, removes what they hold in the backend, and stops a private server.
     pub async fn shutdown(mut self) {
-        for layer in &self.redis {
+        for layer in &self.servers {
             layer.shutdown().await;
         }
         self.layers.clear();
-        self.redis.clear();
+        self.servers.clear();
         if let Some(private) = self.private.take() {
-            let _ = private.stop().await;
+            private.stop().await;
         }
     }
 }
 
-/// The run's keys, memberships and subscriptions in Redis (judged: they must return to their
-/// start), and the server's memory and client counts (for reference).
-struct RedisState {
-    layer: RedisLayer,
+/// What the backend holds for the run, read for every sample: the run's keys, memberships,
+/// subscriptions, queues and queued messages (judged: they must return to their start), and server
+/// figures for reference.
+struct BackendState {
+    layer: ServerLayer,
     endpoint: String,
 }
 
 #[async_trait::async_trait]
-impl StateSource for RedisState {
+impl StateSource for BackendState {
     async fn read(&self) -> Result<StateReading, String> {
-        let probe = self
-            .layer
+        let what = match self.layer {
+            ServerLayer::Amqp(_) => "RabbitMQ",
+            _ => "Redis",
+        };
+        self.layer
             .probe()
             .await
-            .map_err(|e| format!("Redis at {} went away: {e}", self.endpoint))?;
-        Ok(StateReading {
-            state: BTreeMap::from([
-                ("redis_keys".to_string(), probe.keys),
-                ("redis_groups".to_string(), probe.groups),
-                ("redis_memberships".to_string(), probe.memberships),
-                ("redis_subscribers".to_string(), probe.subscribers),
-            ]),
-            info: BTreeMap::from([
-                ("redis_used_memory_bytes".to_string(), probe.used_memory),
-                ("redis_connected_clients".to_string(), probe.connected_clients),
-                ("redis_blocked_clients".to_string(), probe.blocked_clients),
-            ]),
-        })
+            .map_err(|e| format!("{what} at {} went away: {e}", self.endpoint))
     }
 }

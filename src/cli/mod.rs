@@ -40,7 +40,7 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
         /// Run on this channel layer instead of the scenario's.
-        #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(["memory", "redis", "redis-lists"]))]
+        #[arg(long, value_name = "KIND", value_parser = clap::builder::PossibleValuesParser::new(["memory", "redis", "redis-lists", "amqp"]))]
         backend: Option<String>,
         /// Also write a JUnit XML report here: a test case per scenario and verdict.
         #[arg(long, value_name = "FILE")]
@@ -272,12 +272,8 @@ fn list(args: &[PathBuf], json: bool) -> Exit {
         match scenario::load(file) {
             Ok(loaded) => {
                 let s = &loaded.scenario;
-                // A Redis layer without a URL starts a private redis-server: the job must install it.
-                let services: Vec<&str> = if s.backend.kind.is_redis() {
-                    vec!["redis-server"]
-                } else {
-                    Vec::new()
-                };
+                // A backend without a URL starts a private server: the job must install it.
+                let services: Vec<&str> = s.backend.kind.private_server().into_iter().collect();
                 entries.push(serde_json::json!({
                     "file": file.display().to_string(),
                     "name": s.name,

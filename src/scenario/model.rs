@@ -85,9 +85,11 @@ pub enum BackendKind {
     Memory,
     /// Redis pub/sub: a Redis channel per group and per connection channel.
     Redis,
-    /// The channels_redis-style core layer: sorted-set groups, per-channel lists, one shared
-    /// blocking receiver per server instance.
+    /// The channels_redis-style core layer: sorted-set groups, one inbox per server instance, one
+    /// shared blocking receiver per instance.
     RedisLists,
+    /// RabbitMQ: an exchange per run, a queue per server instance bound by group.
+    Amqp,
 }
 
 impl BackendKind {
@@ -96,6 +98,7 @@ impl BackendKind {
         ("memory", BackendKind::Memory),
         ("redis", BackendKind::Redis),
         ("redis-lists", BackendKind::RedisLists),
+        ("amqp", BackendKind::Amqp),
     ];
 
     /// The name as written in a scenario.
@@ -124,6 +127,24 @@ impl BackendKind {
     pub fn is_redis(self) -> bool {
         matches!(self, BackendKind::Redis | BackendKind::RedisLists)
     }
+
+    /// The environment variable naming a server for this kind, if it needs one.
+    pub fn url_variable(self) -> Option<&'static str> {
+        match self {
+            BackendKind::Memory => None,
+            BackendKind::Redis | BackendKind::RedisLists => Some("REDIS_URL"),
+            BackendKind::Amqp => Some("AMQP_URL"),
+        }
+    }
+
+    /// The server program leakrun starts when no URL is given (what a CI job must install).
+    pub fn private_server(self) -> Option<&'static str> {
+        match self {
+            BackendKind::Memory => None,
+            BackendKind::Redis | BackendKind::RedisLists => Some("redis-server"),
+            BackendKind::Amqp => Some("rabbitmq-server"),
+        }
+    }
 }
 
 /// `[backend]`, validated.
@@ -131,8 +152,8 @@ impl BackendKind {
 pub struct BackendSpec {
     /// Which channel layer the embedded server uses.
     pub kind: BackendKind,
-    /// Server URL from the scenario; without one, the environment's (`REDIS_URL`) or a private
-    /// server leakrun starts for the run.
+    /// Server URL from the scenario; without one, the environment's (`REDIS_URL`, `AMQP_URL`) or
+    /// a private server leakrun starts for the run.
     pub url: Option<String>,
     /// Where `url` came from when not from the scenario file (e.g. `REDIS_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

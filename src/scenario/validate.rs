@@ -209,17 +209,19 @@ pub fn override_backend(scenario: &mut Scenario, kind: BackendKind) -> Result<()
     Ok(())
 }
 
-/// Takes the backend URL from the environment (`REDIS_URL`) when the scenario names none,
+/// Takes the backend URL from the environment (`REDIS_URL`, `AMQP_URL`) when the scenario names none,
 /// checked like `backend.url`; `lookup` gives a variable's value and where it came from.
 pub fn url_from_environment(
     scenario: &mut Scenario,
     lookup: impl Fn(&str) -> Option<(String, String)>,
 ) -> Result<(), String> {
     let spec = &mut scenario.backend;
-    if spec.url.is_some() || !spec.kind.is_redis() {
+    let Some(variable) = spec.kind.url_variable() else {
+        return Ok(());
+    };
+    if spec.url.is_some() {
         return Ok(());
     }
-    let variable = "REDIS_URL";
     let Some((url, source)) = lookup(variable).filter(|(u, _)| !u.trim().is_empty()) else {
         return Ok(());
     };
@@ -242,9 +244,10 @@ pub fn cancel_needs_lists(kind: BackendKind) -> String {
 pub fn check_backend_url(url: &str, kind: BackendKind, allow_remote: bool) -> Result<(), String> {
     let schemes: &[&str] = match kind {
         BackendKind::Memory => {
-            return Err("the \"memory\" backend takes no URL; remove it or choose \"redis\" or \"redis-lists\"".into());
+            return Err("the \"memory\" backend takes no URL; remove it or choose \"redis\", \"redis-lists\" or \"amqp\"".into());
         }
         BackendKind::Redis | BackendKind::RedisLists => &["redis"],
+        BackendKind::Amqp => &["amqp"],
     };
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("`{url}` is not a URL; write e.g. \"redis://127.0.0.1:6379/\""));

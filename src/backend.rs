@@ -168,7 +168,9 @@ pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
                 private: None,
             }
         }
-        BackendKind::Redis | BackendKind::RedisLists | BackendKind::Amqp => build_on_server(scenario, instances).await?,
+        BackendKind::Redis | BackendKind::RedisLists | BackendKind::Amqp => {
+            build_on_server(scenario, instances).await?
+        }
     };
     let faults = &scenario.server.faults;
     if faults.drop_one_in.is_some() || faults.keep_membership_on_disconnect {
@@ -194,7 +196,11 @@ async fn build_on_server(scenario: &Scenario, instances: usize) -> Result<Backen
     let variable = spec.kind.url_variable().unwrap_or_default();
     let program = spec.kind.private_server().unwrap_or_default();
     let (url, source, private) = match &spec.url {
-        Some(url) => (url.clone(), spec.url_source.clone().unwrap_or_else(|| FROM_SCENARIO.into()), None),
+        Some(url) => (
+            url.clone(),
+            spec.url_source.clone().unwrap_or_else(|| FROM_SCENARIO.into()),
+            None,
+        ),
         None => {
             let private = PrivateServer::start(spec.kind)
                 .await
@@ -206,7 +212,11 @@ async fn build_on_server(scenario: &Scenario, instances: usize) -> Result<Backen
     let unreachable = |e: &dyn std::fmt::Display| {
         BackendError(format!(
             "{} at {endpoint} (from {source}) is unreachable: {e}; start it, or unset {variable} and remove backend.url to let leakrun start a private {program}",
-            if spec.kind == BackendKind::Amqp { "RabbitMQ" } else { "Redis" }
+            if spec.kind == BackendKind::Amqp {
+                "RabbitMQ"
+            } else {
+                "Redis"
+            }
         ))
     };
     let prefix = crate::layer::redis::run_prefix();
@@ -224,7 +234,10 @@ async fn build_on_server(scenario: &Scenario, instances: usize) -> Result<Backen
                     .await
                     .map_err(|e| unreachable(&e))?;
                 if version.is_empty() {
-                    version = format!("rabbitmq {}", layer.broker_version().unwrap_or("(version not reported)"));
+                    version = format!(
+                        "rabbitmq {}",
+                        layer.broker_version().unwrap_or("(version not reported)")
+                    );
                 }
                 ServerLayer::Amqp(Arc::new(layer))
             }

@@ -244,7 +244,10 @@ pub fn cancel_needs_lists(kind: BackendKind) -> String {
 pub fn check_backend_url(url: &str, kind: BackendKind, allow_remote: bool) -> Result<(), String> {
     let schemes: &[&str] = match kind {
         BackendKind::Memory => {
-            return Err("the \"memory\" backend takes no URL; remove it or choose \"redis\", \"redis-lists\" or \"amqp\"".into());
+            return Err(
+                "the \"memory\" backend takes no URL; remove it or choose \"redis\", \"redis-lists\" or \"amqp\""
+                    .into(),
+            );
         }
         BackendKind::Redis | BackendKind::RedisLists => &["redis"],
         BackendKind::Amqp => &["amqp"],

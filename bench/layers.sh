@@ -2,7 +2,7 @@
 # Deliveries per second on each channel layer, side by side in one run: 200 connections in 4 rooms
 # of 50 over 2 embedded server instances, 128-byte frames, 10s per rate. The Redis layers run on a
 # private redis-server that leakrun starts (REDIS_URL is ignored here, so every layer is measured
-# on the same kind of server). Prints deliveries per second, delivery latency and losses.
+# on the same kind of server; likewise AMQP_URL for amqp). Prints deliveries per second, delivery latency and losses.
 # Usage: bench/layers.sh [RATE ...]   (default: 5 10 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +11,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 printf '%-12s %-6s %14s %12s %10s %10s %8s\n' layer rate deliveries/s delivered p50 p99 lost
 for rate in ${@:-5 10 20}; do
-  for kind in memory redis redis-lists; do
+  for kind in memory redis redis-lists amqp; do
     sed "s/RATE/$rate/; s/KIND/$kind/" bench/layers_200.toml > "$out/bench.toml"
-    env -u REDIS_URL target/release/leakrun run "$out/bench.toml" --out "$out" --no-progress >/dev/null 2>&1 || true
+    env -u REDIS_URL -u AMQP_URL target/release/leakrun run "$out/bench.toml" --out "$out" --no-progress >/dev/null 2>&1 || true
     python3 - "$out/bench_layers_200.json" "$rate" "$kind" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -44,7 +44,7 @@ pub struct BackendError(pub String);
 /// A server leakrun started for this run.
 enum PrivateServer {
     Redis(PrivateRedis),
-    RabbitMq(PrivateRabbitMq),
+    RabbitMq(Box<PrivateRabbitMq>),
 }
 
 impl PrivateServer {
@@ -52,7 +52,7 @@ impl PrivateServer {
         match kind {
             BackendKind::Amqp => PrivateRabbitMq::start()
                 .await
-                .map(PrivateServer::RabbitMq)
+                .map(|server| PrivateServer::RabbitMq(Box::new(server)))
                 .map_err(|e| e.to_string()),
             _ => PrivateRedis::start()
                 .await

@@ -43,7 +43,7 @@ pub struct BackendError(pub String);
 
 /// A server leakrun started for this run.
 enum PrivateServer {
-    Redis(PrivateRedis),
+    Redis(Box<PrivateRedis>),
     RabbitMq(Box<PrivateRabbitMq>),
 }
 
@@ -56,7 +56,7 @@ impl PrivateServer {
                 .map_err(|e| e.to_string()),
             _ => PrivateRedis::start()
                 .await
-                .map(PrivateServer::Redis)
+                .map(|server| PrivateServer::Redis(Box::new(server)))
                 .map_err(|e| e.to_string()),
         }
     }

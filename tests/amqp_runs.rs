@@ -24,32 +24,21 @@ fn pids_in_source(r: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// The issue-1683 topology on RabbitMQ, shortened, over two instances.
-fn churn_on_two_instances(name: &str) -> String {
-    std::fs::read_to_string("scenarios/issue1683.toml")
-        .unwrap()
-        .replace("name = \"issue1683\"", &format!("name = \"{name}\""))
-        .replace("kind = \"redis-lists\"", "kind = \"amqp\"")
-        .replace("capacity = 1000", "capacity = 1000\ninstances = 2")
-        .replace("duration = \"20s\"", "duration = \"4s\"")
-        .replace("iterations = 1", "iterations = 2")
-        .replace("up = \"1s\"", "up = \"500ms\"")
-}
-
 #[test]
 fn the_tabs_waves_are_clean_on_a_private_broker_that_leaves_nothing_behind() {
     let dir = scratch();
-    let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
+    let output = leakrun_with(
+        &[
             "run",
             "scenarios/django_tabs_amqp.toml",
             "--out",
             dir.path().to_str().unwrap(),
             "--no-progress",
-        ])
-        .env_remove("AMQP_URL")
-        .output()
-        .unwrap();
+        ],
+        |c| {
+            c.env_remove("AMQP_URL");
+        },
+    );
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let r = result(dir.path(), "django_tabs_amqp");
     assert!(
@@ -78,18 +67,19 @@ fn the_tabs_waves_are_clean_on_a_private_broker_that_leaves_nothing_behind() {
 #[test]
 fn churners_over_two_instances_lose_nothing() {
     let dir = scratch();
-    let path = scenario(dir.path(), "amqp_churn", &churn_on_two_instances("amqp_churn"));
-    let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
+    let path = scenario(dir.path(), "amqp_churn", &issue1683_churn("amqp_churn", "amqp"));
+    let output = leakrun_with(
+        &[
             "run",
             path.to_str().unwrap(),
             "--out",
             dir.path().to_str().unwrap(),
             "--no-progress",
-        ])
-        .env("AMQP_URL", amqp_support::broker_url())
-        .output()
-        .unwrap();
+        ],
+        |c| {
+            c.env("AMQP_URL", amqp_support::broker_url());
+        },
+    );
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let r = result(dir.path(), "amqp_churn");
     assert_eq!(r["backend"]["source"], "AMQP_URL");
@@ -111,8 +101,8 @@ fn issue1683_runs_on_amqp_with_the_backend_flag() {
         .unwrap()
         .replace("duration = \"20s\"", "duration = \"2s\"");
     let path = scenario(dir.path(), "issue1683", &text);
-    let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
+    let output = leakrun_with(
+        &[
             "run",
             path.to_str().unwrap(),
             "--backend",
@@ -120,10 +110,11 @@ fn issue1683_runs_on_amqp_with_the_backend_flag() {
             "--out",
             dir.path().to_str().unwrap(),
             "--no-progress",
-        ])
-        .env("AMQP_URL", amqp_support::broker_url())
-        .output()
-        .unwrap();
+        ],
+        |c| {
+            c.env("AMQP_URL", amqp_support::broker_url());
+        },
+    );
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let r = result(dir.path(), "issue1683");
     assert_eq!(r["backend"]["kind"], "amqp");
@@ -137,7 +128,7 @@ fn the_broker_going_away_mid_run_is_exit_3_with_a_partial_result() {
         .block_on(PrivateRabbitMq::start())
         .expect("rabbitmq-server starts");
     let dir = scratch();
-    let text = churn_on_two_instances("amqp_goes_away")
+    let text = issue1683_churn("amqp_goes_away", "amqp")
         .replace("duration = \"4s\"", "duration = \"30s\"")
         .replace("iterations = 2", "iterations = 3");
     let path = scenario(dir.path(), "amqp_goes_away", &text);

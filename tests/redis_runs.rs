@@ -11,18 +11,6 @@ use common::*;
 use leakrun::infra::PrivateRedis;
 use serde_json::Value;
 
-/// The issue-1683 topology, shortened, on two server instances.
-fn churn_on_two_instances(name: &str, kind: &str) -> String {
-    std::fs::read_to_string("scenarios/issue1683.toml")
-        .unwrap()
-        .replace("name = \"issue1683\"", &format!("name = \"{name}\""))
-        .replace("kind = \"redis-lists\"", &format!("kind = \"{kind}\""))
-        .replace("capacity = 1000", "capacity = 1000\ninstances = 2")
-        .replace("duration = \"20s\"", "duration = \"4s\"")
-        .replace("iterations = 1", "iterations = 2")
-        .replace("up = \"1s\"", "up = \"500ms\"")
-}
-
 fn pid_alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -43,18 +31,19 @@ fn both_redis_layers_deliver_everything_with_churners_over_two_instances() {
     for kind in ["redis", "redis-lists"] {
         let dir = scratch();
         let name = format!("churn_{}", kind.replace('-', "_"));
-        let path = scenario(dir.path(), &name, &churn_on_two_instances(&name, kind));
-        let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-            .args([
+        let path = scenario(dir.path(), &name, &issue1683_churn(&name, kind));
+        let output = leakrun_with(
+            &[
                 "run",
                 path.to_str().unwrap(),
                 "--out",
                 dir.path().to_str().unwrap(),
                 "--no-progress",
-            ])
-            .env_remove("REDIS_URL")
-            .output()
-            .unwrap();
+            ],
+            |c| {
+                c.env_remove("REDIS_URL");
+            },
+        );
         assert_eq!(output.status.code(), Some(0), "{kind}: {}", describe(&output));
         let r = result(dir.path(), &name);
         assert_eq!(r["backend"]["kind"], kind);
@@ -123,7 +112,7 @@ fn redis_going_away_mid_run_is_exit_3_with_a_partial_result() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let redis = runtime.block_on(PrivateRedis::start()).expect("redis-server starts");
     let dir = scratch();
-    let text = churn_on_two_instances("goes_away", "redis-lists")
+    let text = issue1683_churn("goes_away", "redis-lists")
         .replace("duration = \"4s\"", "duration = \"20s\"")
         .replace("iterations = 2", "iterations = 3");
     let path = scenario(dir.path(), "goes_away", &text);
@@ -172,20 +161,20 @@ fn redis_going_away_mid_run_is_exit_3_with_a_partial_result() {
 #[test]
 fn without_redis_and_without_redis_server_it_says_what_to_do_within_5_seconds() {
     let dir = scratch();
-    let path = scenario(dir.path(), "nothing", &churn_on_two_instances("nothing", "redis"));
+    let path = scenario(dir.path(), "nothing", &issue1683_churn("nothing", "redis"));
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
+    let output = leakrun_with(
+        &[
             "run",
             path.to_str().unwrap(),
             "--out",
             dir.path().to_str().unwrap(),
             "--no-progress",
-        ])
-        .env_remove("REDIS_URL")
-        .env("PATH", dir.path())
-        .output()
-        .unwrap();
+        ],
+        |c| {
+            c.env_remove("REDIS_URL").env("PATH", dir.path());
+        },
+    );
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -199,22 +188,22 @@ fn without_redis_and_without_redis_server_it_says_what_to_do_within_5_seconds() 
 #[test]
 fn a_remote_or_malformed_redis_url_is_a_usage_error() {
     let dir = scratch();
-    let path = scenario(dir.path(), "remote", &churn_on_two_instances("remote", "redis"));
+    let path = scenario(dir.path(), "remote", &issue1683_churn("remote", "redis"));
     for (url, expected) in [
         ("redis://10.1.2.3:6379/", "not a loopback address"),
         ("http://127.0.0.1:6379/", "scheme `http`"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-            .args(["run", path.to_str().unwrap(), "--out", dir.path().to_str().unwrap()])
-            .env("REDIS_URL", url)
-            .output()
-            .unwrap();
+        let output = leakrun_with(
+            &["run", path.to_str().unwrap(), "--out", dir.path().to_str().unwrap()],
+            |c| {
+                c.env("REDIS_URL", url);
+            },
+        );
         assert_eq!(output.status.code(), Some(2), "{url}: {}", describe(&output));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("REDIS_URL") && stderr.contains(expected), "{stderr}");
     }
-    let in_file =
-        churn_on_two_instances("remote", "redis").replace("[backend]", "[backend]\nurl = \"redis://192.168.1.5/\"");
+    let in_file = issue1683_churn("remote", "redis").replace("[backend]", "[backend]\nurl = \"redis://192.168.1.5/\"");
     let output = leakrun(&["check", scenario(dir.path(), "remote2", &in_file).to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
@@ -289,20 +278,20 @@ fn a_redis_url_in_dot_env_is_used_and_recorded() {
     let redis = runtime.block_on(PrivateRedis::start()).expect("redis-server starts");
     let dir = scratch();
     std::fs::write(dir.path().join(".env"), format!("REDIS_URL={}\n", redis.url())).unwrap();
-    let text = churn_on_two_instances("dotenv", "redis").replace("duration = \"4s\"", "duration = \"1s\"");
+    let text = issue1683_churn("dotenv", "redis").replace("duration = \"4s\"", "duration = \"1s\"");
     let path = scenario(dir.path(), "dotenv", &text);
-    let output = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
+    let output = leakrun_with(
+        &[
             "run",
             path.to_str().unwrap(),
             "--out",
             dir.path().to_str().unwrap(),
             "--no-progress",
-        ])
-        .env_remove("REDIS_URL")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+        ],
+        |c| {
+            c.env_remove("REDIS_URL").current_dir(dir.path());
+        },
+    );
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let r = result(dir.path(), "dotenv");
     assert_eq!(r["backend"]["source"], "REDIS_URL from .env");
@@ -317,7 +306,7 @@ fn a_redis_url_in_dot_env_is_used_and_recorded() {
 #[test]
 fn ctrl_c_stops_the_private_redis_server_and_writes_a_partial_result() {
     let dir = scratch();
-    let text = churn_on_two_instances("interrupted", "redis-lists").replace("duration = \"4s\"", "duration = \"60s\"");
+    let text = issue1683_churn("interrupted", "redis-lists").replace("duration = \"4s\"", "duration = \"60s\"");
     let path = scenario(dir.path(), "interrupted", &text);
     let child = Command::new(env!("CARGO_BIN_EXE_leakrun"))
         .args([

@@ -779,20 +779,7 @@ impl ChannelLayer for AmqpLayer {
 
     fn stats(&self) -> LayerStats {
         let local = self.shared.local();
-        let mut stats = LayerStats {
-            groups: local.groups.len() as u64,
-            memberships: local.groups.values().map(|m| m.len() as u64).sum(),
-            channels: local.channels.len() as u64,
-            buffered: local
-                .channels
-                .values()
-                .map(|tx| (tx.max_capacity() - tx.capacity()) as u64)
-                .sum(),
-            ..LayerStats::default()
-        };
-        drop(local);
-        self.shared.counters.fill(&mut stats);
-        stats
+        crate::layer::local_stats(&local.groups, local.channels.values(), &self.shared.counters)
     }
 }
 

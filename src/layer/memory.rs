@@ -21,7 +21,7 @@ pub struct MemoryLayer {
 
 #[derive(Default)]
 struct State {
-    groups: FxHashMap<String, FxHashSet<ChannelName>>,
+    groups: super::LocalGroups,
     channels: FxHashMap<ChannelName, mpsc::Sender<Bytes>>,
 }
 
@@ -107,19 +107,6 @@ impl ChannelLayer for MemoryLayer {
 
     fn stats(&self) -> LayerStats {
         let state = self.state();
-        let mut stats = LayerStats {
-            groups: state.groups.len() as u64,
-            memberships: state.groups.values().map(|m| m.len() as u64).sum(),
-            channels: state.channels.len() as u64,
-            buffered: state
-                .channels
-                .values()
-                .map(|tx| (tx.max_capacity() - tx.capacity()) as u64)
-                .sum(),
-            ..LayerStats::default()
-        };
-        drop(state);
-        self.counters.fill(&mut stats);
-        stats
+        super::local_stats(&state.groups, state.channels.values(), &self.counters)
     }
 }

@@ -117,6 +117,30 @@ impl LayerStats {
     }
 }
 
+/// Groups of local members, as every layer keeps them: group name to member channels.
+pub type LocalGroups = rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<ChannelName>>;
+
+/// [`LayerStats`] from a layer's local maps — its groups and the send ends of its open channels —
+/// and its counters: the one way every backend reports its state.
+pub fn local_stats<'a>(
+    groups: &LocalGroups,
+    channels: impl Iterator<Item = &'a mpsc::Sender<Bytes>>,
+    counters: &LayerCounters,
+) -> LayerStats {
+    let (open, buffered) = channels.fold((0u64, 0u64), |(open, buffered), tx| {
+        (open + 1, buffered + (tx.max_capacity() - tx.capacity()) as u64)
+    });
+    let mut stats = LayerStats {
+        groups: groups.len() as u64,
+        memberships: groups.values().map(|m| m.len() as u64).sum(),
+        channels: open,
+        buffered,
+        ..LayerStats::default()
+    };
+    counters.fill(&mut stats);
+    stats
+}
+
 /// The counters every backend keeps, shared so `stats` is a plain read.
 #[derive(Debug, Default)]
 pub struct LayerCounters {

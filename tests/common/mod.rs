@@ -51,3 +51,24 @@ pub fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// Runs leakrun with `args` after `setup` has adjusted the command (environment, folder).
+pub fn leakrun_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leakrun"));
+    command.args(args);
+    setup(&mut command);
+    command.output().expect("run leakrun")
+}
+
+/// The shipped issue-1683 topology on backend `kind`, shortened (4s, two iterations, cycling
+/// every 500ms) and spread over two server instances, named `name`.
+pub fn issue1683_churn(name: &str, kind: &str) -> String {
+    std::fs::read_to_string("scenarios/issue1683.toml")
+        .expect("the shipped scenario")
+        .replace("name = \"issue1683\"", &format!("name = \"{name}\""))
+        .replace("kind = \"redis-lists\"", &format!("kind = \"{kind}\""))
+        .replace("capacity = 1000", "capacity = 1000\ninstances = 2")
+        .replace("duration = \"20s\"", "duration = \"4s\"")
+        .replace("iterations = 1", "iterations = 2")
+        .replace("up = \"1s\"", "up = \"500ms\"")
+}

@@ -364,19 +364,6 @@ impl ChannelLayer for RedisPubSubLayer {
 
     fn stats(&self) -> LayerStats {
         let local = self.shared.local();
-        let mut stats = LayerStats {
-            groups: local.groups.len() as u64,
-            memberships: local.groups.values().map(|m| m.len() as u64).sum(),
-            channels: local.channels.len() as u64,
-            buffered: local
-                .channels
-                .values()
-                .map(|tx| (tx.max_capacity() - tx.capacity()) as u64)
-                .sum(),
-            ..LayerStats::default()
-        };
-        drop(local);
-        self.shared.counters.fill(&mut stats);
-        stats
+        crate::layer::local_stats(&local.groups, local.channels.values(), &self.shared.counters)
     }
 }

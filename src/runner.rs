@@ -266,6 +266,9 @@ async fn run_on(
         let room_left = MAX_LOSS_RECORDS.saturating_sub(records.len());
         records.extend(outcome.loss.records.into_iter().take(room_left));
         result.iterations.push(outcome.figures);
+        if outcome.failure.is_some() {
+            break;
+        }
         if outcome.interrupted {
             interrupted = true;
             break;

@@ -58,7 +58,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -207,7 +207,7 @@ struct Shared {
 #[derive(Default)]
 struct Local {
     channels: FxHashMap<ChannelName, mpsc::Sender<Bytes>>,
-    groups: FxHashMap<String, FxHashSet<ChannelName>>,
+    groups: crate::layer::LocalGroups,
 }
 
 impl Shared {
@@ -718,30 +718,15 @@ impl ChannelLayer for AmqpLayer {
             )
             .await?;
         }
-        self.shared
-            .local()
-            .groups
-            .entry(group.to_string())
-            .or_default()
-            .insert(channel.clone());
+        // Recorded only once bound, so a failed bind leaves no member behind.
+        crate::layer::join(&mut self.shared.local().groups, group, channel);
         Ok(())
     }
 
     async fn group_discard(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError> {
         self.check_open()?;
         let _topology = self.topology.lock().await;
-        let last = {
-            let mut local = self.shared.local();
-            let Some(members) = local.groups.get_mut(group) else {
-                return Ok(());
-            };
-            members.remove(channel);
-            let last = members.is_empty();
-            if last {
-                local.groups.remove(group);
-            }
-            last
-        };
+        let last = crate::layer::leave(&mut self.shared.local().groups, group, channel);
         if last {
             op(
                 "queue.unbind",

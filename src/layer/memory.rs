@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::{ChannelLayer, ChannelName, ChannelReceiver, LayerCounters, LayerError, LayerStats};
@@ -54,28 +54,12 @@ impl ChannelLayer for MemoryLayer {
     }
 
     async fn group_add(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError> {
-        let mut state = self.state();
-        match state.groups.get_mut(group) {
-            Some(members) => {
-                members.insert(channel.clone());
-            }
-            None => {
-                state
-                    .groups
-                    .insert(group.to_string(), FxHashSet::from_iter([channel.clone()]));
-            }
-        }
+        super::join(&mut self.state().groups, group, channel);
         Ok(())
     }
 
     async fn group_discard(&self, group: &str, channel: &ChannelName) -> Result<(), LayerError> {
-        let mut state = self.state();
-        if let Some(members) = state.groups.get_mut(group) {
-            members.remove(channel);
-            if members.is_empty() {
-                state.groups.remove(group);
-            }
-        }
+        super::leave(&mut self.state().groups, group, channel);
         Ok(())
     }
 

@@ -120,6 +120,35 @@ impl LayerStats {
 /// Groups of local members, as every layer keeps them: group name to member channels.
 pub type LocalGroups = rustc_hash::FxHashMap<String, rustc_hash::FxHashSet<ChannelName>>;
 
+/// Adds `channel` to `group`; true when it is the group's first local member (the moment a layer
+/// subscribes or binds the group).
+pub fn join(groups: &mut LocalGroups, group: &str, channel: &ChannelName) -> bool {
+    match groups.get_mut(group) {
+        Some(members) => {
+            members.insert(channel.clone());
+            false
+        }
+        None => {
+            groups.insert(group.to_string(), rustc_hash::FxHashSet::from_iter([channel.clone()]));
+            true
+        }
+    }
+}
+
+/// Removes `channel` from `group`, dropping the group once empty; true when this call removed its
+/// last local member (the moment a layer unsubscribes or unbinds the group).
+pub fn leave(groups: &mut LocalGroups, group: &str, channel: &ChannelName) -> bool {
+    let Some(members) = groups.get_mut(group) else {
+        return false;
+    };
+    let removed = members.remove(channel);
+    if !members.is_empty() {
+        return false;
+    }
+    groups.remove(group);
+    removed
+}
+
 /// [`LayerStats`] from a layer's local maps — its groups and the send ends of its open channels —
 /// and its counters: the one way every backend reports its state.
 pub fn local_stats<'a>(
@@ -163,5 +192,24 @@ impl LayerCounters {
         stats.group_sends = self.group_sends.load(Ordering::Relaxed);
         stats.delivered = self.delivered.load(Ordering::Relaxed);
         stats.dropped_full = self.dropped_full.load(Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_and_leave_report_the_first_and_last_local_member() {
+        let mut groups = LocalGroups::default();
+        let (a, b): (ChannelName, ChannelName) = ("a".into(), "b".into());
+        assert!(join(&mut groups, "room", &a));
+        assert!(!join(&mut groups, "room", &b));
+        assert!(!join(&mut groups, "room", &a), "joining twice is not a first member");
+        assert!(!leave(&mut groups, "room", &a));
+        assert!(!leave(&mut groups, "other", &a), "no such group");
+        assert!(leave(&mut groups, "room", &b));
+        assert!(groups.is_empty(), "an empty group is dropped");
+        assert!(!leave(&mut groups, "room", &b), "already gone");
     }
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
@@ -203,7 +203,7 @@ struct Local {
     /// Open channels: buffer and creation number (newest is largest).
     channels: FxHashMap<ChannelName, (mpsc::Sender<Bytes>, u64)>,
     /// Memberships made through this instance.
-    groups: FxHashMap<String, FxHashSet<ChannelName>>,
+    groups: crate::layer::LocalGroups,
 }
 
 impl Shared {
@@ -534,12 +534,7 @@ impl ChannelLayer for RedisListsLayer {
             .query_async(&mut conn)
             .await
             .map_err(|e| command_error("ZADD (group_add)", e))?;
-        self.shared
-            .local()
-            .groups
-            .entry(group.to_string())
-            .or_default()
-            .insert(channel.clone());
+        crate::layer::join(&mut self.shared.local().groups, group, channel);
         Ok(())
     }
 
@@ -552,13 +547,7 @@ impl ChannelLayer for RedisListsLayer {
             redis::cmd("ZREM").arg(&key).arg(&**channel),
         )
         .await?;
-        let mut local = self.shared.local();
-        if let Some(members) = local.groups.get_mut(group) {
-            members.remove(channel);
-            if members.is_empty() {
-                local.groups.remove(group);
-            }
-        }
+        crate::layer::leave(&mut self.shared.local().groups, group, channel);
         Ok(())
     }
 

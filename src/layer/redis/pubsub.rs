@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
@@ -81,7 +81,7 @@ struct Shared {
 struct Local {
     channels: FxHashMap<ChannelName, mpsc::Sender<Bytes>>,
     /// Groups with at least one member on this instance, and those members.
-    groups: FxHashMap<String, FxHashSet<ChannelName>>,
+    groups: crate::layer::LocalGroups,
 }
 
 impl Shared {
@@ -286,12 +286,7 @@ impl ChannelLayer for RedisPubSubLayer {
             redis::cmd("SADD").arg(&key).arg(&**channel),
         )
         .await?;
-        let first_here = {
-            let mut local = self.shared.local();
-            let members = local.groups.entry(group.to_string()).or_default();
-            members.insert(channel.clone());
-            members.len() == 1
-        };
+        let first_here = crate::layer::join(&mut self.shared.local().groups, group, channel);
         if first_here {
             let redis_channel = format!("{}{group}", self.shared.group_prefix);
             if let Err(error) = self.subscription("SUBSCRIBE (group_add)", true, redis_channel).await {
@@ -318,20 +313,7 @@ impl ChannelLayer for RedisPubSubLayer {
             redis::cmd("SREM").arg(&key).arg(&**channel),
         )
         .await?;
-        let last_here = {
-            let mut local = self.shared.local();
-            match local.groups.get_mut(group) {
-                Some(members) => {
-                    let removed = members.remove(channel);
-                    let empty = members.is_empty();
-                    if empty {
-                        local.groups.remove(group);
-                    }
-                    removed && empty
-                }
-                None => false,
-            }
-        };
+        let last_here = crate::layer::leave(&mut self.shared.local().groups, group, channel);
         if last_here {
             let redis_channel = format!("{}{group}", self.shared.group_prefix);
             self.subscription("UNSUBSCRIBE (group_discard)", false, redis_channel)

@@ -90,6 +90,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
             file: loaded.path.display().to_string(),
             hash: loaded.source_hash.clone(),
             resolved: without_credentials(scenario),
+            sources: loaded.sources.clone(),
         },
         host: HostFacts::collect(),
         backend: BackendInfo {

@@ -45,6 +45,10 @@ pub enum Command {
         /// Also write a JUnit XML report here: a test case per scenario and verdict.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Override any scenario key, e.g. `--set run.duration=5s` or
+        /// `--set rooms[*].clients[0].count=50`; repeatable. Wins over the environment and the file.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
     List {
@@ -60,6 +64,9 @@ pub enum Command {
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Override scenario keys as `run` would, e.g. `--set run.duration=5s`; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Compare two results of one scenario: verdict changes, then figures that moved.
     /// Exits 1 when a verdict got worse or a figure regressed past the tolerance.
@@ -94,13 +101,22 @@ pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
 /// Runs the parsed command and returns how it ended.
 pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
     match cli.command {
-        Command::Check { files } => match files::expand(&files) {
-            Ok(files) => check(&files),
-            Err(message) => {
-                eprintln!("error: {message}");
-                Exit::Usage
+        Command::Check { files, set } => {
+            let files = match files::expand(&files) {
+                Ok(files) => files,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Exit::Usage;
+                }
+            };
+            match overrides(&set) {
+                Ok(overrides) => check(&files, &overrides),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    Exit::Usage
+                }
             }
-        },
+        }
         Command::List { files, json } => list(&files, json),
         Command::Diff {
             base,
@@ -114,6 +130,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             no_progress,
             backend,
             junit,
+            set,
         } => {
             let files = match files::expand(&files) {
                 Ok(files) => files,
@@ -127,7 +144,12 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 cancel,
             };
-            run(&files, backend.as_deref(), junit.as_deref(), &options).await
+            let flags = Flags {
+                backend: backend.as_deref(),
+                set: &set,
+                junit: junit.as_deref(),
+            };
+            run(&files, &flags, &options).await
         }
     }
 }
@@ -162,9 +184,20 @@ fn diff(base: &std::path::Path, head: &std::path::Path, format: &str, tolerance:
     }
 }
 
-fn check(files: &[PathBuf]) -> Exit {
+/// What the environment and the `--set` flags say over the files: environment first, so a flag
+/// wins.
+fn overrides(set: &[String]) -> Result<Vec<scenario::Override>, String> {
+    let environment = environment::Environment::load()?;
+    let mut all = scenario::overrides::from_environment(|name| environment.get(name));
+    for argument in set {
+        all.push(scenario::Override::from_flag(argument).map_err(|e| e.to_string())?);
+    }
+    Ok(all)
+}
+
+fn check(files: &[PathBuf], overrides: &[scenario::Override]) -> Exit {
     for file in files {
-        match scenario::load(file) {
+        match scenario::load_with(file, overrides) {
             Ok(loaded) => {
                 let s = &loaded.scenario;
                 println!(
@@ -186,7 +219,14 @@ fn check(files: &[PathBuf]) -> Exit {
     Exit::Pass
 }
 
-async fn run(files: &[PathBuf], backend: Option<&str>, junit: Option<&std::path::Path>, options: &RunOptions) -> Exit {
+/// The `run` flags that shape what runs and what is written.
+struct Flags<'a> {
+    backend: Option<&'a str>,
+    set: &'a [String],
+    junit: Option<&'a std::path::Path>,
+}
+
+async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit {
     // Validate every file before running any, so a typo in the last one is not found an hour in.
     let environment = match environment::Environment::load() {
         Ok(environment) => environment,
@@ -195,11 +235,21 @@ async fn run(files: &[PathBuf], backend: Option<&str>, junit: Option<&std::path:
             return Exit::Usage;
         }
     };
+    let overrides = match overrides(flags.set) {
+        Ok(overrides) => overrides,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
+    for o in overrides.iter().filter(|o| o.source != "--set") {
+        eprintln!("{} overrides {} in every scenario", o.describe(), o.key);
+    }
     let mut loaded = Vec::new();
     for file in files {
-        match scenario::load(file) {
+        match scenario::load_with(file, &overrides) {
             Ok(mut s) => {
-                if let Err(message) = resolve(&mut s, backend, &environment) {
+                if let Err(message) = resolve(&mut s, flags.backend, &environment) {
                     eprintln!("{}: {message}", file.display());
                     return Exit::Usage;
                 }
@@ -250,7 +300,7 @@ async fn run(files: &[PathBuf], backend: Option<&str>, junit: Option<&std::path:
     if finished.len() > 1 {
         print!("\n{}", report::table(&finished));
     }
-    if let Some(path) = junit
+    if let Some(path) = flags.junit
         && let Err(message) = report::write_junit(path, &finished)
     {
         eprintln!("error: {message}");
@@ -317,9 +367,25 @@ fn resolve(
     if let Some(name) = backend {
         let kind = scenario::BackendKind::from_name(name)
             .ok_or_else(|| format!("--backend {name}: valid: {}", scenario::BackendKind::valid_names()))?;
+        let before = loaded.scenario.backend.url.clone();
         override_backend(&mut loaded.scenario, kind)?;
+        loaded
+            .sources
+            .insert("backend.kind".into(), format!("--backend {name}"));
+        if before.is_some() && loaded.scenario.backend.url.is_none() {
+            loaded
+                .sources
+                .insert("backend.url".into(), format!("--backend {name} (dropped)"));
+        }
     }
-    url_from_environment(&mut loaded.scenario, |name| environment.get(name))
+    url_from_environment(&mut loaded.scenario, |name| environment.get(name))?;
+    if let Some(source) = &loaded.scenario.backend.url_source
+        && loaded.scenario.backend.url.is_some()
+        && loaded.sources.get("backend.url").is_none_or(|s| s == "default")
+    {
+        loaded.sources.insert("backend.url".into(), source.clone());
+    }
+    Ok(())
 }
 
 fn print_summary(outcome: &runner::RunOutcome) {

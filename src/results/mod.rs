@@ -60,6 +60,10 @@ pub struct ScenarioInfo {
     pub hash: String,
     /// Every value as resolved, defaults filled in.
     pub resolved: Scenario,
+    /// Where each key's value came from: `file`, `default`, or the flag or environment variable
+    /// that set it (e.g. `--set run.duration=5s`, `DURATION=5s (DURATION from .env)`).
+    #[serde(default)]
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 /// The backend behind the server.

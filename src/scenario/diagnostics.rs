@@ -18,6 +18,9 @@ pub struct Problem {
     pub key: String,
     /// What is wrong and what would be valid.
     pub message: String,
+    /// Set when the value came from outside the file (`--set run.duration=x`, an environment
+    /// variable); `line` and `column` are then 0.
+    pub origin: Option<String>,
 }
 
 /// Every problem found in one scenario file.
@@ -40,7 +43,10 @@ impl fmt::Display for ScenarioError {
             if count == 1 { "" } else { "s" }
         )?;
         for problem in &self.problems {
-            write!(f, "  {}:{}:{}: ", self.file.display(), problem.line, problem.column)?;
+            match &problem.origin {
+                Some(origin) => write!(f, "  {origin}: ")?,
+                None => write!(f, "  {}:{}:{}: ", self.file.display(), problem.line, problem.column)?,
+            }
             if !problem.key.is_empty() {
                 write!(f, "`{}`: ", problem.key)?;
             }
@@ -75,6 +81,7 @@ impl<'a> Collector<'a> {
             column,
             key: key.into(),
             message: message.into(),
+            origin: None,
         });
     }
 

@@ -6,10 +6,12 @@
 
 pub mod diagnostics;
 pub mod model;
+pub mod overrides;
 pub mod raw;
 pub mod units;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +21,7 @@ use toml::de::{DeTable, DeValue};
 
 pub use diagnostics::{Problem, ScenarioError};
 pub use model::*;
+pub use overrides::{Override, OverrideError};
 
 /// A scenario together with where it came from.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub struct LoadedScenario {
     pub path: PathBuf,
     /// SHA-256 of the file's bytes, hex.
     pub source_hash: String,
+    /// Where each key's value came from: `file`, `default`, or the override that set it.
+    pub sources: BTreeMap<String, String>,
 }
 
 /// Why a scenario could not be loaded.
@@ -45,20 +50,82 @@ pub enum LoadError {
     /// The file was read but is not a valid scenario.
     #[error("{0}")]
     Invalid(#[from] ScenarioError),
+    /// An override names no scenario key.
+    #[error("{}: {source}", path.display())]
+    Override {
+        /// The scenario file.
+        path: PathBuf,
+        /// What is wrong with the override.
+        source: OverrideError,
+    },
 }
 
-/// Reads and validates the scenario at `path`.
+/// Reads and validates the scenario at `path` as written.
 pub fn load(path: &Path) -> Result<LoadedScenario, LoadError> {
+    load_with(path, &[])
+}
+
+/// Reads the scenario at `path`, applies `overrides` in order (a later one wins) and validates the
+/// outcome. The file is validated on its own first, so its problems point at its own lines; a
+/// problem with an overridden value names the override instead.
+pub fn load_with(path: &Path, overrides: &[Override]) -> Result<LoadedScenario, LoadError> {
     let source = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let scenario = parse(path, &source)?;
+    let mut scenario = parse(path, &source)?;
+    let mut set_by = BTreeMap::new();
+    let mut text = source.clone();
+    if !overrides.is_empty() {
+        (text, set_by) = overrides::apply(&source, overrides).map_err(|source| LoadError::Override {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        scenario = parse(path, &text).map_err(|error| blame_overrides(error, &source, &set_by))?;
+    }
     Ok(LoadedScenario {
         scenario,
         path: path.to_path_buf(),
         source_hash: hex(&Sha256::digest(source.as_bytes())),
+        sources: overrides::provenance(&text, &set_by),
     })
+}
+
+/// Points the problems found after overrides were applied at their origin: the override that set
+/// the value, else the key's place in the file as written.
+fn blame_overrides(mut error: ScenarioError, source: &str, set_by: &BTreeMap<String, String>) -> ScenarioError {
+    let (document, _) = DeTable::parse_recoverable(source);
+    for problem in &mut error.problems {
+        let by = set_by
+            .iter()
+            .find(|(key, _)| overrides::concerns(&problem.key, key))
+            .map(|(_, by)| by.clone());
+        let place = key_span(document.get_ref(), &parse_dotted(&problem.key));
+        match (by, place) {
+            (Some(by), _) => problem.origin = Some(by),
+            (None, Some(span)) => {
+                (problem.line, problem.column) = diagnostics::line_column(source, span.start);
+            }
+            (None, None) => problem.origin = Some("after overrides".into()),
+        }
+        if problem.origin.is_some() {
+            (problem.line, problem.column) = (0, 0);
+        }
+    }
+    error
+}
+
+/// `rooms[0].clients[1].rate` as segments.
+fn parse_dotted(key: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        if let Some(name) = pieces.next() {
+            out.push(Segment::Key(name.to_string()));
+        }
+        out.extend(pieces.filter_map(|index| index.trim_end_matches(']').parse().ok().map(Segment::Index)));
+    }
+    out
 }
 
 /// Parses and validates scenario text; `path` is used only in messages.

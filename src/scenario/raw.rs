@@ -126,6 +126,9 @@ pub struct RawThresholds {
     pub state_growth: Option<S<i64>>,
 }
 
+/// Table paths (indices removed) that are lists of tables, written `[[name]]`.
+pub const LIST_TABLES: &[&str] = &["rooms", "rooms.clients"];
+
 /// The keys a table at `table_path` (indices removed, e.g. `rooms.clients`) accepts.
 pub fn keys_of(table_path: &str) -> Option<&'static [&'static str]> {
     use serde_aux::serde_introspection::serde_introspect as keys;

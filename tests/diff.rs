@@ -129,3 +129,40 @@ fn results_of_other_schemas_or_scenarios_are_refused() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn a_baseline_keeps_only_portable_figures_and_catches_new_gaps() {
+    let dir = scratch();
+    let base = run_pair(dir.path(), &dir.path().join("base"), None);
+    let head = run_pair(dir.path(), &dir.path().join("head"), Some(40));
+    let baselines = dir.path().join("baseline");
+    let made = leakrun(&["baseline", base.to_str().unwrap(), "--out", baselines.to_str().unwrap()]);
+    assert_eq!(made.status.code(), Some(0), "{}", describe(&made));
+    let kept = baselines.join("pair.json");
+    let baseline: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&kept).unwrap()).unwrap();
+    assert_eq!(baseline["kind"], "leakrun-baseline");
+    assert_eq!(baseline["verdicts"]["gaps"]["outcome"], "clean");
+    let names: Vec<&str> = baseline["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"lost per 1000 deliveries"), "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.contains("p99") && !n.contains("per second")),
+        "no machine-dependent figure in a baseline: {names:?}"
+    );
+
+    let (k, b, h) = (kept.to_str().unwrap(), base.to_str().unwrap(), head.to_str().unwrap());
+    let same = leakrun(&["diff", k, b]);
+    assert_eq!(same.status.code(), Some(0), "{}", describe(&same));
+    let worse = leakrun(&["diff", k, h]);
+    assert_eq!(worse.status.code(), Some(1), "{}", describe(&worse));
+    let stdout = String::from_utf8_lossy(&worse.stdout);
+    assert!(stdout.contains("WORSE  gaps: clean → gaps"), "{stdout}");
+    assert!(stdout.contains("WORSE  lost per 1000 deliveries: 0 →"), "{stdout}");
+
+    let not_a_result = leakrun(&["baseline", "nowhere.json", "--out", baselines.to_str().unwrap()]);
+    assert_eq!(not_a_result.status.code(), Some(2), "{}", describe(&not_a_result));
+}

@@ -1,14 +1,25 @@
 //! Scenario arguments: files as given, folders expanded to every `.toml` file beneath them, in
-//! a stable order, so `leakrun run scenarios/` runs the whole folder as CI does.
+//! a stable order, so `leakrun run scenarios/` runs the whole folder as CI does, and quoted glob
+//! patterns (`'scenarios/**/*.toml'`, for shells and CI files that do not expand them) expanded.
 
 use std::path::{Path, PathBuf};
 
 /// Expands `args` into scenario files; a folder contributes its `.toml` files, recursively and
-/// sorted. An argument that is neither a file nor a folder is kept, so loading it reports it.
+/// sorted; a glob pattern that is not itself a file its matches, sorted. Any other argument is kept,
+/// so loading it reports it.
 pub fn expand(args: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for arg in args {
-        if arg.is_dir() {
+        let text = arg.to_string_lossy();
+        if !arg.exists() && text.contains(['*', '?', '[']) {
+            let matches = glob::glob(&text).map_err(|e| format!("{text}: not a valid pattern: {e}"))?;
+            let mut found: Vec<PathBuf> = matches.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            if found.is_empty() {
+                return Err(format!("{text}: no file matches this pattern"));
+            }
+            found.sort();
+            files.extend(found);
+        } else if arg.is_dir() {
             let before = files.len();
             collect(arg, &mut files).map_err(|e| format!("{}: cannot read the folder: {e}", arg.display()))?;
             if files.len() == before {
@@ -59,5 +70,10 @@ mod tests {
                 .contains("no scenario files")
         );
         assert_eq!(expand(&[PathBuf::from("x.toml")]).unwrap(), [PathBuf::from("x.toml")]);
+        let pattern = dir.path().join("*.toml");
+        let matched = expand(&[pattern]).unwrap();
+        assert_eq!(matched, [dir.path().join("a.toml"), dir.path().join("b.toml")]);
+        let nothing = expand(&[dir.path().join("*.yaml")]).unwrap_err();
+        assert!(nothing.contains("no file matches"), "{nothing}");
     }
 }

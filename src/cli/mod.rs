@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios and write results/<name>.json (the default: `leakrun FILE` = `leakrun run FILE`).
     Run {
-        /// Scenario files.
+        /// Scenario files, folders (every .toml beneath) or quoted glob patterns.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Folder for result files.
@@ -52,7 +52,7 @@ pub enum Command {
     },
     /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
     List {
-        /// Scenario files or folders.
+        /// Scenario files, folders (every .toml beneath) or quoted glob patterns.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print a JSON array instead of lines.
@@ -61,7 +61,7 @@ pub enum Command {
     },
     /// Parse and validate scenarios without running them.
     Check {
-        /// Scenario files.
+        /// Scenario files, folders (every .toml beneath) or quoted glob patterns.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Override scenario keys as `run` would, e.g. `--set run.duration=5s`; repeatable.
@@ -82,10 +82,20 @@ pub enum Command {
         #[arg(long, default_value_t = 0.1)]
         tolerance: f64,
     },
+    /// Keep results as baselines: verdicts and the figures that mean the same on any machine
+    /// (bytes per connection, messages lost per thousand), for `diff` in CI.
+    Baseline {
+        /// Result files.
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Folder for the baselines.
+        #[arg(long, default_value = "results/baseline")]
+        out: PathBuf,
+    },
 }
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
-const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "baseline", "help"];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
@@ -118,6 +128,18 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             }
         }
         Command::List { files, json } => list(&files, json),
+        Command::Baseline { results, out } => match crate::diff::write_baselines(&results, &out) {
+            Ok(written) => {
+                for path in written {
+                    println!("{}", path.display());
+                }
+                Exit::Pass
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                Exit::Usage
+            }
+        },
         Command::Diff {
             base,
             head,

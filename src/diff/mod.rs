@@ -5,19 +5,22 @@
 //! figures that moved beyond noise (latency percentiles, bytes per connection, deliveries per
 //! second), each with its relative change and whether the move is a regression. Results of
 //! different schema versions or of different scenarios are refused, not compared.
+//!
+//! Either side may be a baseline (a [`Snapshot`] kept in the repository) instead of a full result:
+//! then only the verdicts and the figures a baseline keeps are compared.
+
+mod render;
+pub mod snapshot;
 
 use serde::Serialize;
+
+pub use render::{render_markdown, render_text};
+pub use snapshot::{Figure, Snapshot, Worse};
 
 use crate::results::{RunResult, SCHEMA_VERSION};
 use crate::verdict::gaps::GapOutcome;
 use crate::verdict::latency::LatencyOutcome;
 use crate::verdict::leak::LeakOutcome;
-
-/// Changes below this many microseconds of latency are noise whatever their relative size: two
-/// runs of one scenario on loopback differ by a millisecond or two at the tail.
-const LATENCY_FLOOR_US: f64 = 5000.0;
-/// Changes below this many bytes per connection are noise whatever their relative size.
-const BYTES_PER_CONNECTION_FLOOR: f64 = 4.0;
 
 /// Why two results cannot be compared.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,35 @@ pub enum LoadDiffError {
     Incomparable(#[from] DiffError),
 }
 
+/// Writes the baseline of each result in `results` to `out/<scenario>.json`; returns the files
+/// written. A result that was not judged (an error, an interruption) makes no baseline.
+pub fn write_baselines(
+    results: &[std::path::PathBuf],
+    out: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut snapshots = Vec::new();
+    for path in results {
+        let result = crate::results::read(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
+        if result.verdicts.is_none() {
+            return Err(format!(
+                "{}: the run ended {:?} without verdicts; a baseline needs a judged run",
+                path.display(),
+                result.status
+            ));
+        }
+        snapshots.push(Snapshot::baseline(&result));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut written = Vec::new();
+    for snapshot in snapshots {
+        let path = out.join(crate::results::RunResult::file_name(&snapshot.scenario));
+        let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())? + "\n";
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Reads two result files and compares them. The schema versions and scenario names are checked
 /// on the raw JSON first, so a result from another schema is refused with that reason rather
 /// than with a parse error.
@@ -150,7 +182,14 @@ pub fn compare_files(
         }
         .into());
     }
-    let name = |v: &serde_json::Value| v["scenario"]["name"].as_str().unwrap_or_default().to_string();
+    // A result has `scenario.name`, a baseline a bare `scenario`.
+    let name = |v: &serde_json::Value| {
+        v["scenario"]["name"]
+            .as_str()
+            .or(v["scenario"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
     if name(&base) != name(&head) {
         return Err(DiffError::Scenario {
             base_file,
@@ -160,18 +199,25 @@ pub fn compare_files(
         }
         .into());
     }
-    let parse = |v: serde_json::Value, file: &str| -> Result<RunResult, LoadDiffError> {
-        serde_json::from_value(v).map_err(|e| LoadDiffError::Unreadable(format!("{file}: not a leakrun result: {e}")))
-    };
-    let (base, head) = (parse(base, &base_file)?, parse(head, &head_file)?);
+    let (base, head) = (snapshot_of(base, &base_file)?, snapshot_of(head, &head_file)?);
     Ok(compare(&base, &base_file, &head, &head_file, tolerance)?)
+}
+
+/// A result file's JSON as a snapshot: a baseline as it is, a full result reduced.
+fn snapshot_of(value: serde_json::Value, file: &str) -> Result<Snapshot, LoadDiffError> {
+    let unreadable = |e: serde_json::Error| LoadDiffError::Unreadable(format!("{file}: not a leakrun result: {e}"));
+    if value["kind"] == snapshot::BASELINE_KIND {
+        return serde_json::from_value(value).map_err(unreadable);
+    }
+    let result: RunResult = serde_json::from_value(value).map_err(unreadable)?;
+    Ok(Snapshot::of(&result))
 }
 
 /// Compares `head` against `base`; `tolerance` is a relative change (0.1 = 10%).
 pub fn compare(
-    base: &RunResult,
+    base: &Snapshot,
     base_file: &str,
-    head: &RunResult,
+    head: &Snapshot,
     head_file: &str,
     tolerance: f64,
 ) -> Result<Diff, DiffError> {
@@ -183,16 +229,16 @@ pub fn compare(
             head: head.schema_version,
         });
     }
-    if base.scenario.name != head.scenario.name {
+    if base.scenario != head.scenario {
         return Err(DiffError::Scenario {
             base_file: base_file.into(),
-            base: base.scenario.name.clone(),
+            base: base.scenario.clone(),
             head_file: head_file.into(),
-            head: head.scenario.name.clone(),
+            head: head.scenario.clone(),
         });
     }
     Ok(Diff {
-        scenario: head.scenario.name.clone(),
+        scenario: head.scenario.clone(),
         base_file: base_file.into(),
         head_file: head_file.into(),
         tolerance,
@@ -201,11 +247,11 @@ pub fn compare(
     })
 }
 
-fn verdict_changes(base: &RunResult, head: &RunResult) -> Vec<VerdictChange> {
+fn verdict_changes(base: &Snapshot, head: &Snapshot) -> Vec<VerdictChange> {
     let mut changes = Vec::new();
     let (Some(b), Some(h)) = (&base.verdicts, &head.verdicts) else {
         if base.verdicts.is_some() != head.verdicts.is_some() {
-            let has = |r: &RunResult| if r.verdicts.is_some() { "judged" } else { "no verdicts" };
+            let has = |s: &Snapshot| if s.verdicts.is_some() { "judged" } else { "no verdicts" };
             changes.push(VerdictChange {
                 verdict: "run".into(),
                 base: has(base).into(),
@@ -220,29 +266,12 @@ fn verdict_changes(base: &RunResult, head: &RunResult) -> Vec<VerdictChange> {
         return changes;
     };
     if b.gaps.outcome != h.gaps.outcome {
-        let detail = match head.losses.records.first() {
-            Some(first) => format!(
-                "{} lost, {} duplicated, {} reordered, {} misrouted; first in room {}: {} missed seq {}..={} from sender {} ({}) at {:.3}s",
-                h.gaps.totals.lost(),
-                h.gaps.totals.duplicates,
-                h.gaps.totals.reordered,
-                h.gaps.totals.misrouted,
-                first.room,
-                first.receiver_client,
-                first.first_seq,
-                first.last_seq,
-                first.sender,
-                first.sender_client,
-                first.at_s
-            ),
-            None => h.gaps.summary.clone(),
-        };
         changes.push(VerdictChange {
             verdict: "gaps".into(),
             base: gap_name(b.gaps.outcome).into(),
             head: gap_name(h.gaps.outcome).into(),
             worse: h.gaps.outcome == GapOutcome::Gaps,
-            detail,
+            detail: h.gaps.detail.clone(),
         });
     }
     if b.latency.outcome != h.latency.outcome {
@@ -251,7 +280,7 @@ fn verdict_changes(base: &RunResult, head: &RunResult) -> Vec<VerdictChange> {
             base: latency_name(b.latency.outcome).into(),
             head: latency_name(h.latency.outcome).into(),
             worse: h.latency.outcome == LatencyOutcome::Breach,
-            detail: h.latency.summary.clone(),
+            detail: h.latency.detail.clone(),
         });
     }
     if b.leak.outcome != h.leak.outcome {
@@ -260,7 +289,7 @@ fn verdict_changes(base: &RunResult, head: &RunResult) -> Vec<VerdictChange> {
             base: leak_name(b.leak.outcome).into(),
             head: leak_name(h.leak.outcome).into(),
             worse: leak_rank(h.leak.outcome) > leak_rank(b.leak.outcome),
-            detail: h.leak.summary.clone(),
+            detail: h.leak.detail.clone(),
         });
     }
     changes
@@ -296,18 +325,16 @@ fn leak_rank(o: LeakOutcome) -> u8 {
     }
 }
 
-/// Which way is bad for a figure.
-#[derive(Clone, Copy)]
-enum Worse {
-    Higher,
-    Lower,
-}
-
-fn figure_changes(base: &RunResult, head: &RunResult, tolerance: f64) -> Vec<FigureChange> {
+/// The figures both sides have that moved past the floor and the tolerance, in the head's order.
+fn figure_changes(base: &Snapshot, head: &Snapshot, tolerance: f64) -> Vec<FigureChange> {
     let mut out = Vec::new();
-    let mut push = |figure: String, unit: &str, b: f64, h: f64, worse: Worse, floor: f64| {
-        if b == h || (h - b).abs() < floor {
-            return;
+    for figure in &head.figures {
+        let Some(before) = base.figures.iter().find(|f| f.name == figure.name) else {
+            continue;
+        };
+        let (b, h) = (before.value, figure.value);
+        if b == h || (h - b).abs() < figure.floor {
+            continue;
         }
         let relative = if b == 0.0 {
             f64::INFINITY.copysign(h)
@@ -315,173 +342,20 @@ fn figure_changes(base: &RunResult, head: &RunResult, tolerance: f64) -> Vec<Fig
             (h - b) / b.abs()
         };
         if relative.abs() <= tolerance {
-            return;
+            continue;
         }
-        let bad = match worse {
+        let regression = match figure.worse {
             Worse::Higher => h > b,
             Worse::Lower => h < b,
         };
         out.push(FigureChange {
-            figure,
-            unit: unit.into(),
+            figure: figure.name.clone(),
+            unit: figure.unit.clone(),
             base: b,
             head: h,
             relative,
-            regression: bad,
+            regression,
         });
-    };
-    if let (Some(b), Some(h)) = (&base.verdicts, &head.verdicts) {
-        for room in &h.latency.delivery {
-            let Some(before) = b.latency.delivery.iter().find(|r| r.room == room.room) else {
-                continue;
-            };
-            let (x, y) = (&before.delivery, &room.delivery);
-            for (name, bv, hv) in [
-                ("p50", x.p50_us, y.p50_us),
-                ("p99", x.p99_us, y.p99_us),
-                ("p99.9", x.p999_us, y.p999_us),
-                ("max", x.max_us, y.max_us),
-            ] {
-                push(
-                    format!("delivery {name} {}", room.room),
-                    "µs",
-                    bv as f64,
-                    hv as f64,
-                    Worse::Higher,
-                    LATENCY_FLOOR_US,
-                );
-            }
-        }
-        push(
-            "connect p99".into(),
-            "µs",
-            b.latency.connect.p99_us as f64,
-            h.latency.connect.p99_us as f64,
-            Worse::Higher,
-            LATENCY_FLOOR_US,
-        );
-        if let (Some(x), Some(y)) = (b.leak.bytes_per_connection, h.leak.bytes_per_connection) {
-            push(
-                "heap per closed connection".into(),
-                "B/conn",
-                x,
-                y,
-                Worse::Higher,
-                BYTES_PER_CONNECTION_FLOOR,
-            );
-        }
-        push(
-            "messages lost".into(),
-            "",
-            b.gaps.totals.lost() as f64,
-            h.gaps.totals.lost() as f64,
-            Worse::Higher,
-            0.5,
-        );
-    }
-    let rate = |r: &RunResult| {
-        let judged: Vec<f64> = r.iterations.iter().map(|i| i.deliveries_per_s).collect();
-        (!judged.is_empty()).then(|| judged.iter().sum::<f64>() / judged.len() as f64)
-    };
-    if let (Some(x), Some(y)) = (rate(base), rate(head)) {
-        push("deliveries per second".into(), "/s", x, y, Worse::Lower, 1.0);
     }
     out
-}
-
-/// The diff as text for a terminal.
-pub fn render_text(diff: &Diff) -> String {
-    let mut out = format!("{}: {} → {}\n", diff.scenario, diff.base_file, diff.head_file);
-    if diff.verdicts.is_empty() {
-        out.push_str("verdicts: unchanged\n");
-    }
-    for v in &diff.verdicts {
-        out.push_str(&format!(
-            "{} {}: {} → {}: {}\n",
-            if v.worse { "WORSE " } else { "better" },
-            v.verdict,
-            v.base,
-            v.head,
-            v.detail
-        ));
-    }
-    if diff.figures.is_empty() {
-        out.push_str(&format!(
-            "figures: none moved more than {:.0}%\n",
-            diff.tolerance * 100.0
-        ));
-    }
-    for f in &diff.figures {
-        out.push_str(&format!(
-            "{} {}: {} → {} {} ({})\n",
-            if f.regression { "WORSE " } else { "      " },
-            f.figure,
-            number(f.base),
-            number(f.head),
-            f.unit,
-            percent(f.relative)
-        ));
-    }
-    out
-}
-
-/// The diff as Markdown, for a pull request comment or a job summary.
-pub fn render_markdown(diff: &Diff) -> String {
-    let mut out = format!(
-        "### leakrun diff: `{}`\n\n`{}` → `{}`\n\n",
-        diff.scenario, diff.base_file, diff.head_file
-    );
-    if diff.verdicts.is_empty() {
-        out.push_str("Verdicts unchanged.\n\n");
-    } else {
-        out.push_str("| verdict | base | head | |\n|---|---|---|---|\n");
-        for v in &diff.verdicts {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                v.verdict,
-                v.base,
-                v.head,
-                if v.worse { "❌ worse" } else { "✅ better" }
-            ));
-        }
-        out.push('\n');
-        for v in diff.verdicts.iter().filter(|v| v.worse) {
-            out.push_str(&format!("- **{}**: {}\n", v.verdict, v.detail.replace('|', "\\|")));
-        }
-        out.push('\n');
-    }
-    if diff.figures.is_empty() {
-        out.push_str(&format!("No figure moved more than {:.0}%.\n", diff.tolerance * 100.0));
-    } else {
-        out.push_str("| figure | base | head | change | |\n|---|---|---|---|---|\n");
-        for f in &diff.figures {
-            out.push_str(&format!(
-                "| {} | {} {} | {} {} | {} | {} |\n",
-                f.figure,
-                number(f.base),
-                f.unit,
-                number(f.head),
-                f.unit,
-                percent(f.relative),
-                if f.regression { "❌" } else { "" }
-            ));
-        }
-    }
-    out
-}
-
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-fn percent(relative: f64) -> String {
-    if relative.is_infinite() {
-        "new".into()
-    } else {
-        format!("{:+.1}%", relative * 100.0)
-    }
 }

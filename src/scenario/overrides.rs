@@ -195,73 +195,80 @@ pub fn apply(source: &str, overrides: &[Override]) -> Result<(String, BTreeMap<S
             message,
         };
         let steps = steps_of(&item.key).map_err(bad)?;
-        let mut written = Vec::new();
-        set_in(
-            document.as_table_mut(),
-            &steps,
-            &value_of(&item.value),
-            String::new(),
-            &mut written,
-        )
-        .map_err(bad)?;
-        for key in written {
+        let mut writer = Writer {
+            value: value_of(&item.value),
+            // An environment variable changes a list entry's value only where the file wrote one:
+            // WORKERS is the worker count of closed-model workloads, not a new key for open ones.
+            only_where_written: item.source != "--set",
+            written: Vec::new(),
+        };
+        writer
+            .set_in(document.as_table_mut(), &steps, String::new())
+            .map_err(bad)?;
+        for key in writer.written {
             set_by.insert(key, item.describe());
         }
     }
     Ok((document.to_string(), set_by))
 }
 
-fn set_in(
-    table: &mut dyn TableLike,
-    steps: &[Step],
-    value: &Value,
-    prefix: String,
-    written: &mut Vec<String>,
-) -> Result<(), String> {
-    let Some((step, rest)) = steps.split_first() else {
-        return Ok(());
-    };
-    let here = if prefix.is_empty() {
-        step.key.clone()
-    } else {
-        format!("{prefix}.{}", step.key)
-    };
-    if rest.is_empty() {
-        table.insert(&step.key, Item::Value(value.clone()));
-        written.push(here);
-        return Ok(());
-    }
-    let Some(index) = step.index else {
-        if table.get(&step.key).is_none() {
-            let mut new = toml_edit::Table::new();
-            new.set_implicit(true);
-            table.insert(&step.key, Item::Table(new));
+/// Writes one override's value wherever its key leads.
+struct Writer {
+    value: Value,
+    only_where_written: bool,
+    written: Vec<String>,
+}
+
+impl Writer {
+    fn set_in(&mut self, table: &mut dyn TableLike, steps: &[Step], prefix: String) -> Result<(), String> {
+        let Some((step, rest)) = steps.split_first() else {
+            return Ok(());
+        };
+        let here = if prefix.is_empty() {
+            step.key.clone()
+        } else {
+            format!("{prefix}.{}", step.key)
+        };
+        if rest.is_empty() {
+            let in_a_list = here.contains('[');
+            if !(self.only_where_written && in_a_list) || table.get(&step.key).is_some() {
+                table.insert(&step.key, Item::Value(self.value.clone()));
+                self.written.push(here);
+            }
+            return Ok(());
         }
-        let inner = table
-            .get_mut(&step.key)
-            .and_then(Item::as_table_like_mut)
-            .ok_or_else(|| format!("`{here}` is not a table in the file"))?;
-        return set_in(inner, rest, value, here, written);
-    };
-    let entries = list_entries(table.get_mut(&step.key));
-    let count = entries.len();
-    let chosen: Vec<(usize, &mut dyn TableLike)> = match index {
-        Index::Every => entries.into_iter().enumerate().collect(),
-        Index::At(i) => {
-            let Some(entry) = entries.into_iter().nth(i) else {
-                return Err(match count {
-                    0 => format!("the scenario has no `{here}` entries"),
-                    1 => format!("`{here}` has 1 entry: use {here}[0]"),
-                    n => format!("`{here}` has {n} entries: use {here}[0] to {here}[{}]", n - 1),
-                });
-            };
-            vec![(i, entry)]
+        let Some(index) = step.index else {
+            if table.get(&step.key).is_none() {
+                let mut new = toml_edit::Table::new();
+                new.set_implicit(true);
+                table.insert(&step.key, Item::Table(new));
+            }
+            let inner = table
+                .get_mut(&step.key)
+                .and_then(Item::as_table_like_mut)
+                .ok_or_else(|| format!("`{here}` is not a table in the file"))?;
+            return self.set_in(inner, rest, here);
+        };
+        let entries = list_entries(table.get_mut(&step.key));
+        let count = entries.len();
+        let chosen: Vec<(usize, &mut dyn TableLike)> = match index {
+            Index::Every => entries.into_iter().enumerate().collect(),
+            Index::At(i) => {
+                let Some(entry) = entries.into_iter().nth(i) else {
+                    return Err(match count {
+                        0 => format!("the scenario has no `{here}` entries"),
+                        1 => format!("`{here}` has 1 entry: use {here}[0]"),
+                        n => format!("`{here}` has {n} entries: use {here}[0] to {here}[{}]", n - 1),
+                    });
+                };
+                vec![(i, entry)]
+            }
+        };
+        for (i, entry) in chosen {
+            self.set_in(entry, rest, format!("{here}[{i}]"))?;
         }
-    };
-    for (i, entry) in chosen {
-        set_in(entry, rest, value, format!("{here}[{i}]"), written)?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// The tables of a list written either as `[[name]]` or as an inline array of inline tables.
@@ -406,6 +413,24 @@ clients = [{ count = 3 }]
         assert_eq!(
             Override::from_flag("run.duration").unwrap_err(),
             OverrideError::NoValue("run.duration".into())
+        );
+    }
+
+    #[test]
+    fn environment_values_change_list_entries_only_where_the_file_wrote_them() {
+        let mut env = set("rooms[*].clients[0].rate", "5");
+        env.source = "RATE".into();
+        let (text, by) = apply(&FILE.replace("count = 2", "count = 2\n  rate = 9"), &[env]).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(doc["rooms"][0]["clients"][0]["rate"].as_integer(), Some(5));
+        assert!(doc["rooms"][1]["clients"][0].get("rate").is_none(), "{text}");
+        assert_eq!(by.len(), 1, "{by:?}");
+        let (text, _) = apply(FILE, &[set("rooms[*].clients[0].rate", "5")]).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            doc["rooms"][1]["clients"][0]["rate"].as_integer(),
+            Some(5),
+            "a flag sets it everywhere"
         );
     }
 

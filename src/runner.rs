@@ -307,6 +307,7 @@ async fn run_on(
             totals,
             per_room,
             &records,
+            total_records == records.len() as u64,
             server.layer.dropped_full,
             server.layer.fault_dropped,
             &scenario.thresholds,

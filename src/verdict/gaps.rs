@@ -43,6 +43,10 @@ pub struct GapsVerdict {
     pub server_dropped_full: u64,
     /// Messages the `drop_one_in` fault switch dropped.
     pub server_fault_dropped: u64,
+    /// Distinct messages (sender, seq) behind the lost deliveries: one dropped group message is
+    /// one message lost by every member. `None` when the loss records were cut short.
+    #[serde(default)]
+    pub distinct_lost: Option<u64>,
     /// The first loss records (the full list is in `losses`).
     pub first_losses: Vec<LossRecord>,
 }
@@ -52,15 +56,21 @@ pub fn judge(
     totals: LossTotals,
     per_room: Vec<RoomLoss>,
     records: &[LossRecord],
+    records_complete: bool,
     server_dropped_full: u64,
     server_fault_dropped: u64,
     thresholds: &Thresholds,
     expect_gaps: bool,
 ) -> GapsVerdict {
+    let distinct_lost = records_complete.then(|| distinct_messages(records));
     let mut breaches = Vec::new();
     if totals.lost() > thresholds.gaps {
+        let distinct = match distinct_lost {
+            Some(n) if n != totals.lost() => format!(" of {n} distinct messages"),
+            _ => String::new(),
+        };
         breaches.push(format!(
-            "{} lost ({} gaps, {} tail loss; allowed {})",
+            "{} lost{distinct} ({} gaps, {} tail loss; allowed {})",
             totals.lost(),
             totals.gaps,
             totals.tail_loss,
@@ -123,6 +133,93 @@ pub fn judge(
         per_room,
         server_dropped_full,
         server_fault_dropped,
+        distinct_lost,
         first_losses: records.iter().take(20).cloned().collect(),
+    }
+}
+
+/// How many distinct (sender, seq) messages the loss records cover: each sender's missing ranges,
+/// merged across receivers.
+fn distinct_messages(records: &[LossRecord]) -> u64 {
+    let mut ranges: Vec<(u64, u64, u64)> = records.iter().map(|r| (r.sender, r.first_seq, r.last_seq)).collect();
+    ranges.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64, u64)> = None;
+    for (sender, first, last) in ranges {
+        match current {
+            Some((s, start, end)) if s == sender && first <= end.saturating_add(1) => {
+                current = Some((s, start, end.max(last)));
+            }
+            _ => {
+                if let Some((_, start, end)) = current {
+                    total += end - start + 1;
+                }
+                current = Some((sender, first, last));
+            }
+        }
+    }
+    if let Some((_, start, end)) = current {
+        total += end - start + 1;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::analysis::LossKind;
+
+    fn record(receiver: u64, sender: u64, first_seq: u64, last_seq: u64) -> LossRecord {
+        LossRecord {
+            kind: LossKind::Gap,
+            room: "r".into(),
+            receiver,
+            receiver_client: format!("r#{receiver}"),
+            sender,
+            sender_client: format!("s#{sender}"),
+            first_seq,
+            last_seq,
+            count: last_seq - first_seq + 1,
+            at_s: 0.0,
+            wall: String::new(),
+        }
+    }
+
+    /// The thresholds of a scenario that names none: nothing lost allowed.
+    fn default_thresholds() -> Thresholds {
+        let text = "name = \"t\"\n[[rooms]]\nname = \"r\"\n  [[rooms.clients]]\n  count = 1\n";
+        crate::scenario::parse(std::path::Path::new("t.toml"), text)
+            .expect("a minimal scenario")
+            .thresholds
+    }
+
+    #[test]
+    fn one_message_missed_by_every_receiver_counts_once() {
+        // Sender 1's seq 33 missed by three receivers; sender 2's 5..=7 and 6..=9 overlap.
+        let records = [
+            record(10, 1, 33, 33),
+            record(11, 1, 33, 33),
+            record(12, 1, 33, 33),
+            record(10, 2, 5, 7),
+            record(11, 2, 6, 9),
+            record(11, 3, 6, 9),
+        ];
+        assert_eq!(distinct_messages(&records), 1 + 5 + 4);
+        let totals = LossTotals {
+            sent: 100,
+            received: 280,
+            gaps: records.iter().map(|r| r.count).sum(),
+            ..LossTotals::default()
+        };
+        let v = judge(totals, Vec::new(), &records, true, 0, 0, &default_thresholds(), false);
+        assert_eq!(v.distinct_lost, Some(10));
+        assert!(
+            v.summary.starts_with("gaps: 14 lost of 10 distinct messages"),
+            "{}",
+            v.summary
+        );
+        let cut = judge(totals, Vec::new(), &records, false, 0, 0, &default_thresholds(), false);
+        assert_eq!(cut.distinct_lost, None);
+        assert!(cut.summary.starts_with("gaps: 14 lost ("), "{}", cut.summary);
     }
 }

@@ -306,8 +306,10 @@ async fn run_on(
         let gaps = verdict::gaps::judge(
             totals,
             per_room,
-            &records,
-            total_records == records.len() as u64,
+            verdict::gaps::LossRecords {
+                kept: &records,
+                complete: total_records == records.len() as u64,
+            },
             server.layer.dropped_full,
             server.layer.fault_dropped,
             &scenario.thresholds,

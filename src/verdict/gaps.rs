@@ -51,18 +51,27 @@ pub struct GapsVerdict {
     pub first_losses: Vec<LossRecord>,
 }
 
+/// The loss records a run kept, and whether they are all of them.
+#[derive(Debug, Clone, Copy)]
+pub struct LossRecords<'a> {
+    /// The records, in the order found.
+    pub kept: &'a [LossRecord],
+    /// False when the log was cut at its cap.
+    pub complete: bool,
+}
+
 /// Judges `totals` against `thresholds`.
 pub fn judge(
     totals: LossTotals,
     per_room: Vec<RoomLoss>,
-    records: &[LossRecord],
-    records_complete: bool,
+    records: LossRecords<'_>,
     server_dropped_full: u64,
     server_fault_dropped: u64,
     thresholds: &Thresholds,
     expect_gaps: bool,
 ) -> GapsVerdict {
-    let distinct_lost = records_complete.then(|| distinct_messages(records));
+    let distinct_lost = records.complete.then(|| distinct_messages(records.kept));
+    let records = records.kept;
     let mut breaches = Vec::new();
     if totals.lost() > thresholds.gaps {
         let distinct = match distinct_lost {
@@ -211,14 +220,36 @@ mod tests {
             gaps: records.iter().map(|r| r.count).sum(),
             ..LossTotals::default()
         };
-        let v = judge(totals, Vec::new(), &records, true, 0, 0, &default_thresholds(), false);
+        let v = judge(
+            totals,
+            Vec::new(),
+            LossRecords {
+                kept: &records,
+                complete: true,
+            },
+            0,
+            0,
+            &default_thresholds(),
+            false,
+        );
         assert_eq!(v.distinct_lost, Some(10));
         assert!(
             v.summary.starts_with("gaps: 14 lost of 10 distinct messages"),
             "{}",
             v.summary
         );
-        let cut = judge(totals, Vec::new(), &records, false, 0, 0, &default_thresholds(), false);
+        let cut = judge(
+            totals,
+            Vec::new(),
+            LossRecords {
+                kept: &records,
+                complete: false,
+            },
+            0,
+            0,
+            &default_thresholds(),
+            false,
+        );
         assert_eq!(cut.distinct_lost, None);
         assert!(cut.summary.starts_with("gaps: 14 lost ("), "{}", cut.summary);
     }

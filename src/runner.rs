@@ -27,7 +27,7 @@ use crate::observe::latency::{LatencyBook, SharedHistogram};
 use crate::observe::sampler::{MemoryProbe, Probes, Sampler, StateReading, StateSource};
 use crate::results::{self, *};
 use crate::scenario::LoadedScenario;
-use crate::server::{AppState, EmbeddedServer, ServerFaults, ServerStats};
+use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
 use crate::verdict::leak::IterationMemory;
 use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
 
@@ -165,17 +165,23 @@ async fn run_on(
     let scenario = &loaded.scenario;
     let mut servers = Vec::new();
     let faults = &scenario.server.faults;
-    for layer in &backend.layers {
-        let state = AppState::with_faults(
+    for (instance, layer) in backend.layers.iter().enumerate() {
+        let state = AppState::with_cache(
             layer.clone(),
             scenario.server.max_frame,
             ServerFaults::new(faults.leak_per_connection, faults.hold_per_connection),
+            scenario.server.cache,
         );
-        match EmbeddedServer::start(state).await {
+        let port = match scenario.server.port {
+            0 => 0,
+            first => first + instance as u16,
+        };
+        let addr = std::net::SocketAddr::new(scenario.server.host, port);
+        match EmbeddedServer::start_on(state, addr).await {
             Ok(server) => servers.push(server),
             Err(e) => {
                 stop_servers(servers).await;
-                return Err(format!("the embedded server would not start on 127.0.0.1: {e}"));
+                return Err(format!("the embedded server would not start on {addr}: {e}"));
             }
         }
     }
@@ -196,7 +202,8 @@ async fn run_on(
         states: servers.iter().map(|s| s.state.clone()).collect(),
         shared_layer,
     };
-    let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded)];
+    let caches = CacheSource::new(servers.iter().map(|s| s.state.cache.clone()).collect());
+    let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded), Box::new(caches)];
     sources.extend(backend.state_source());
     let probes = Arc::new(Probes::new(*clock, MemoryProbe::own_process(), sources));
     settle(&servers, &probes, BEFORE_SETTLE).await;

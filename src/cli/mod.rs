@@ -168,11 +168,12 @@ fn check(files: &[PathBuf]) -> Exit {
             Ok(loaded) => {
                 let s = &loaded.scenario;
                 println!(
-                    "ok  {}: `{}`, {} room(s), {} client(s), {} iteration(s) of {}",
+                    "ok  {}: `{}`, {} room(s), {} client(s), {} HTTP workload(s), {} iteration(s) of {}",
                     file.display(),
                     s.name,
                     s.rooms.len(),
                     s.client_count(),
+                    s.http.len(),
                     s.run.iterations,
                     humantime::format_duration(s.run.duration)
                 );

@@ -348,6 +348,9 @@ fn print_summary(outcome: &runner::RunOutcome) {
             println!("  {line}");
         }
     }
+    for route in &r.http {
+        println!("       http     {}", route.line());
+    }
 }
 
 fn render_load_error(error: &LoadError) -> String {

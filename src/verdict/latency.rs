@@ -1,9 +1,12 @@
-//! The latency verdict: delivery percentiles per room and connect time against thresholds.
+//! The latency verdict: delivery percentiles per room, connect time and HTTP latency per route
+//! against thresholds. An HTTP request that got no answer at all (connect, timeout, reset, ...)
+//! has no latency to judge; past `thresholds.http_errors` per route it is a breach too.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::observe::http::RouteFigures;
 use crate::observe::latency::LatencySummary;
 use crate::scenario::Thresholds;
 
@@ -49,6 +52,7 @@ pub struct LatencyVerdict {
 pub fn judge(
     delivery: Vec<RoomLatency>,
     connect: LatencySummary,
+    http: &[RouteFigures],
     thresholds: &Thresholds,
     expect_breach: bool,
 ) -> LatencyVerdict {
@@ -78,6 +82,25 @@ pub fn judge(
     if connect.count > 0 {
         check("connect p99", connect.p99_us, thresholds.connect_p99);
     }
+    for route in http.iter().filter(|r| r.latency.count > 0) {
+        check(
+            &format!("{} p99", route.route),
+            route.latency.p99_us,
+            thresholds.http_p99,
+        );
+    }
+    for route in http.iter().filter(|r| r.failed > thresholds.http_errors) {
+        let kinds = route
+            .failures
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        breaches.push(format!(
+            "{}: {} of {} requests got no answer ({kinds}; thresholds.http_errors = {})",
+            route.route, route.failed, route.requests, thresholds.http_errors
+        ));
+    }
     let outcome = if breaches.is_empty() {
         LatencyOutcome::Within
     } else {
@@ -98,12 +121,25 @@ pub fn judge(
             fmt_us(w.delivery.max_us),
             fmt_us(connect.p99_us)
         ),
+        (LatencyOutcome::Within, _) if connect.count == 0 && !http.is_empty() => "within limits".to_string(),
         (LatencyOutcome::Within, _) => format!(
             "within limits: no deliveries measured; connect p99 {}",
             fmt_us(connect.p99_us)
         ),
         (LatencyOutcome::Breach, _) => format!("breach: {}", breaches.join(", ")),
     };
+    if outcome == LatencyOutcome::Within
+        && let Some(worst) = http.iter().max_by_key(|r| r.latency.p99_us)
+    {
+        summary.push_str(if summary == "within limits" { ": " } else { "; " });
+        summary.push_str(&format!(
+            "HTTP worst route {} p50 {} p99 {} max {}",
+            worst.route,
+            fmt_us(worst.latency.p50_us),
+            fmt_us(worst.latency.p99_us),
+            fmt_us(worst.latency.max_us)
+        ));
+    }
     summary.push_str(super::expectation_note(
         outcome == LatencyOutcome::Breach,
         expect_breach,

@@ -2,8 +2,8 @@
 //!
 //! Verdict changes come first (clean → leak, no gaps → gaps, within → breach), with the evidence a
 //! person needs to act — for new gaps the room, the sender and the first missing range. Then the
-//! figures that moved beyond noise (latency percentiles, bytes per connection, deliveries per
-//! second), each with its relative change and whether the move is a regression. Results of
+//! figures that moved beyond noise (latency percentiles, bytes per connection and per HTTP
+//! request, deliveries per second, HTTP requests per second and p99 per route), each with its relative change and whether the move is a regression. Results of
 //! different schema versions or of different scenarios are refused, not compared.
 
 use serde::Serialize;
@@ -18,6 +18,9 @@ use crate::verdict::leak::LeakOutcome;
 const LATENCY_FLOOR_US: f64 = 5000.0;
 /// Changes below this many bytes per connection are noise whatever their relative size.
 const BYTES_PER_CONNECTION_FLOOR: f64 = 4.0;
+/// Changes below this many microseconds of an HTTP route's p99 are noise: loopback requests take
+/// well under a millisecond, so the delivery floor would hide every change.
+const HTTP_LATENCY_FLOOR_US: f64 = 1000.0;
 
 /// Why two results cannot be compared.
 #[derive(Debug, thiserror::Error)]
@@ -370,6 +373,16 @@ fn figure_changes(base: &RunResult, head: &RunResult, tolerance: f64) -> Vec<Fig
                 BYTES_PER_CONNECTION_FLOOR,
             );
         }
+        if let (Some(x), Some(y)) = (b.leak.bytes_per_request, h.leak.bytes_per_request) {
+            push(
+                "heap per HTTP request".into(),
+                "B/req",
+                x,
+                y,
+                Worse::Higher,
+                BYTES_PER_CONNECTION_FLOOR,
+            );
+        }
         push(
             "messages lost".into(),
             "",
@@ -385,6 +398,27 @@ fn figure_changes(base: &RunResult, head: &RunResult, tolerance: f64) -> Vec<Fig
     };
     if let (Some(x), Some(y)) = (rate(base), rate(head)) {
         push("deliveries per second".into(), "/s", x, y, Worse::Lower, 1.0);
+    }
+    for route in &head.http {
+        let Some(before) = base.http.iter().find(|r| r.route == route.route) else {
+            continue;
+        };
+        push(
+            format!("http requests per second {}", route.route),
+            "/s",
+            before.requests_per_s,
+            route.requests_per_s,
+            Worse::Lower,
+            1.0,
+        );
+        push(
+            format!("http p99 {}", route.route),
+            "µs",
+            before.latency.p99_us as f64,
+            route.latency.p99_us as f64,
+            Worse::Higher,
+            HTTP_LATENCY_FLOOR_US,
+        );
     }
     out
 }

@@ -142,3 +142,294 @@ async fn a_bounded_cache_holds_at_most_max_items_and_an_unbounded_one_holds_all(
         server.stop().await;
     }
 }
+
+// ---- Through the binary: workloads, verdicts, bad input, diff ----
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// Runs a scenario that must pass; its result and what it printed.
+fn run_passing(file: &Path, out: &Path, name: &str) -> (Value, String) {
+    let output = run_scenario(file, out);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}: {}",
+        file.display(),
+        describe(&output)
+    );
+    let r = result(out, name);
+    assert_eq!(r["status"], "pass", "{}", r["verdicts"]["leak"]["summary"]);
+    (r, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn run_ok(file: &Path, out: &Path, name: &str) -> Value {
+    run_passing(file, out, name).0
+}
+
+fn series<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["verdicts"]["leak"]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no series {name}"))
+}
+
+/// The route figures of a result's only workload, checked for what every run must hold: every
+/// request answered, none failed, and as many answers as the scenario asked for per iteration.
+fn only_route(r: &Value) -> &Value {
+    let routes = r["http"].as_array().expect("http figures");
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    let route = &routes[0];
+    assert_eq!(route["failed"], 0, "{route}");
+    assert_eq!(route["answered"], route["requests"], "{route}");
+    assert!(route["latency"]["count"].as_u64().unwrap() > 0);
+    assert!(route["requests_per_s"].as_f64().unwrap() > 0.0);
+    route
+}
+
+#[test]
+fn the_unbounded_cache_is_a_leak_of_about_the_value_size_per_request() {
+    let dir = scratch();
+    let r = run_ok(
+        Path::new("scenarios/cache_unbounded.toml"),
+        dir.path(),
+        "cache_unbounded",
+    );
+    let leak = &r["verdicts"]["leak"];
+    assert_eq!(leak["outcome"], "leak", "{}", leak["summary"]);
+    let workload = &r["scenario"]["resolved"]["http"][0];
+    let (body, per_iteration) = (
+        workload["body"].as_f64().unwrap(),
+        workload["requests"].as_u64().unwrap(),
+    );
+    let per_request = leak["bytes_per_request"].as_f64().unwrap();
+    assert!(
+        (per_request - body).abs() <= 0.25 * body,
+        "{per_request} bytes per request for {body}-byte values"
+    );
+    assert!(
+        leak["summary"].as_str().unwrap().contains("per request"),
+        "{}",
+        leak["summary"]
+    );
+    assert_eq!(series(&r, "heap_bytes")["class"], "leak");
+    // The /info figures grow with every iteration, by one item per request.
+    let items = series(&r, "cache_items");
+    assert_eq!(items["class"], "leak");
+    let after: Vec<u64> = items["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as u64)
+        .collect();
+    assert!(after.windows(2).all(|w| w[1] - w[0] == per_iteration), "{after:?}");
+    let route = only_route(&r);
+    let iterations = r["iterations"].as_array().unwrap().len() as u64;
+    assert_eq!(route["statuses"]["204"], per_iteration * iterations, "{route}");
+    assert_eq!(leak["requests_per_iteration"], per_iteration as f64);
+}
+
+#[test]
+fn the_bounded_cache_is_clean_once_full() {
+    let dir = scratch();
+    let r = run_ok(Path::new("scenarios/cache_bounded.toml"), dir.path(), "cache_bounded");
+    let leak = &r["verdicts"]["leak"];
+    assert_ne!(leak["outcome"], "leak", "{}", leak["summary"]);
+    assert_eq!(series(&r, "heap_bytes")["class"], "clean", "{}", leak["summary"]);
+    let max_items = r["scenario"]["resolved"]["server"]["cache"]["max_items"]
+        .as_f64()
+        .unwrap();
+    for name in ["cache_items", "cache_bytes"] {
+        let s = series(&r, name);
+        assert_eq!(s["class"], "clean", "{}", s["evidence"]);
+        let after = s["after"].as_array().unwrap();
+        assert!(after.iter().all(|v| v == &after[0]), "{name} holds still: {after:?}");
+    }
+    assert_eq!(series(&r, "cache_items")["after"][0].as_f64(), Some(max_items));
+    only_route(&r);
+}
+
+#[test]
+fn the_hello_server_under_load_is_not_called_a_leak() {
+    let dir = scratch();
+    let text = std::fs::read_to_string("scenarios/warp_hello.toml")
+        .unwrap()
+        .replace("duration = \"3s\"", "duration = \"1s\"")
+        .replace("iterations = 10", "iterations = 4");
+    let (r, stdout) = run_passing(&scenario(dir.path(), "warp_hello", &text), dir.path(), "warp_hello");
+    let leak = &r["verdicts"]["leak"];
+    assert_ne!(leak["outcome"], "leak", "{}", leak["summary"]);
+    assert_eq!(series(&r, "heap_bytes")["class"], "clean", "{}", leak["summary"]);
+    // Whatever RSS did, it is named for what it is.
+    let rss = series(&r, "rss_bytes");
+    if rss["class"] == "retention" {
+        assert!(leak["summary"].as_str().unwrap().starts_with("retention, not a leak"));
+    }
+    let route = only_route(&r);
+    assert_eq!(route["route"], "GET /");
+    assert_eq!(
+        route["statuses"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["200"]
+    );
+    assert!(
+        stdout.contains("http     GET /: "),
+        "the route's line is printed: {stdout}"
+    );
+}
+
+#[test]
+fn the_open_model_sends_its_scheduled_requests_without_keep_alive() {
+    let dir = scratch();
+    let text = r#"
+name = "open"
+[[http]]
+method = "PUT"
+path = "/cache/{key}"
+keys = 20
+key_order = "sequential"
+body = 100
+rate = 200
+connections = 4
+requests = 40
+keep_alive = false
+[run]
+duration = "30s"
+iterations = 2
+"#;
+    let r = run_ok(&scenario(dir.path(), "open", text), dir.path(), "open");
+    let route = only_route(&r);
+    assert_eq!(route["statuses"]["204"], 80, "{route}");
+    for iteration in r["iterations"].as_array().unwrap() {
+        assert_eq!(iteration["http"][0]["answered"], 40);
+        // Sequential keys over a space of 20: the cache holds every key once, 20 × (3 + 100) bytes.
+        assert_eq!(iteration["after"]["state"]["cache_items"], 20);
+        assert_eq!(iteration["after"]["state"]["cache_bytes"], 20 * 103);
+    }
+}
+
+#[test]
+fn bad_http_values_exit_2_naming_file_line_key_and_what_is_valid() {
+    let dir = scratch();
+    let good = "name = \"bad\"\n[[http]]\nmethod = \"GET\"\npath = \"/\"\nworkers = 4\n";
+    let cases = [
+        (
+            "method = \"GET\"",
+            "method = \"FETCH\"",
+            "bad0.toml:3:10: `http[0].method`: `FETCH` is not one of the valid values: \"GET\", \"PUT\", \"POST\", \"DELETE\"",
+        ),
+        (
+            "workers = 4",
+            "workers = 0",
+            "bad1.toml:5:11: `http[0].workers`: 0 is out of range; valid: 1 to 10000",
+        ),
+        (
+            "workers = 4",
+            "workers = 4\nrate = 100",
+            "bad2.toml:6:8: `http[0].rate`: set either `workers` (closed model",
+        ),
+        (
+            "path = \"/\"",
+            "path = \"/cache/{id}\"",
+            "bad3.toml:4:8: `http[0].path`: `/cache/{id}` has a placeholder other than `{key}`",
+        ),
+        (
+            "workers = 4",
+            "workers = 4\n[server]\nhost = \"192.168.1.10\"",
+            "bad4.toml:7:8: `server.host`: `192.168.1.10` is not a loopback address",
+        ),
+        (
+            "workers = 4",
+            "workers = 4\nspeed = 1",
+            "bad5.toml:6:1: `http[0].speed`: unknown key `speed` in [http]; valid keys: name, method, path",
+        ),
+    ];
+    for (i, (from, to, expected)) in cases.iter().enumerate() {
+        let path = scenario(dir.path(), &format!("bad{i}"), &good.replacen(from, to, 1));
+        let (file, out) = (path.to_str().unwrap(), dir.path().to_str().unwrap());
+        for args in [vec!["check", file], vec!["run", file, "--out", out]] {
+            let command = args[0];
+            let output = leakrun(&args);
+            assert_eq!(output.status.code(), Some(2), "{command} {to}: {}", describe(&output));
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(expected),
+                "{command} `{to}`: expected `{expected}` in\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn diff_reports_a_cache_that_started_leaking_and_http_figures_that_regressed() {
+    let dir = scratch();
+    let as_one_scenario = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .replace("name = \"cache_unbounded\"", "name = \"cache\"")
+            .replace("name = \"cache_bounded\"", "name = \"cache\"")
+            .replace("[expect]\nleak = true", "")
+    };
+    let (base_out, head_out) = (dir.path().join("base"), dir.path().join("head"));
+    let base_file = scenario(dir.path(), "bounded", &as_one_scenario("scenarios/cache_bounded.toml"));
+    let head_file = scenario(
+        dir.path(),
+        "unbounded",
+        &as_one_scenario("scenarios/cache_unbounded.toml"),
+    );
+    assert_eq!(run_scenario(&base_file, &base_out).status.code(), Some(0));
+    assert_eq!(
+        run_scenario(&head_file, &head_out).status.code(),
+        Some(1),
+        "a leak nobody expected"
+    );
+    let (base, head) = (base_out.join("cache.json"), head_out.join("cache.json"));
+
+    let output = leakrun(&[
+        "diff",
+        base.to_str().unwrap(),
+        head.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let leak = report["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["verdict"] == "leak")
+        .unwrap();
+    assert_eq!(leak["worse"], true);
+    assert!(leak["detail"].as_str().unwrap().contains("per request"), "{leak}");
+    let figures = report["figures"].as_array().unwrap();
+    assert!(
+        figures
+            .iter()
+            .any(|f| f["figure"] == "heap per HTTP request" && f["regression"] == true),
+        "{figures:?}"
+    );
+
+    // The same result, its route made slower: requests per second and p99 regress.
+    let mut slower: Value = serde_json::from_str(&std::fs::read_to_string(&head).unwrap()).unwrap();
+    let route = &mut slower["http"][0];
+    let rate = route["requests_per_s"].as_f64().unwrap();
+    route["requests_per_s"] = (rate / 2.0).into();
+    let p99 = route["latency"]["p99_us"].as_u64().unwrap();
+    route["latency"]["p99_us"] = (p99 * 4 + 2000).into();
+    let slower_path = dir.path().join("slower.json");
+    std::fs::write(&slower_path, slower.to_string()).unwrap();
+    let output = leakrun(&["diff", head.to_str().unwrap(), slower_path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for figure in ["http requests per second PUT /cache/{key}", "http p99 PUT /cache/{key}"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(figure))
+            .unwrap_or_else(|| panic!("{figure} in {stdout}"));
+        assert!(line.starts_with("WORSE"), "{line}");
+    }
+}

@@ -19,7 +19,7 @@ use crate::backend;
 use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::drivers::{self, ClientSpec};
-use crate::load::http::{self as http_load, Route};
+use crate::load::http::{self as http_load, Route, WorkerPool};
 use crate::load::{LiveCounters, LoadContext, Phase};
 use crate::observe::analysis::{self, LossRecord, LossTotals, SessionReport};
 use crate::observe::clock::{RunClock, secs};
@@ -208,6 +208,18 @@ async fn run_on(
     let caches = CacheSource::new(servers.iter().map(|s| s.state.cache.clone()).collect());
     let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded), Box::new(caches)];
     sources.extend(backend.state_source());
+    // The worker threads start before the first sample, so nothing they cost is the server's.
+    let routes: Vec<Arc<Route>> = scenario.http.iter().cloned().map(|w| Arc::new(Route::new(w))).collect();
+    let pool = match routes.is_empty() {
+        true => None,
+        false => match WorkerPool::start() {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                stop_servers(servers).await;
+                return Err(format!("cannot start the HTTP worker threads: {e}"));
+            }
+        },
+    };
     let probes = Arc::new(Probes::new(*clock, MemoryProbe::own_process(), sources));
     settle(&servers, &probes, BEFORE_SETTLE).await;
     let before = match probes.sample().await {
@@ -236,7 +248,6 @@ async fn run_on(
         ctx.clone(),
     );
 
-    let routes: Vec<Arc<Route>> = scenario.http.iter().cloned().map(|w| Arc::new(Route::new(w))).collect();
     let mut run_http: Vec<Tally> = vec![Tally::default(); routes.len()];
     let run_book = LatencyBook::new(rooms.len());
     let mut totals_per_room = vec![LossTotals::default(); rooms.len()];
@@ -255,6 +266,7 @@ async fn run_on(
             probes: &probes,
             shared_layer,
             routes: &routes,
+            pool: pool.as_ref(),
         };
         let outcome = run_iteration(loaded, &ctx, &stage, &clients, index, &stop).await;
         let closed_now = closed_connections(&servers);
@@ -369,6 +381,7 @@ struct Stage<'a> {
     probes: &'a Probes,
     shared_layer: bool,
     routes: &'a [Arc<Route>],
+    pool: Option<&'a WorkerPool>,
 }
 
 struct IterationOutcome {
@@ -409,7 +422,14 @@ async fn run_iteration(
         .collect();
 
     let http_stop = cancel.child_token();
-    let mut http = heap::spawn_harness(http_workers(ctx, stage.routes, started, run.duration, &http_stop));
+    let mut http = heap::spawn_harness(http_workers(
+        ctx,
+        stage.routes,
+        stage.pool,
+        started,
+        run.duration,
+        &http_stop,
+    ));
     let mut http_done: Option<Vec<Tally>> = None;
     // HTTP alone ends as soon as its workers do (a workload bounded by `requests`).
     let http_only = clients.is_empty() && !stage.routes.is_empty();
@@ -523,11 +543,12 @@ async fn run_iteration(
 fn http_workers(
     ctx: &Arc<LoadContext>,
     routes: &[Arc<Route>],
+    pool: Option<&WorkerPool>,
     start: Instant,
     duration: Duration,
     stop: &CancellationToken,
 ) -> impl std::future::Future<Output = Vec<Tally>> + Send + 'static {
-    let mut tasks = Vec::new();
+    let mut jobs = Vec::new();
     for (index, route) in routes.iter().enumerate() {
         let it = Arc::new(http_load::Iteration::new(
             route.clone(),
@@ -537,14 +558,15 @@ fn http_workers(
             stop.clone(),
         ));
         for worker in 0..route.workload.model.concurrency() {
-            tasks.push((index, heap::spawn_harness(http_load::worker(it.clone(), worker))));
+            jobs.push((index, it.clone(), worker));
         }
     }
     let count = routes.len();
+    let running = pool.filter(|_| !jobs.is_empty()).map(|pool| pool.run(jobs));
     async move {
         let mut tallies = vec![Tally::default(); count];
-        for (index, task) in tasks {
-            if let Ok(tally) = task.await {
+        if let Some(running) = running {
+            for (index, tally) in running.await {
                 tallies[index].merge(&tally);
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod environment;
 pub mod files;
+pub mod http_tools;
 pub mod report;
 
 use std::io::IsTerminal;
@@ -75,10 +76,51 @@ pub enum Command {
         #[arg(long, default_value_t = 0.1)]
         tolerance: f64,
     },
+    /// Serve the embedded server (hello, cache, chat) on a loopback port until Ctrl-C.
+    Serve {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port; 0 for a free one (printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The cache behind /cache/{key}.
+        #[arg(long, default_value = "bounded", value_parser = clap::builder::PossibleValuesParser::new(["bounded", "unbounded"]))]
+        cache: String,
+    },
+    /// Send HTTP load to one loopback URL with the driver of [[http]] workloads; print what it saw.
+    Load {
+        /// http://127.0.0.1:PORT/PATH (loopback only).
+        url: String,
+        /// Connections (closed model: each sends its next request when the last was answered).
+        #[arg(short, long, default_value_t = 64)]
+        connections: usize,
+        /// How long to send.
+        #[arg(short, long, default_value = "10s", value_parser = crate::scenario::units::parse_duration)]
+        duration: std::time::Duration,
+        /// Open model: requests per second on a schedule, over the connections.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop after this many requests.
+        #[arg(short = 'n', long)]
+        requests: Option<u64>,
+        /// Request method.
+        #[arg(short, long, default_value = "GET", value_parser = clap::builder::PossibleValuesParser::new(["GET", "PUT", "POST", "DELETE"]))]
+        method: String,
+        /// Bytes of random text in each request body.
+        #[arg(long, default_value_t = 0)]
+        body: usize,
+        /// A new connection for every request.
+        #[arg(long)]
+        no_keep_alive: bool,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
-const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "serve", "load", "help"];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
@@ -102,6 +144,42 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             }
         },
         Command::List { files, json } => list(&files, json),
+        Command::Serve { host, port, cache } => {
+            let cache = if cache == "unbounded" {
+                scenario::CacheMode::Unbounded
+            } else {
+                scenario::CacheMode::Bounded
+            };
+            http_tools::serve(http_tools::ServeOptions { host, port, cache }, cancel).await
+        }
+        Command::Load {
+            url,
+            connections,
+            duration,
+            rate,
+            requests,
+            method,
+            body,
+            no_keep_alive,
+            json,
+        } => {
+            let method = scenario::HttpMethod::ALL
+                .iter()
+                .find(|(name, _)| *name == method)
+                .map_or(scenario::HttpMethod::Get, |(_, m)| *m);
+            let options = http_tools::LoadOptions {
+                url,
+                method,
+                body,
+                connections,
+                rate,
+                duration,
+                requests,
+                no_keep_alive,
+                json,
+            };
+            http_tools::load(options, cancel).await
+        }
         Command::Diff {
             base,
             head,

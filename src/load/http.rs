@@ -5,7 +5,10 @@
 //! connection, as `wrk` and `hey` do, so there is no pool to look up, no DNS, no TLS and no
 //! second task — the worker polls the connection itself while it waits for its answer, and an
 //! answer costs no wake-up of another task. That is what lets one leakrun process keep pace with
-//! `wrk` on two cores (see `bench/http.sh`), while hyper still does the HTTP.
+//! `wrk` on two cores (see `bench/http.sh`), while hyper still does the HTTP. For the same reason
+//! the workers run as `wrk`'s threads do: one OS thread per core, each with its own
+//! single-threaded runtime and its own share of the connections ([`WorkerPool`]), so no
+//! connection's work ever moves between threads. Those threads allocate in the harness domain.
 //!
 //! Two models. **Closed** (`workers = N`): each worker sends its next request when the last was
 //! answered. **Open** (`rate = R`): request `k` is due at `start + k / R`; `connections` workers
@@ -281,6 +284,85 @@ fn classify(error: hyper::Error) -> FailureKind {
     } else {
         FailureKind::Other
     }
+}
+
+/// One worker to run: the index of its route, its iteration, and its index within the workload.
+pub type Job = (usize, Arc<Iteration>, usize);
+
+/// What one pool thread is handed: its share of an iteration's workers, and where their tallies go.
+struct Batch {
+    jobs: Vec<Job>,
+    done: tokio::sync::oneshot::Sender<Vec<(usize, Tally)>>,
+}
+
+/// The threads HTTP workers run on: one per core, each with a single-threaded runtime, started
+/// once per run (so no thread is created while the server is measured) and ended when the pool
+/// is dropped. Everything they allocate is counted in the harness domain.
+pub struct WorkerPool {
+    threads: Vec<tokio::sync::mpsc::UnboundedSender<Batch>>,
+}
+
+impl WorkerPool {
+    /// Starts one thread per core.
+    pub fn start() -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut threads = Vec::new();
+        for n in 0..cores {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::thread::Builder::new()
+                .name(format!("leakrun-http-{n}"))
+                .spawn(move || crate::heap::within(crate::heap::Domain::Harness, || serve_batches(runtime, rx)))?;
+            threads.push(tx);
+        }
+        Ok(Self { threads })
+    }
+
+    /// Runs `jobs` spread over the pool's threads; resolves to each job's route index and tally
+    /// once every worker has stopped.
+    pub fn run(&self, jobs: Vec<Job>) -> impl Future<Output = Vec<(usize, Tally)>> + Send + 'static {
+        let mut shares: Vec<Vec<Job>> = self.threads.iter().map(|_| Vec::new()).collect();
+        let count = shares.len().max(1);
+        for (n, job) in jobs.into_iter().enumerate() {
+            shares[n % count].push(job);
+        }
+        let mut results = Vec::new();
+        for (thread, jobs) in self.threads.iter().zip(shares) {
+            if jobs.is_empty() {
+                continue;
+            }
+            let (done, rx) = tokio::sync::oneshot::channel();
+            // A thread that is gone drops the batch: its receiver reads no tallies.
+            let _ = thread.send(Batch { jobs, done });
+            results.push(rx);
+        }
+        async move {
+            let mut tallies = Vec::new();
+            for rx in results {
+                tallies.extend(rx.await.unwrap_or_default());
+            }
+            tallies
+        }
+    }
+}
+
+fn serve_batches(runtime: tokio::runtime::Runtime, mut batches: tokio::sync::mpsc::UnboundedReceiver<Batch>) {
+    runtime.block_on(async {
+        while let Some(batch) = batches.recv().await {
+            let tasks: Vec<_> = batch
+                .jobs
+                .into_iter()
+                .map(|(route, it, index)| (route, tokio::spawn(worker(it, index))))
+                .collect();
+            let mut tallies = Vec::new();
+            for (route, task) in tasks {
+                if let Ok(tally) = task.await {
+                    tallies.push((route, tally));
+                }
+            }
+            let _ = batch.done.send(tallies);
+        }
+    });
 }
 
 /// Answers counted locally before they are added to the shared progress counter.

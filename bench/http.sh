@@ -84,8 +84,12 @@ for line in open(sys.argv[1]):
     tool, _, rate, p99 = line.split()
     runs.setdefault(tool, []).append((float(rate), float(p99)))
 median = {t: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for t, v in runs.items()}
-print(f"{'median':<8} {'requests/s':>14} {'p99_ms':>10}  leakrun's rate against it")
+print(f"{'median':<8} {'requests/s':>14} {'p99_ms':>10}  {'leakrun/tool':>12}  {'per round (median, range)':>26}")
 for tool, (rate, p99) in median.items():
-    ratio = "" if tool == "leakrun" else f"{median['leakrun'][0] / rate:.2f}x"
-    print(f"{tool:<8} {rate:>14,.0f} {p99:>10.2f}  {ratio}")
+    if tool == "leakrun":
+        print(f"{tool:<8} {rate:>14,.0f} {p99:>10.2f}")
+        continue
+    rounds = [l / t for (l, _), (t, _) in zip(runs["leakrun"], runs[tool])]
+    print(f"{tool:<8} {rate:>14,.0f} {p99:>10.2f}  {median['leakrun'][0] / rate:>11.2f}x  "
+          f"{statistics.median(rounds):>9.2f}x ({min(rounds):.2f}..{max(rounds):.2f})")
 PY

@@ -433,3 +433,129 @@ fn diff_reports_a_cache_that_started_leaking_and_http_figures_that_regressed() {
         assert!(line.starts_with("WORSE"), "{line}");
     }
 }
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serve_and_load_talk_to_each_other_and_serve_stops_on_ctrl_c() {
+    let port = free_port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_leakrun"))
+        .args(["serve", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("leakrun serve");
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    assert!(first_line.contains(&format!("http://127.0.0.1:{port}")), "{first_line}");
+    let url = format!("http://127.0.0.1:{port}/cache/k1");
+    let output = leakrun(&[
+        "load", &url, "-m", "PUT", "--body", "300", "-c", "3", "-n", "30", "--json",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let figures: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(figures["statuses"]["204"], 30, "{figures}");
+    let get = leakrun(&["load", &url, "-c", "1", "-n", "1", "--json"]);
+    let figures: Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(figures["statuses"]["200"], 1, "the value written is there: {figures}");
+    // SAFETY: signalling a child this test started, by its PID.
+    unsafe { libc::kill(server.id() as i32, libc::SIGINT) };
+    assert!(server.wait().unwrap().success());
+    // A URL that is not loopback is refused before anything is sent.
+    let remote = leakrun(&["load", "http://192.0.2.1:80/", "-n", "1"]);
+    assert_eq!(remote.status.code(), Some(2), "{}", describe(&remote));
+    assert!(String::from_utf8_lossy(&remote.stderr).contains("not a loopback address"));
+}
+
+/// Runs `leakrun load` against `port` and returns its JSON figures.
+fn load_figures(port: u16, extra: &[&str]) -> Value {
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut args = vec!["load", url.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let output = leakrun(&args);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "no answer at all is exit 3: {}",
+        describe(&output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn requests_without_an_answer_are_counted_by_kind() {
+    // Nobody listening: connect.
+    let closed = free_port();
+    let f = load_figures(closed, &["-c", "1", "-n", "3"]);
+    assert_eq!(f["failures"]["connect"], 3, "{f}");
+    assert_eq!(f["answered"], 0);
+
+    // A server that accepts and never answers: timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(2) {
+            held.push(stream);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    });
+    let f = load_figures(port, &["-c", "1", "-n", "2", "--timeout", "300ms"]);
+    assert_eq!(f["failures"]["timeout"], 2, "{f}");
+    keep.join().unwrap();
+
+    // A server that reads the request and closes the connection: reset.
+    let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = rude.local_addr().unwrap().port();
+    let closer = std::thread::spawn(move || {
+        for stream in rude.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut buffer = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut buffer);
+        }
+    });
+    let f = load_figures(port, &["-c", "1", "-n", "2"]);
+    assert_eq!(f["failures"]["reset"], 2, "{f}");
+    closer.join().unwrap();
+}
+
+#[test]
+fn a_fixed_port_is_used_for_the_first_instance_and_the_next_for_the_second() {
+    let dir = scratch();
+    // Two neighbouring free ports; the second is held, so the run must fail on it, naming it.
+    let (first, held) = (0..100)
+        .find_map(|_| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = probe.local_addr().unwrap().port();
+            let next = std::net::TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            Some((port, next))
+        })
+        .expect("two neighbouring free ports");
+    let second = first + 1;
+    let text = format!(
+        "name = \"ports\"\n[server]\nport = {}\ninstances = 2\n[[http]]\npath = \"/\"\nworkers = 2\nrequests = 20\n[run]\nduration = \"5s\"\n",
+        first
+    );
+    let output = run_scenario(&scenario(dir.path(), "ports", &text), dir.path());
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let r = result(dir.path(), "ports");
+    let error = r["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("would not start on 127.0.0.1:{second}")),
+        "{error}"
+    );
+    drop(held);
+    let output = run_scenario(&scenario(dir.path(), "ports", &text), dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(result(dir.path(), "ports")["http"][0]["statuses"]["200"], 20);
+}

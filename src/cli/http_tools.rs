@@ -82,6 +82,8 @@ pub struct LoadOptions {
     pub requests: Option<u64>,
     /// One connection per request.
     pub no_keep_alive: bool,
+    /// Bound on one request.
+    pub timeout: Duration,
     /// Print JSON instead of a line.
     pub json: bool,
 }
@@ -108,8 +110,8 @@ pub async fn load(options: LoadOptions, cancel: CancellationToken) -> Exit {
             workers: options.connections,
         },
     };
-    if options.connections == 0 || options.duration.is_zero() {
-        eprintln!("error: --connections and --duration must be more than 0");
+    if options.connections == 0 || options.duration.is_zero() || options.timeout.is_zero() {
+        eprintln!("error: --connections, --duration and --timeout must be more than 0");
         return Exit::Usage;
     }
     let workload = HttpWorkload {
@@ -121,7 +123,7 @@ pub async fn load(options: LoadOptions, cancel: CancellationToken) -> Exit {
         model,
         requests: options.requests,
         keep_alive: !options.no_keep_alive,
-        timeout: Duration::from_secs(10),
+        timeout: options.timeout,
     };
     let ctx = Arc::new(LoadContext {
         clock: RunClock::start(),

@@ -113,6 +113,9 @@ pub enum Command {
         /// A new connection for every request.
         #[arg(long)]
         no_keep_alive: bool,
+        /// Bound on one request, from sending it to the end of its answer.
+        #[arg(long, default_value = "10s", value_parser = crate::scenario::units::parse_duration)]
+        timeout: std::time::Duration,
         /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
@@ -161,6 +164,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             method,
             body,
             no_keep_alive,
+            timeout,
             json,
         } => {
             let method = scenario::HttpMethod::ALL
@@ -176,6 +180,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
                 duration,
                 requests,
                 no_keep_alive,
+                timeout,
                 json,
             };
             http_tools::load(options, cancel).await

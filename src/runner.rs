@@ -210,15 +210,16 @@ async fn run_on(
     sources.extend(backend.state_source());
     // The worker threads start before the first sample, so nothing they cost is the server's.
     let routes: Vec<Arc<Route>> = scenario.http.iter().cloned().map(|w| Arc::new(Route::new(w))).collect();
-    let pool = match routes.is_empty() {
-        true => None,
-        false => match WorkerPool::start() {
+    let pool = if routes.is_empty() {
+        None
+    } else {
+        match WorkerPool::start() {
             Ok(pool) => Some(pool),
             Err(e) => {
                 stop_servers(servers).await;
                 return Err(format!("cannot start the HTTP worker threads: {e}"));
             }
-        },
+        }
     };
     let probes = Arc::new(Probes::new(*clock, MemoryProbe::own_process(), sources));
     settle(&servers, &probes, BEFORE_SETTLE).await;

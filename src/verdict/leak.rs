@@ -611,6 +611,23 @@ mod tests {
     }
 
     #[test]
+    fn a_heap_slope_is_also_measured_per_http_request() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        // 200 requests per iteration, each keeping 10,000 bytes, no WebSocket connections.
+        let its: Vec<IterationMemory> = run(|i| sample(1_000_000 + 2_000_000 * i as i64, 60 << 20, 0), 6, 0)
+            .into_iter()
+            .map(|i| IterationMemory { requests: 200, ..i })
+            .collect();
+        let v = judge(&before, &its, &limits(), true);
+        assert_eq!(v.outcome, LeakOutcome::Leak);
+        assert_eq!(v.requests_per_iteration, 200.0);
+        assert_eq!(v.bytes_per_request, Some(10_000.0));
+        assert_eq!(v.bytes_per_connection, None);
+        assert!(v.summary.contains("per request"), "{}", v.summary);
+        assert_eq!(v.series[0].per_request, Some(10_000.0));
+    }
+
+    #[test]
     fn a_flat_heap_with_noise_is_clean() {
         let before = sample(1_000_000, 50 << 20, 0);
         let its = run(

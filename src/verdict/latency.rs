@@ -163,3 +163,76 @@ pub fn fmt_us(us: u64) -> String {
         _ => format!("{:.2}s", us as f64 / 1e6),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn thresholds(extra: &str) -> Thresholds {
+        let text = format!("name = \"t\"\n[[http]]\npath = \"/\"\n[thresholds]\n{extra}\n");
+        crate::scenario::parse(Path::new("t.toml"), &text).unwrap().thresholds
+    }
+
+    fn route(p99_us: u64, failed: u64) -> RouteFigures {
+        RouteFigures {
+            route: "GET /".into(),
+            requests: 100 + failed,
+            answered: 100,
+            failed,
+            failures: BTreeMap::from([("timeout".to_string(), failed)]),
+            latency: LatencySummary {
+                count: 100 + failed,
+                p50_us: p99_us / 2,
+                p99_us,
+                max_us: p99_us,
+                ..LatencySummary::default()
+            },
+            ..RouteFigures::default()
+        }
+    }
+
+    #[test]
+    fn http_routes_are_judged_on_p99_and_on_requests_without_an_answer() {
+        let none = LatencySummary::default();
+        let ok = judge(
+            Vec::new(),
+            none,
+            &[route(900, 0)],
+            &thresholds("http_p99 = \"1ms\""),
+            false,
+        );
+        assert_eq!(ok.outcome, LatencyOutcome::Within);
+        assert_eq!(
+            ok.summary,
+            "within limits: HTTP worst route GET / p50 450µs p99 900µs max 900µs"
+        );
+
+        let slow = judge(
+            Vec::new(),
+            none,
+            &[route(1500, 0)],
+            &thresholds("http_p99 = \"1ms\""),
+            false,
+        );
+        assert_eq!(slow.breaches, ["GET / p99 1.5ms > 1ms"]);
+
+        let failing = judge(Vec::new(), none, &[route(900, 3)], &thresholds(""), false);
+        assert_eq!(failing.outcome, LatencyOutcome::Breach);
+        assert!(
+            failing.breaches[0].contains("3 of 103 requests got no answer (timeout 3"),
+            "{:?}",
+            failing.breaches
+        );
+        let tolerated = judge(
+            Vec::new(),
+            none,
+            &[route(900, 3)],
+            &thresholds("http_errors = 3"),
+            false,
+        );
+        assert_eq!(tolerated.outcome, LatencyOutcome::Within);
+    }
+}

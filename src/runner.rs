@@ -287,7 +287,7 @@ async fn run_on(
         closed_so_far = closed_now;
         run_book.merge(&outcome.book);
         for (sum, route) in run_http.iter_mut().zip(&outcome.http) {
-            sum.merge(route);
+            sum.add_iteration(route);
         }
         for (sum, room) in totals_per_room.iter_mut().zip(&outcome.loss.per_room) {
             sum.add(room);

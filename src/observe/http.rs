@@ -1,7 +1,9 @@
 //! What HTTP workers observed, per route: latency (HDR), status codes, failures by kind, and the
 //! time the route was busy. Each worker keeps its own [`Tally`] without locks or atomics and hands
-//! it back when it stops; tallies of one route are merged and summed up as [`RouteFigures`] for
-//! the result — bounded bookkeeping, nothing stored per request.
+//! it back when it stops; tallies of one route are merged (workers of one iteration: their busy
+//! time is the span from the first start to the last end) or added up (iterations of one run:
+//! their busy times add, the settling between them is not sending time) and summed up as
+//! [`RouteFigures`] for the result — bounded bookkeeping, nothing stored per request.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +61,8 @@ pub struct Tally {
     failures: [u64; 5],
     started: Option<Instant>,
     ended: Option<Instant>,
+    /// Busy seconds of iterations added with [`Tally::add_iteration`].
+    earlier_busy_s: f64,
 }
 
 impl Default for Tally {
@@ -69,6 +73,7 @@ impl Default for Tally {
             failures: [0; 5],
             started: None,
             ended: None,
+            earlier_busy_s: 0.0,
         }
     }
 }
@@ -113,15 +118,9 @@ impl Tally {
         self.failures.iter().sum()
     }
 
-    /// Adds another tally into this one.
+    /// Adds another worker's tally of the same iteration into this one.
     pub fn merge(&mut self, other: &Tally) {
-        let _ = self.latency.add(&other.latency);
-        for (mine, theirs) in self.statuses.iter_mut().zip(&other.statuses) {
-            *mine += theirs;
-        }
-        for (mine, theirs) in self.failures.iter_mut().zip(&other.failures) {
-            *mine += theirs;
-        }
+        self.add_counts(other);
         if let Some(at) = other.started {
             self.started = Some(self.started.map_or(at, |s| s.min(at)));
         }
@@ -130,12 +129,35 @@ impl Tally {
         }
     }
 
-    /// The figures of route `route`.
-    pub fn figures(&self, route: &str) -> RouteFigures {
-        let busy_s = match (self.started, self.ended) {
+    /// Adds a later iteration's tally into this run-wide one: counts merge, busy times add.
+    pub fn add_iteration(&mut self, other: &Tally) {
+        self.add_counts(other);
+        self.earlier_busy_s += other.busy_s();
+    }
+
+    /// Seconds the tally's workers were sending.
+    fn busy_s(&self) -> f64 {
+        let span = match (self.started, self.ended) {
             (Some(s), Some(e)) => e.duration_since(s).as_secs_f64(),
             _ => 0.0,
         };
+        span + self.earlier_busy_s
+    }
+
+    fn add_counts(&mut self, other: &Tally) {
+        let _ = self.latency.add(&other.latency);
+        for (mine, theirs) in self.statuses.iter_mut().zip(&other.statuses) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.failures.iter_mut().zip(&other.failures) {
+            *mine += theirs;
+        }
+        self.earlier_busy_s += other.earlier_busy_s;
+    }
+
+    /// The figures of route `route`.
+    pub fn figures(&self, route: &str) -> RouteFigures {
+        let busy_s = self.busy_s();
         let answers = self.answers();
         let h = &self.latency;
         let latency = if h.is_empty() {
@@ -188,7 +210,8 @@ pub struct RouteFigures {
     pub failed: u64,
     /// Answers per second while the route's workers were sending.
     pub requests_per_s: f64,
-    /// Seconds from the route's first request to its last worker stopping.
+    /// Seconds the route's workers were sending: in an iteration, from its first request to its
+    /// last worker stopping; over a run, the sum of its iterations'.
     pub busy_s: f64,
     /// Answers by status code (`"200"`, `"404"`, ...; `"600"` for anything above 599).
     pub statuses: BTreeMap<String, u64>,
@@ -274,5 +297,16 @@ mod tests {
         assert_eq!(f.latency.count, 103);
         assert!(f.latency.max_us >= 9_990_000, "{:?}", f.latency);
         assert!(f.line().contains("failed 2: connect 1, timeout 1"), "{}", f.line());
+
+        // A second iteration a minute later: the run's busy time is 2s + 2s, not the 62s between.
+        let mut later = route.clone();
+        later.started = Some(t0 + Duration::from_secs(60));
+        later.ended = Some(t0 + Duration::from_secs(62));
+        let mut run = Tally::default();
+        run.add_iteration(&route);
+        run.add_iteration(&later);
+        let f = run.figures("GET /");
+        assert_eq!((f.requests, f.busy_s), (206, 4.0));
+        assert_eq!(f.requests_per_s, 50.5);
     }
 }

@@ -19,15 +19,17 @@ use crate::backend;
 use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::drivers::{self, ClientSpec};
+use crate::load::http::{self as http_load, Route, WorkerPool};
 use crate::load::{LiveCounters, LoadContext, Phase};
 use crate::observe::analysis::{self, LossRecord, LossTotals, SessionReport};
 use crate::observe::clock::{RunClock, secs};
 use crate::observe::events::EventLog;
+use crate::observe::http::Tally;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
 use crate::observe::sampler::{MemoryProbe, Probes, Sampler, StateReading, StateSource};
 use crate::results::{self, *};
 use crate::scenario::LoadedScenario;
-use crate::server::{AppState, EmbeddedServer, ServerFaults, ServerStats};
+use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
 use crate::verdict::leak::IterationMemory;
 use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
 
@@ -112,6 +114,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         server: ServerStats::default(),
         before: None,
         timeline: Timeline::new(2),
+        http: Vec::new(),
     };
 
     match execute(loaded, options, &clock, &mut result).await {
@@ -166,17 +169,23 @@ async fn run_on(
     let scenario = &loaded.scenario;
     let mut servers = Vec::new();
     let faults = &scenario.server.faults;
-    for layer in &backend.layers {
-        let state = AppState::with_faults(
+    for (instance, layer) in backend.layers.iter().enumerate() {
+        let state = AppState::with_cache(
             layer.clone(),
             scenario.server.max_frame,
             ServerFaults::new(faults.leak_per_connection, faults.hold_per_connection),
+            scenario.server.cache,
         );
-        match EmbeddedServer::start(state).await {
+        let port = match scenario.server.port {
+            0 => 0,
+            first => first + instance as u16,
+        };
+        let addr = std::net::SocketAddr::new(scenario.server.host, port);
+        match EmbeddedServer::start_on(state, addr).await {
             Ok(server) => servers.push(server),
             Err(e) => {
                 stop_servers(servers).await;
-                return Err(format!("the embedded server would not start on 127.0.0.1: {e}"));
+                return Err(format!("the embedded server would not start on {addr}: {e}"));
             }
         }
     }
@@ -197,8 +206,22 @@ async fn run_on(
         states: servers.iter().map(|s| s.state.clone()).collect(),
         shared_layer,
     };
-    let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded)];
+    let caches = CacheSource::new(servers.iter().map(|s| s.state.cache.clone()).collect());
+    let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded), Box::new(caches)];
     sources.extend(backend.state_source());
+    // The worker threads start before the first sample, so nothing they cost is the server's.
+    let routes: Vec<Arc<Route>> = scenario.http.iter().cloned().map(|w| Arc::new(Route::new(w))).collect();
+    let pool = if routes.is_empty() {
+        None
+    } else {
+        match WorkerPool::start() {
+            Ok(pool) => Some(pool),
+            Err(e) => {
+                stop_servers(servers).await;
+                return Err(format!("cannot start the HTTP worker threads: {e}"));
+            }
+        }
+    };
     let probes = Arc::new(Probes::new(*clock, MemoryProbe::own_process(), sources));
     settle(&servers, &probes, BEFORE_SETTLE).await;
     let before = match probes.sample().await {
@@ -227,6 +250,7 @@ async fn run_on(
         ctx.clone(),
     );
 
+    let mut run_http: Vec<Tally> = vec![Tally::default(); routes.len()];
     let run_book = LatencyBook::new(rooms.len());
     let mut totals_per_room = vec![LossTotals::default(); rooms.len()];
     let mut records: Vec<LossRecord> = Vec::new();
@@ -243,6 +267,8 @@ async fn run_on(
             servers: &servers,
             probes: &probes,
             shared_layer,
+            routes: &routes,
+            pool: pool.as_ref(),
         };
         let outcome = run_iteration(loaded, &ctx, &stage, &clients, index, &stop).await;
         let closed_now = closed_connections(&servers);
@@ -255,11 +281,15 @@ async fn run_on(
                 warmup: outcome.figures.warmup,
                 after: outcome.figures.after.clone(),
                 connections_closed: closed_now - closed_so_far,
+                requests: outcome.http.iter().map(Tally::answers).sum(),
                 settled: outcome.figures.settled,
             });
         }
         closed_so_far = closed_now;
         run_book.merge(&outcome.book);
+        for (sum, route) in run_http.iter_mut().zip(&outcome.http) {
+            sum.add_iteration(route);
+        }
         for (sum, room) in totals_per_room.iter_mut().zip(&outcome.loss.per_room) {
             sum.add(room);
         }
@@ -323,9 +353,15 @@ async fn run_on(
                 delivery: h.summary(),
             })
             .collect();
+        result.http = routes
+            .iter()
+            .zip(&run_http)
+            .map(|(route, tally)| tally.figures(route.name()))
+            .collect();
         let latency = verdict::latency::judge(
             delivery,
             run_book.connect.summary(),
+            &result.http,
             &scenario.thresholds,
             scenario.expect.latency_breach,
         );
@@ -344,17 +380,21 @@ async fn run_on(
     Ok(interrupted)
 }
 
-/// The servers an iteration runs against, and how to read them.
+/// The servers an iteration runs against, how to read them, and the HTTP routes to load.
 struct Stage<'a> {
     servers: &'a [EmbeddedServer],
     probes: &'a Probes,
     shared_layer: bool,
+    routes: &'a [Arc<Route>],
+    pool: Option<&'a WorkerPool>,
 }
 
 struct IterationOutcome {
     figures: IterationFigures,
     loss: analysis::IterationLoss,
     book: LatencyBook,
+    /// One merged tally per route.
+    http: Vec<Tally>,
     interrupted: bool,
     failure: Option<String>,
 }
@@ -386,15 +426,34 @@ async fn run_iteration(
         })
         .collect();
 
+    let http_stop = cancel.child_token();
+    let mut http = heap::spawn_harness(http_workers(
+        ctx,
+        stage.routes,
+        stage.pool,
+        started,
+        run.duration,
+        &http_stop,
+    ));
+    let mut http_done: Option<Vec<Tally>> = None;
+    // HTTP alone ends as soon as its workers do (a workload bounded by `requests`).
+    let http_only = clients.is_empty() && !stage.routes.is_empty();
     let mut interrupted = tokio::select! {
         _ = sleep(run.duration) => false,
         _ = cancel.cancelled() => true,
+        tallies = &mut http, if http_only => {
+            http_done = Some(tallies.unwrap_or_default());
+            false
+        }
     };
     let send_s = started.elapsed().as_secs_f64();
     let _ = phase_tx.send(Phase::Quiesce);
+    http_stop.cancel();
     let drain_started = Instant::now();
     let drained = if interrupted {
         false
+    } else if clients.is_empty() {
+        true
     } else {
         drain(ctx, stage.servers, run.drain, cancel).await
     };
@@ -404,6 +463,26 @@ async fn run_iteration(
 
     // Every session ends within its close wait after the disconnect phase; the bound is a guard.
     let join_bound = run.connect_timeout + Duration::from_secs(5);
+    let http_tallies = match http_done {
+        Some(tallies) => tallies,
+        None => {
+            let bound = join_bound
+                + stage
+                    .routes
+                    .iter()
+                    .map(|r| r.workload.timeout)
+                    .max()
+                    .unwrap_or_default();
+            let abort = http.abort_handle();
+            match timeout(bound, http).await {
+                Ok(Ok(tallies)) => tallies,
+                _ => {
+                    abort.abort();
+                    vec![Tally::default(); stage.routes.len()]
+                }
+            }
+        }
+    };
     let mut sessions: Vec<SessionReport> = Vec::new();
     for task in tasks {
         let abort = task.abort_handle();
@@ -441,6 +520,12 @@ async fn run_iteration(
         totals: loss.totals,
         deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
         delivery: all_rooms.summary(),
+        http: stage
+            .routes
+            .iter()
+            .zip(&http_tallies)
+            .map(|(route, tally)| tally.figures(route.name()))
+            .collect(),
         server_after,
         after,
     };
@@ -453,8 +538,44 @@ async fn run_iteration(
         figures,
         loss,
         book,
+        http: http_tallies,
         interrupted,
         failure,
+    }
+}
+
+/// Runs every HTTP workload's workers for one iteration; one merged tally per route.
+fn http_workers(
+    ctx: &Arc<LoadContext>,
+    routes: &[Arc<Route>],
+    pool: Option<&WorkerPool>,
+    start: Instant,
+    duration: Duration,
+    stop: &CancellationToken,
+) -> impl std::future::Future<Output = Vec<Tally>> + Send + 'static {
+    let mut jobs = Vec::new();
+    for (index, route) in routes.iter().enumerate() {
+        let it = Arc::new(http_load::Iteration::new(
+            route.clone(),
+            ctx.clone(),
+            start,
+            start + duration,
+            stop.clone(),
+        ));
+        for worker in 0..route.workload.model.concurrency() {
+            jobs.push((index, it.clone(), worker));
+        }
+    }
+    let count = routes.len();
+    let running = pool.filter(|_| !jobs.is_empty()).map(|pool| pool.run(jobs));
+    async move {
+        let mut tallies = vec![Tally::default(); count];
+        if let Some(running) = running {
+            for (index, tally) in running.await {
+                tallies[index].merge(&tally);
+            }
+        }
+        tallies
     }
 }
 
@@ -643,11 +764,12 @@ impl Progress {
                     })
                     .unwrap_or_default();
                 ticking.set_message(format!(
-                    "sent {} · received {} · gaps so far {} · connects {}{heap}",
+                    "sent {} · received {} · gaps so far {} · connects {} · http answers {}{heap}",
                     LiveCounters::get(&live.sent),
                     LiveCounters::get(&live.received),
                     LiveCounters::get(&live.suspected_gaps),
                     LiveCounters::get(&live.connects),
+                    LiveCounters::get(&live.http_answered),
                 ));
             }
         });

@@ -119,3 +119,39 @@ fn a_bad_environment_value_names_the_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_warp_reports_env_file_drives_an_http_scenario() {
+    let dir = scratch();
+    let text = std::fs::read_to_string("scenarios/warp_hello.toml").expect("the shipped scenario");
+    let path = scenario(dir.path(), "warp_hello", &text);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("TRIES=1\nHOST=127.0.0.1\nPORT={port}\nDURATION=1s\nWORKERS=2\n"),
+    )
+    .unwrap();
+    let output = leakrun_with(&["run", path.to_str().unwrap(), "--no-progress"], |command| {
+        command.current_dir(dir.path());
+        for name in ["TRIES", "HOST", "PORT", "DURATION", "WORKERS"] {
+            command.env_remove(name);
+        }
+    });
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(&dir.path().join("results"), "warp_hello");
+    let resolved = &r["scenario"]["resolved"];
+    assert_eq!(resolved["server"]["port"], port);
+    assert_eq!(resolved["http"][0]["model"]["workers"], 2);
+    assert_eq!(resolved["run"]["duration"], "1s");
+    assert_eq!(r["iterations"].as_array().unwrap().len(), 1);
+    assert_eq!(r["scenario"]["sources"]["http[0].workers"], "WORKERS=2 (from .env)");
+    assert_eq!(
+        r["scenario"]["sources"]["server.port"],
+        format!("PORT={port} (from .env)")
+    );
+    assert!(r["http"][0]["requests"].as_u64().unwrap() > 0, "{}", r["http"]);
+}

@@ -3,6 +3,7 @@
 
 pub mod environment;
 pub mod files;
+pub mod http_tools;
 pub mod report;
 
 use std::io::IsTerminal;
@@ -92,10 +93,54 @@ pub enum Command {
         #[arg(long, default_value = "results/baseline")]
         out: PathBuf,
     },
+    /// Serve the embedded server (hello, cache, chat) on a loopback port until Ctrl-C.
+    Serve {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port; 0 for a free one (printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// The cache behind /cache/{key}.
+        #[arg(long, default_value = "bounded", value_parser = clap::builder::PossibleValuesParser::new(["bounded", "unbounded"]))]
+        cache: String,
+    },
+    /// Send HTTP load to one loopback URL with the driver of [[http]] workloads; print what it saw.
+    Load {
+        /// http://127.0.0.1:PORT/PATH (loopback only).
+        url: String,
+        /// Connections (closed model: each sends its next request when the last was answered).
+        #[arg(short, long, default_value_t = 64)]
+        connections: usize,
+        /// How long to send.
+        #[arg(short, long, default_value = "10s", value_parser = crate::scenario::units::parse_duration)]
+        duration: std::time::Duration,
+        /// Open model: requests per second on a schedule, over the connections.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Stop after this many requests.
+        #[arg(short = 'n', long)]
+        requests: Option<u64>,
+        /// Request method.
+        #[arg(short, long, default_value = "GET", value_parser = clap::builder::PossibleValuesParser::new(["GET", "PUT", "POST", "DELETE"]))]
+        method: String,
+        /// Bytes of random text in each request body.
+        #[arg(long, default_value_t = 0)]
+        body: usize,
+        /// A new connection for every request.
+        #[arg(long)]
+        no_keep_alive: bool,
+        /// Bound on one request, from sending it to the end of its answer.
+        #[arg(long, default_value = "10s", value_parser = crate::scenario::units::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
-const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "baseline", "help"];
+const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "baseline", "serve", "load", "help"];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
@@ -140,6 +185,44 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
                 Exit::Usage
             }
         },
+        Command::Serve { host, port, cache } => {
+            let cache = if cache == "unbounded" {
+                scenario::CacheMode::Unbounded
+            } else {
+                scenario::CacheMode::Bounded
+            };
+            http_tools::serve(http_tools::ServeOptions { host, port, cache }, cancel).await
+        }
+        Command::Load {
+            url,
+            connections,
+            duration,
+            rate,
+            requests,
+            method,
+            body,
+            no_keep_alive,
+            timeout,
+            json,
+        } => {
+            let method = scenario::HttpMethod::ALL
+                .iter()
+                .find(|(name, _)| *name == method)
+                .map_or(scenario::HttpMethod::Get, |(_, m)| *m);
+            let options = http_tools::LoadOptions {
+                url,
+                method,
+                body,
+                connections,
+                rate,
+                duration,
+                requests,
+                no_keep_alive,
+                timeout,
+                json,
+            };
+            http_tools::load(options, cancel).await
+        }
         Command::Diff {
             base,
             head,
@@ -223,11 +306,12 @@ fn check(files: &[PathBuf], overrides: &[scenario::Override]) -> Exit {
             Ok(loaded) => {
                 let s = &loaded.scenario;
                 println!(
-                    "ok  {}: `{}`, {} room(s), {} client(s), {} iteration(s) of {}",
+                    "ok  {}: `{}`, {} room(s), {} client(s), {} HTTP workload(s), {} iteration(s) of {}",
                     file.display(),
                     s.name,
                     s.rooms.len(),
                     s.client_count(),
+                    s.http.len(),
                     s.run.iterations,
                     humantime::format_duration(s.run.duration)
                 );
@@ -434,6 +518,9 @@ fn print_summary(outcome: &runner::RunOutcome) {
         for line in verdicts.lines() {
             println!("  {line}");
         }
+    }
+    for route in &r.http {
+        println!("       http     {}", route.line());
     }
 }
 

@@ -22,6 +22,11 @@ const LATENCY_FLOOR_US: f64 = 5000.0;
 const BYTES_PER_CONNECTION_FLOOR: f64 = 4.0;
 /// Changes below this many lost messages per thousand expected deliveries are noise.
 const LOST_PER_THOUSAND_FLOOR: f64 = 0.5;
+/// Changes below this many microseconds of an HTTP route's p99 are noise: loopback requests take
+/// well under a millisecond, so the delivery floor would hide every change.
+const HTTP_LATENCY_FLOOR_US: f64 = 1000.0;
+/// Changes below this many failed requests per thousand are noise.
+const FAILED_PER_THOUSAND_FLOOR: f64 = 0.5;
 
 /// Which way is bad for a figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +214,16 @@ fn figures(result: &RunResult) -> Vec<Figure> {
                 true,
             );
         }
+        if let Some(bytes) = v.leak.bytes_per_request {
+            push(
+                "heap per HTTP request".into(),
+                "B/req",
+                bytes,
+                Worse::Higher,
+                BYTES_PER_CONNECTION_FLOOR,
+                true,
+            );
+        }
         let totals = &v.gaps.totals;
         push(
             "messages lost".into(),
@@ -226,6 +241,34 @@ fn figures(result: &RunResult) -> Vec<Figure> {
                 totals.lost() as f64 * 1000.0 / expected as f64,
                 Worse::Higher,
                 LOST_PER_THOUSAND_FLOOR,
+                true,
+            );
+        }
+    }
+    for route in &result.http {
+        push(
+            format!("http requests per second {}", route.route),
+            "/s",
+            route.requests_per_s,
+            Worse::Lower,
+            1.0,
+            false,
+        );
+        push(
+            format!("http p99 {}", route.route),
+            "µs",
+            route.latency.p99_us as f64,
+            Worse::Higher,
+            HTTP_LATENCY_FLOOR_US,
+            false,
+        );
+        if route.requests > 0 {
+            push(
+                format!("http failed per 1000 requests {}", route.route),
+                "‰",
+                route.failed as f64 * 1000.0 / route.requests as f64,
+                Worse::Higher,
+                FAILED_PER_THOUSAND_FLOOR,
                 true,
             );
         }

@@ -1,10 +1,12 @@
-//! Load: the WebSocket clients of a scenario, driven through one iteration.
+//! Load: the WebSocket clients and HTTP workers of a scenario, driven through one iteration.
 //!
 //! One task per client; a client runs one connection session at a time (`session`), and its
 //! pattern (`drivers`) decides when sessions start and end. The runner moves every client through
 //! the iteration's phases with one `watch` channel: send, quiesce (stop sending), disconnect.
+//! HTTP workers (`http`) run until their deadline or until the runner ends the send phase.
 
 pub mod drivers;
+pub mod http;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -38,6 +40,8 @@ pub struct LiveCounters {
     pub connects: AtomicU64,
     /// Failed connects.
     pub connect_failures: AtomicU64,
+    /// HTTP requests answered (added in batches).
+    pub http_answered: AtomicU64,
 }
 
 impl LiveCounters {

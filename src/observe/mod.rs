@@ -1,9 +1,11 @@
 //! Observers: what the clients saw, turned into counts. Sequence tracking per receiver, latency
-//! histograms, churn events, and the loss analysis run after each iteration.
+//! histograms, churn events, the loss analysis run after each iteration, and the HTTP workers'
+//! tallies per route.
 
 pub mod analysis;
 pub mod clock;
 pub mod events;
+pub mod http;
 pub mod latency;
 pub mod ranges;
 pub mod sampler;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::observe::analysis::{LossRecord, LossTotals};
 use crate::observe::events::ChurnEvent;
+pub use crate::observe::http::RouteFigures;
 use crate::observe::latency::LatencySummary;
 use crate::observe::sampler::Sample;
 pub use crate::observe::timeline::Timeline;
@@ -110,6 +111,9 @@ pub struct IterationFigures {
     pub deliveries_per_s: f64,
     /// Delivery latency over all rooms.
     pub delivery: LatencySummary,
+    /// HTTP figures per route (`[[http]]` workloads), this iteration only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<RouteFigures>,
     /// Server counters after the settle.
     pub server_after: ServerStats,
     /// Memory and state after the settle: the point the leak verdict judges.
@@ -175,6 +179,9 @@ pub struct RunResult {
     pub before: Option<Sample>,
     /// Memory and state every `run.sample_interval`, down-sampled to a bounded length.
     pub timeline: Timeline<Sample>,
+    /// HTTP figures per route over the whole run: latency, statuses, failures by kind, rate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<RouteFigures>,
 }
 
 impl RunResult {

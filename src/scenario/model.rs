@@ -1,11 +1,13 @@
 //! The validated scenario: the only shape the runner sees. Every value here has been checked,
 //! has its default filled in, and is in the unit the runner works in.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::units::{duration_text, option_duration_text};
+pub use crate::server::cache::{CacheConfig, CacheMode};
 
 /// A scenario the runner can trust.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +22,9 @@ pub struct Scenario {
     pub backend: BackendSpec,
     /// Rooms and the clients in each.
     pub rooms: Vec<RoomSpec>,
+    /// HTTP workloads, beside or instead of rooms.
+    #[serde(default)]
+    pub http: Vec<HttpWorkload>,
     /// Durations and iteration counts.
     pub run: RunSpec,
     /// Which verdicts the scenario expects to be bad (positive controls).
@@ -41,6 +46,12 @@ pub enum Target {
 pub struct ServerSpec {
     /// Which server is under test.
     pub target: Target,
+    /// Address the embedded server listens on; always a loopback address.
+    #[serde(default = "loopback")]
+    pub host: IpAddr,
+    /// Port of the first instance (instance `i` listens on `port + i`); 0: a free port each.
+    #[serde(default)]
+    pub port: u16,
     /// How many embedded server instances share the backend; clients spread round-robin.
     pub instances: usize,
     /// Messages a connection's channel holds before further ones are dropped and counted.
@@ -49,6 +60,13 @@ pub struct ServerSpec {
     pub max_frame: usize,
     /// Fault switches that exist to prove the detectors.
     pub faults: Faults,
+    /// The key/value cache behind `/cache/{key}` and `/info`.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
 /// Deliberate faults. All off unless a scenario turns them on.
@@ -253,6 +271,119 @@ impl Pattern {
     }
 }
 
+/// One `[[http]]` workload: requests of one kind, sent by workers (closed model) or on a
+/// schedule (open model).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpWorkload {
+    /// The route's label in results: the `name` given, else `METHOD path`.
+    pub name: String,
+    /// Request method.
+    pub method: HttpMethod,
+    /// Path template; `{key}` is replaced by a key from `keys`.
+    pub path: String,
+    /// Where keys come from, when the path has `{key}`.
+    pub keys: Option<KeySpace>,
+    /// Bytes of random text sent as the body of each request (0: none).
+    pub body: usize,
+    /// Closed or open model.
+    pub model: LoadModel,
+    /// Requests per iteration, across all workers; none: as many as fit in `run.duration`.
+    pub requests: Option<u64>,
+    /// Reuse each connection for the next request; false: one connection per request.
+    pub keep_alive: bool,
+    /// Bound on one request, from sending it to the end of its response.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+/// Request methods a workload may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET.
+    Get,
+    /// PUT.
+    Put,
+    /// POST.
+    Post,
+    /// DELETE.
+    Delete,
+}
+
+impl HttpMethod {
+    /// Every method with the name a scenario writes for it.
+    pub const ALL: &'static [(&'static str, HttpMethod)] = &[
+        ("GET", HttpMethod::Get),
+        ("PUT", HttpMethod::Put),
+        ("POST", HttpMethod::Post),
+        ("DELETE", HttpMethod::Delete),
+    ];
+
+    /// The method as written.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("GET", |(name, _)| name)
+    }
+
+    /// True for the methods that send a body.
+    pub fn has_body(self) -> bool {
+        matches!(self, HttpMethod::Put | HttpMethod::Post)
+    }
+}
+
+/// The keys a path's `{key}` takes: `k` and a zero-padded index below `count`, so every key of
+/// one space has the same length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySpace {
+    /// How many distinct keys.
+    pub count: u64,
+    /// In which order they are drawn.
+    pub order: KeyOrder,
+}
+
+/// How keys are drawn from a key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyOrder {
+    /// Uniformly at random.
+    Random,
+    /// 0, 1, 2, ... across the whole run (not restarting each iteration), wrapping at the end.
+    Sequential,
+}
+
+/// How a workload paces its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LoadModel {
+    /// `workers` connections, each sending its next request when the last was answered (as `hey`
+    /// and `wrk` do). Latency is the request's own time.
+    Closed {
+        /// Concurrent workers.
+        workers: usize,
+    },
+    /// `rate` requests per second on a fixed schedule, sent over `connections` connections.
+    /// Latency counts from each request's intended time, so a slow server cannot hide its stalls
+    /// by slowing the sender down (no coordinated omission).
+    Open {
+        /// Requests per second, across the workload.
+        rate: f64,
+        /// Connections sending the schedule.
+        connections: usize,
+    },
+}
+
+impl LoadModel {
+    /// Connections (and so tasks) the workload uses.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            LoadModel::Closed { workers } => *workers,
+            LoadModel::Open { connections, .. } => *connections,
+        }
+    }
+}
+
 /// `[run]`, validated.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -304,6 +435,12 @@ pub struct Thresholds {
     /// Limit on the p99 of WebSocket connect time.
     #[serde(with = "option_duration_text")]
     pub connect_p99: Option<Duration>,
+    /// Limit on the p99 of each HTTP route's latency.
+    #[serde(default, with = "option_duration_text")]
+    pub http_p99: Option<Duration>,
+    /// HTTP requests that may fail without an answer (connect, timeout, reset, ...) per route.
+    #[serde(default)]
+    pub http_errors: u64,
     /// Limits of the leak verdict.
     pub leak: LeakLimits,
 }
@@ -348,5 +485,10 @@ impl Scenario {
             .flat_map(|room| &room.clients)
             .map(|group| group.count)
             .sum()
+    }
+
+    /// Total HTTP connections across all workloads.
+    pub fn http_concurrency(&self) -> usize {
+        self.http.iter().map(|w| w.model.concurrency()).sum()
     }
 }

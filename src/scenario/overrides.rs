@@ -12,9 +12,16 @@ use toml_edit::{DocumentMut, Item, TableLike, Value};
 
 use super::raw;
 
-/// Environment variables that override a scenario key, with the key each one sets. `[*]` means
-/// every entry of that list; a scenario without such entries is left as it is.
-pub const ENVIRONMENT: &[(&str, &str)] = &[("DURATION", "run.duration"), ("TRIES", "run.iterations")];
+/// Environment variables that override a scenario key, with the key each one sets: the names the
+/// warp report's `.env` used. `[*]` means every entry of that list that names the key (WORKERS
+/// sets the worker count of closed-model workloads and leaves open-model ones alone).
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("HOST", "server.host"),
+    ("PORT", "server.port"),
+    ("DURATION", "run.duration"),
+    ("WORKERS", "http[*].workers"),
+    ("TRIES", "run.iterations"),
+];
 
 /// One value that overrides the file.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,6 +22,8 @@ pub struct RawScenario {
     pub backend: Option<S<RawBackend>>,
     #[serde(default)]
     pub rooms: Vec<S<RawRoom>>,
+    #[serde(default)]
+    pub http: Vec<S<RawHttp>>,
     pub run: Option<S<RawRun>>,
     pub expect: Option<S<RawExpect>>,
     pub thresholds: Option<S<RawThresholds>>,
@@ -32,10 +34,23 @@ pub struct RawScenario {
 #[serde(expecting = "a table of server settings")]
 pub struct RawServer {
     pub target: Option<S<String>>,
+    pub host: Option<S<String>>,
+    pub port: Option<S<i64>>,
     pub instances: Option<S<i64>>,
     pub capacity: Option<S<i64>>,
     pub max_frame: Option<S<RawSize>>,
     pub faults: Option<S<RawFaults>>,
+    pub cache: Option<S<RawCache>>,
+}
+
+/// `[server.cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "a table of cache settings")]
+pub struct RawCache {
+    pub mode: Option<S<String>>,
+    pub max_items: Option<S<i64>>,
+    pub ttl: Option<S<String>>,
+    pub max_body: Option<S<RawSize>>,
 }
 
 /// `[server.faults]`.
@@ -85,6 +100,24 @@ pub struct RawClients {
     pub hold: Option<S<String>>,
 }
 
+/// One `[[http]]` workload.
+#[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "an HTTP workload table")]
+pub struct RawHttp {
+    pub name: Option<S<String>>,
+    pub method: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub keys: Option<S<i64>>,
+    pub key_order: Option<S<String>>,
+    pub body: Option<S<RawSize>>,
+    pub workers: Option<S<i64>>,
+    pub rate: Option<S<f64>>,
+    pub connections: Option<S<i64>>,
+    pub requests: Option<S<i64>>,
+    pub keep_alive: Option<S<bool>>,
+    pub timeout: Option<S<String>>,
+}
+
 /// `[run]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(expecting = "a table of run settings")]
@@ -120,6 +153,8 @@ pub struct RawThresholds {
     pub delivery_p999: Option<S<String>>,
     pub delivery_max: Option<S<String>>,
     pub connect_p99: Option<S<String>>,
+    pub http_p99: Option<S<String>>,
+    pub http_errors: Option<S<i64>>,
     pub heap_growth: Option<S<RawSize>>,
     pub rss_growth: Option<S<RawSize>>,
     pub retention: Option<S<RawSize>>,
@@ -127,7 +162,7 @@ pub struct RawThresholds {
 }
 
 /// Table paths (indices removed) that are lists of tables, written `[[name]]`.
-pub const LIST_TABLES: &[&str] = &["rooms", "rooms.clients"];
+pub const LIST_TABLES: &[&str] = &["rooms", "rooms.clients", "http"];
 
 /// The keys a table at `table_path` (indices removed, e.g. `rooms.clients`) accepts.
 pub fn keys_of(table_path: &str) -> Option<&'static [&'static str]> {
@@ -136,6 +171,8 @@ pub fn keys_of(table_path: &str) -> Option<&'static [&'static str]> {
         "" => keys::<RawScenario>(),
         "server" => keys::<RawServer>(),
         "server.faults" => keys::<RawFaults>(),
+        "server.cache" => keys::<RawCache>(),
+        "http" => keys::<RawHttp>(),
         "backend" => keys::<RawBackend>(),
         "rooms" => keys::<RawRoom>(),
         "rooms.clients" => keys::<RawClients>(),

@@ -65,7 +65,8 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         );
     }
     let run = run(raw.run.as_ref().map(|r| r.get_ref()), c);
-    let rooms = rooms(&raw.rooms, &server, &run, c);
+    let http = super::http::workloads(&raw.http, c);
+    let rooms = rooms(&raw.rooms, !http.is_empty(), &server, &run, c);
     let expect = raw.expect.as_ref().map(|e| e.get_ref());
     let expect = Expectation {
         gaps: flag(expect.and_then(|e| e.gaps.as_ref()), false),
@@ -79,6 +80,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         server,
         backend,
         rooms,
+        http,
         run,
         expect,
         thresholds,
@@ -105,6 +107,8 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         Target::Embedded,
     );
     let instances = int(c, raw.instances.as_ref(), "server.instances", 1, 1..=64) as usize;
+    let (host, port) = super::http::host_port(raw, instances, c);
+    let cache = super::http::cache(raw.cache.as_ref().map(|s| s.get_ref()), c);
     let capacity = int(c, raw.capacity.as_ref(), "server.capacity", 100, 1..=1_000_000) as usize;
     let max_frame = size_value(
         c,
@@ -137,10 +141,13 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
     };
     ServerSpec {
         target,
+        host,
+        port,
         instances,
         capacity,
         max_frame,
         faults,
+        cache,
     }
 }
 
@@ -314,12 +321,18 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
     }
 }
 
-fn rooms(raw: &[S<RawRoom>], server: &ServerSpec, run: &RunSpec, c: &mut Collector<'_>) -> Vec<RoomSpec> {
-    if raw.is_empty() {
+fn rooms(
+    raw: &[S<RawRoom>],
+    has_http: bool,
+    server: &ServerSpec,
+    run: &RunSpec,
+    c: &mut Collector<'_>,
+) -> Vec<RoomSpec> {
+    if raw.is_empty() && !has_http {
         c.at(
             0..0,
             "rooms",
-            "no rooms; add at least one `[[rooms]]` table with a `name` and `[[rooms.clients]]`",
+            "no load; add at least one `[[rooms]]` table with a `name` and `[[rooms.clients]]`, or an `[[http]]` workload",
         );
     }
     let mut seen: Vec<&str> = Vec::new();
@@ -533,6 +546,14 @@ fn thresholds(raw: Option<&RawThresholds>, c: &mut Collector<'_>) -> Thresholds 
             "thresholds.connect_p99",
             Some(Duration::from_secs(1)),
         ),
+        http_p99: limit(c, t.http_p99.as_ref(), "thresholds.http_p99", None),
+        http_errors: int(
+            c,
+            t.http_errors.as_ref(),
+            "thresholds.http_errors",
+            0,
+            0..=i64::MAX as u64,
+        ),
         leak: LeakLimits {
             heap_growth: size_value(
                 c,
@@ -581,7 +602,7 @@ fn sample_interval(c: &mut Collector<'_>, raw: Option<&S<String>>) -> Duration {
     interval
 }
 
-fn size_value(
+pub(super) fn size_value(
     c: &mut Collector<'_>,
     value: Option<&S<RawSize>>,
     key: &str,
@@ -610,11 +631,11 @@ fn size_value(
     }
 }
 
-fn flag(value: Option<&S<bool>>, default: bool) -> bool {
+pub(super) fn flag(value: Option<&S<bool>>, default: bool) -> bool {
     value.map_or(default, |v| *v.get_ref())
 }
 
-fn int(
+pub(super) fn int(
     c: &mut Collector<'_>,
     value: Option<&S<i64>>,
     key: &str,
@@ -634,7 +655,7 @@ fn int(
     n as u64
 }
 
-fn duration_value(
+pub(super) fn duration_value(
     c: &mut Collector<'_>,
     value: Option<&S<String>>,
     key: &str,
@@ -663,7 +684,7 @@ fn duration_value(
     }
 }
 
-fn choice<T: Copy>(
+pub(super) fn choice<T: Copy>(
     c: &mut Collector<'_>,
     value: Option<&S<String>>,
     key: &str,

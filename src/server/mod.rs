@@ -5,14 +5,17 @@
 //! [`EmbeddedServer`] wraps that for the runner.
 //!
 //! Routes: `GET /ws/chat/{room}` (WebSocket: join the group, group-send each text frame, write
-//! each group message out), `GET /` (hello) and `GET /stats` (counters as JSON).
+//! each group message out), `GET /stats` (counters as JSON), and the plain HTTP routes of
+//! [`http_routes`]: `GET /` (hello), `GET|PUT /cache/{key}` and `GET /info` (the [`cache`]).
 
+pub mod cache;
 pub mod connection;
 pub mod faults;
+pub mod http_routes;
 pub mod stats;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -24,6 +27,7 @@ use warp::reply::Reply;
 
 use crate::layer::ChannelLayer;
 use crate::scenario::validate::is_valid_name;
+pub use cache::{Cache, CacheConfig, CacheInfo, CacheMode, CacheSource};
 pub use faults::ServerFaults;
 pub use stats::{ServerCounters, ServerStats};
 
@@ -41,6 +45,8 @@ pub struct AppState {
     pub max_frame: usize,
     /// Fault switches of the server itself (off by default).
     pub faults: ServerFaults,
+    /// The key/value cache behind `/cache/{key}` and `/info`.
+    pub cache: Arc<Cache>,
 }
 
 impl AppState {
@@ -51,11 +57,22 @@ impl AppState {
 
     /// State for one instance over `layer`, with the server's own fault switches.
     pub fn with_faults(layer: Arc<dyn ChannelLayer>, max_frame: usize, faults: ServerFaults) -> Arc<Self> {
+        Self::with_cache(layer, max_frame, faults, CacheConfig::default())
+    }
+
+    /// State for one instance over `layer`, with fault switches and a cache of `cache`'s kind.
+    pub fn with_cache(
+        layer: Arc<dyn ChannelLayer>,
+        max_frame: usize,
+        faults: ServerFaults,
+        cache: CacheConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             layer,
             counters: ServerCounters::default(),
             max_frame,
             faults,
+            cache: Arc::new(Cache::new(cache)),
         })
     }
 
@@ -97,24 +114,29 @@ pub fn routes(
                 .on_upgrade(move |socket| connection::serve_socket(socket, room, state))
                 .into_response()
         });
-    let hello = warp::path::end()
-        .and(warp::get())
-        .map(|| "Hello, World!".into_response());
     let stats = warp::path!("stats")
         .and(warp::get())
         .and(with_state)
         .map(|state: Arc<AppState>| warp::reply::json(&state.stats()).into_response());
-    chat.or(hello).unify().or(stats).unify()
+    chat.or(stats).unify().or(http_routes::routes(state)).unify()
 }
 
 /// A listener on `127.0.0.1` and a free port, with TCP_NODELAY set so the sockets it accepts
 /// inherit it (Linux does; warp gives no other hook). Without it, Nagle's algorithm holds small
 /// frames back until the client's delayed ACK, and delivery latency reads as the send interval.
 pub fn loopback_listener() -> std::io::Result<TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
+    listener_on((Ipv4Addr::LOCALHOST, 0).into())
+}
+
+/// A listener on `addr` (port 0: a free one), with TCP_NODELAY as for [`loopback_listener`].
+pub fn listener_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr.ip() {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
     socket.set_nodelay(true)?;
     socket.set_reuseaddr(true)?;
-    socket.bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+    socket.bind(addr)?;
     socket.listen(1024)
 }
 
@@ -131,7 +153,12 @@ pub struct EmbeddedServer {
 impl EmbeddedServer {
     /// Binds `127.0.0.1` on a free port and starts serving.
     pub async fn start(state: Arc<AppState>) -> std::io::Result<Self> {
-        let listener = loopback_listener()?;
+        Self::start_on(state, (Ipv4Addr::LOCALHOST, 0).into()).await
+    }
+
+    /// Binds `addr` (port 0: a free one) and starts serving.
+    pub async fn start_on(state: Arc<AppState>, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = listener_on(addr)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(serve(listener, state.clone(), async {

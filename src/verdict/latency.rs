@@ -1,9 +1,12 @@
-//! The latency verdict: delivery percentiles per room and connect time against thresholds.
+//! The latency verdict: delivery percentiles per room, connect time and HTTP latency per route
+//! against thresholds. An HTTP request that got no answer at all (connect, timeout, reset, ...)
+//! has no latency to judge; past `thresholds.http_errors` per route it is a breach too.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::observe::http::RouteFigures;
 use crate::observe::latency::LatencySummary;
 use crate::scenario::Thresholds;
 
@@ -49,6 +52,7 @@ pub struct LatencyVerdict {
 pub fn judge(
     delivery: Vec<RoomLatency>,
     connect: LatencySummary,
+    http: &[RouteFigures],
     thresholds: &Thresholds,
     expect_breach: bool,
 ) -> LatencyVerdict {
@@ -78,6 +82,25 @@ pub fn judge(
     if connect.count > 0 {
         check("connect p99", connect.p99_us, thresholds.connect_p99);
     }
+    for route in http.iter().filter(|r| r.latency.count > 0) {
+        check(
+            &format!("{} p99", route.route),
+            route.latency.p99_us,
+            thresholds.http_p99,
+        );
+    }
+    for route in http.iter().filter(|r| r.failed > thresholds.http_errors) {
+        let kinds = route
+            .failures
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        breaches.push(format!(
+            "{}: {} of {} requests got no answer ({kinds}; thresholds.http_errors = {})",
+            route.route, route.failed, route.requests, thresholds.http_errors
+        ));
+    }
     let outcome = if breaches.is_empty() {
         LatencyOutcome::Within
     } else {
@@ -98,12 +121,25 @@ pub fn judge(
             fmt_us(w.delivery.max_us),
             fmt_us(connect.p99_us)
         ),
+        (LatencyOutcome::Within, _) if connect.count == 0 && !http.is_empty() => "within limits".to_string(),
         (LatencyOutcome::Within, _) => format!(
             "within limits: no deliveries measured; connect p99 {}",
             fmt_us(connect.p99_us)
         ),
         (LatencyOutcome::Breach, _) => format!("breach: {}", breaches.join(", ")),
     };
+    if outcome == LatencyOutcome::Within
+        && let Some(worst) = http.iter().max_by_key(|r| r.latency.p99_us)
+    {
+        summary.push_str(if summary == "within limits" { ": " } else { "; " });
+        summary.push_str(&format!(
+            "HTTP worst route {} p50 {} p99 {} max {}",
+            worst.route,
+            fmt_us(worst.latency.p50_us),
+            fmt_us(worst.latency.p99_us),
+            fmt_us(worst.latency.max_us)
+        ));
+    }
     summary.push_str(super::expectation_note(
         outcome == LatencyOutcome::Breach,
         expect_breach,
@@ -125,5 +161,78 @@ pub fn fmt_us(us: u64) -> String {
         0..1_000 => format!("{us}µs"),
         1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
         _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn thresholds(extra: &str) -> Thresholds {
+        let text = format!("name = \"t\"\n[[http]]\npath = \"/\"\n[thresholds]\n{extra}\n");
+        crate::scenario::parse(Path::new("t.toml"), &text).unwrap().thresholds
+    }
+
+    fn route(p99_us: u64, failed: u64) -> RouteFigures {
+        RouteFigures {
+            route: "GET /".into(),
+            requests: 100 + failed,
+            answered: 100,
+            failed,
+            failures: BTreeMap::from([("timeout".to_string(), failed)]),
+            latency: LatencySummary {
+                count: 100 + failed,
+                p50_us: p99_us / 2,
+                p99_us,
+                max_us: p99_us,
+                ..LatencySummary::default()
+            },
+            ..RouteFigures::default()
+        }
+    }
+
+    #[test]
+    fn http_routes_are_judged_on_p99_and_on_requests_without_an_answer() {
+        let none = LatencySummary::default();
+        let ok = judge(
+            Vec::new(),
+            none,
+            &[route(900, 0)],
+            &thresholds("http_p99 = \"1ms\""),
+            false,
+        );
+        assert_eq!(ok.outcome, LatencyOutcome::Within);
+        assert_eq!(
+            ok.summary,
+            "within limits: HTTP worst route GET / p50 450µs p99 900µs max 900µs"
+        );
+
+        let slow = judge(
+            Vec::new(),
+            none,
+            &[route(1500, 0)],
+            &thresholds("http_p99 = \"1ms\""),
+            false,
+        );
+        assert_eq!(slow.breaches, ["GET / p99 1.5ms > 1ms"]);
+
+        let failing = judge(Vec::new(), none, &[route(900, 3)], &thresholds(""), false);
+        assert_eq!(failing.outcome, LatencyOutcome::Breach);
+        assert!(
+            failing.breaches[0].contains("3 of 103 requests got no answer (timeout 3"),
+            "{:?}",
+            failing.breaches
+        );
+        let tolerated = judge(
+            Vec::new(),
+            none,
+            &[route(900, 3)],
+            &thresholds("http_errors = 3"),
+            false,
+        );
+        assert_eq!(tolerated.outcome, LatencyOutcome::Within);
     }
 }

@@ -60,6 +60,8 @@ pub struct IterationMemory {
     pub after: Sample,
     /// Connections the server closed during the iteration.
     pub connections_closed: u64,
+    /// HTTP requests answered during the iteration.
+    pub requests: u64,
     /// The server reached zero connections and a still heap before the after sample.
     pub settled: bool,
 }
@@ -83,6 +85,9 @@ pub struct SeriesVerdict {
     pub rising_steps: [u32; 2],
     /// Slope divided by the connections closed per iteration.
     pub per_connection: Option<f64>,
+    /// Slope divided by the HTTP requests answered per iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<f64>,
     /// How it came out.
     pub class: SeriesClass,
     /// What the numbers say, in words a person can act on.
@@ -108,6 +113,12 @@ pub struct LeakVerdict {
     pub bytes_per_iteration: Option<f64>,
     /// The same per closed connection.
     pub bytes_per_connection: Option<f64>,
+    /// Mean HTTP requests answered per judged iteration.
+    #[serde(default)]
+    pub requests_per_iteration: f64,
+    /// Growth per iteration per HTTP request answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_request: Option<f64>,
     /// Every series.
     pub series: Vec<SeriesVerdict>,
 }
@@ -115,11 +126,18 @@ pub struct LeakVerdict {
 /// Judges the after-samples of `iterations` against `before` and `limits`.
 pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimits, expect_leak: bool) -> LeakVerdict {
     let judged: Vec<&IterationMemory> = iterations.iter().filter(|i| !i.warmup).collect();
-    let closed_per_iteration = if judged.is_empty() {
-        0.0
-    } else {
-        judged.iter().map(|i| i.connections_closed as f64).sum::<f64>() / judged.len() as f64
+    let mean = |of: fn(&IterationMemory) -> u64| {
+        if judged.is_empty() {
+            0.0
+        } else {
+            judged.iter().map(|i| of(i) as f64).sum::<f64>() / judged.len() as f64
+        }
     };
+    let per = Per {
+        connections: mean(|i| i.connections_closed),
+        requests: mean(|i| i.requests),
+    };
+    let closed_per_iteration = per.connections;
     let has_heap = before.heap_bytes.is_some() && iterations.iter().all(|i| i.after.heap_bytes.is_some());
     let mut series = Vec::new();
 
@@ -129,7 +147,7 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
         |s| s.heap_bytes.map(|v| v as f64),
         before,
         iterations,
-        closed_per_iteration,
+        per,
     );
     let rss = memory_series(
         "rss_bytes",
@@ -137,7 +155,7 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
         |s| s.rss_bytes.map(|v| v as f64),
         before,
         iterations,
-        closed_per_iteration,
+        per,
     );
     let bytes_per_iteration;
     if has_heap {
@@ -152,7 +170,7 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
                 |s| s.heap_blocks.map(|v| v as f64),
                 before,
                 iterations,
-                closed_per_iteration,
+                per,
             ),
             "live heap blocks",
         ));
@@ -181,7 +199,7 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
             |s| s.state.get(name).map(|&v| v as f64),
             before,
             iterations,
-            closed_per_iteration,
+            per,
         );
         let start = state_start.map_or(values.before, |sample| {
             sample.state.get(name.as_str()).map(|&v| v as f64)
@@ -208,7 +226,7 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
             |s| s.info.get(name).map(|&v| v as f64),
             before,
             iterations,
-            closed_per_iteration,
+            per,
         );
         series.push(judge_info(values, name));
     }
@@ -224,7 +242,17 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
     let bytes_per_connection = bytes_per_iteration
         .filter(|_| closed_per_iteration > 0.0)
         .map(|b| b / closed_per_iteration);
-    let mut summary = summarize(outcome, &series, judged.len(), bytes_per_connection, expect_leak);
+    let bytes_per_request = bytes_per_iteration
+        .filter(|_| per.requests > 0.0)
+        .map(|b| b / per.requests);
+    let mut summary = summarize(
+        outcome,
+        &series,
+        judged.len(),
+        bytes_per_connection,
+        bytes_per_request,
+        expect_leak,
+    );
     let unsettled = judged.iter().filter(|i| !i.settled).count();
     if unsettled > 0 {
         summary.push_str(&format!(
@@ -240,8 +268,17 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
         connections_closed_per_iteration: closed_per_iteration,
         bytes_per_iteration,
         bytes_per_connection,
+        requests_per_iteration: per.requests,
+        bytes_per_request,
         series,
     }
+}
+
+/// Mean work per judged iteration that a slope is divided by.
+#[derive(Debug, Clone, Copy)]
+struct Per {
+    connections: f64,
+    requests: f64,
 }
 
 fn memory_series(
@@ -250,7 +287,7 @@ fn memory_series(
     read: impl Fn(&Sample) -> Option<f64>,
     before: &Sample,
     iterations: &[IterationMemory],
-    closed_per_iteration: f64,
+    per: Per,
 ) -> SeriesVerdict {
     let points: Vec<(f64, f64)> = iterations
         .iter()
@@ -275,9 +312,8 @@ fn memory_series(
         slope_per_iteration: slope,
         growth,
         rising_steps: [rising, points.len().saturating_sub(1) as u32],
-        per_connection: slope
-            .filter(|_| closed_per_iteration > 0.0)
-            .map(|s| s / closed_per_iteration),
+        per_connection: slope.filter(|_| per.connections > 0.0).map(|s| s / per.connections),
+        per_request: slope.filter(|_| per.requests > 0.0).map(|s| s / per.requests),
         class: SeriesClass::NotJudged,
         evidence: String::new(),
     }
@@ -295,10 +331,14 @@ fn judge_growth(mut s: SeriesVerdict, limit: f64, judged: usize, what: &str) -> 
         );
         return s;
     };
-    let per_connection = s
-        .per_connection
-        .map(|b| format!(", {} per closed connection", signed_bytes(b)))
-        .unwrap_or_default();
+    let per_connection = [
+        s.per_connection
+            .map(|b| format!(", {} per closed connection", signed_bytes(b))),
+        s.per_request.map(|b| format!(", {} per request", signed_bytes(b))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<String>();
     let [rose, steps] = s.rising_steps;
     let spread = 2 * rose >= steps;
     if slope > limit && growth > limit && spread {
@@ -416,6 +456,7 @@ fn summarize(
     series: &[SeriesVerdict],
     judged: usize,
     per_connection: Option<f64>,
+    per_request: Option<f64>,
     expect_leak: bool,
 ) -> String {
     let of = |class: SeriesClass| {
@@ -453,6 +494,12 @@ fn summarize(
         && !line.contains("per closed connection")
     {
         line.push_str(&format!(" ({} per closed connection)", signed_bytes(b)));
+    }
+    if outcome == LeakOutcome::Leak
+        && let Some(b) = per_request
+        && !line.contains("per request")
+    {
+        line.push_str(&format!(" ({} per request)", signed_bytes(b)));
     }
     line.push_str(super::expectation_note(outcome == LeakOutcome::Leak, expect_leak));
     line
@@ -533,6 +580,7 @@ mod tests {
                 warmup: i == 0,
                 after: points(i),
                 connections_closed: closed,
+                requests: 0,
                 settled: true,
             })
             .collect()
@@ -560,6 +608,23 @@ mod tests {
         let per_conn = v.bytes_per_connection.unwrap();
         assert!((per_conn - 256.0).abs() < 10.0, "{per_conn}");
         assert!(v.summary.contains("per closed connection"), "{}", v.summary);
+    }
+
+    #[test]
+    fn a_heap_slope_is_also_measured_per_http_request() {
+        let before = sample(1_000_000, 50 << 20, 0);
+        // 200 requests per iteration, each keeping 10,000 bytes, no WebSocket connections.
+        let its: Vec<IterationMemory> = run(|i| sample(1_000_000 + 2_000_000 * i as i64, 60 << 20, 0), 6, 0)
+            .into_iter()
+            .map(|i| IterationMemory { requests: 200, ..i })
+            .collect();
+        let v = judge(&before, &its, &limits(), true);
+        assert_eq!(v.outcome, LeakOutcome::Leak);
+        assert_eq!(v.requests_per_iteration, 200.0);
+        assert_eq!(v.bytes_per_request, Some(10_000.0));
+        assert_eq!(v.bytes_per_connection, None);
+        assert!(v.summary.contains("per request"), "{}", v.summary);
+        assert_eq!(v.series[0].per_request, Some(10_000.0));
     }
 
     #[test]

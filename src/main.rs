@@ -28,13 +28,20 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::Infrastructure.code());
         }
     };
+    let on_interrupt = match parsed.command {
+        cli::Command::Serve { .. } => "\ninterrupted: stopping the server (Ctrl-C again to abort)",
+        cli::Command::Load { .. } => {
+            "\ninterrupted: stopping the load and printing what it saw (Ctrl-C again to abort)"
+        }
+        _ => "\ninterrupted: closing clients and writing a partial result (Ctrl-C again to abort)",
+    };
     // Everything the runner does itself is harness work; the server's tasks are spawned untagged.
     let exit = runtime.block_on(leakrun::heap::harness(async {
         let cancel = CancellationToken::new();
         let on_signal = cancel.clone();
         leakrun::heap::spawn_harness(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: closing clients and writing a partial result (Ctrl-C again to abort)");
+                eprintln!("{on_interrupt}");
                 on_signal.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     // No destructors run past here: stop the private servers first.

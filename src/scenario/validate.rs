@@ -48,7 +48,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         .as_ref()
         .map(|d| d.get_ref().clone())
         .unwrap_or_default();
-    let server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
+    let mut server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
     let backend = backend(raw.backend.as_ref().map(|b| b.get_ref()), c);
     if let Some(switch) = raw
         .server
@@ -73,6 +73,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         leak: flag(expect.and_then(|e| e.leak.as_ref()), false),
     };
     let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
+    server.external = super::external::validate(raw, server.target, rooms.len(), c);
     Scenario {
         name,
         description,
@@ -101,7 +102,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         c,
         raw.target.as_ref(),
         "server.target",
-        &[("embedded", Target::Embedded)],
+        &[("embedded", Target::Embedded), ("external", Target::External)],
         Target::Embedded,
     );
     let instances = int(c, raw.instances.as_ref(), "server.instances", 1, 1..=64) as usize;
@@ -141,6 +142,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         capacity,
         max_frame,
         faults,
+        external: None,
     }
 }
 
@@ -194,6 +196,12 @@ fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
 /// Switches a validated scenario to another backend kind (the `--backend` flag), rechecking what
 /// depends on the kind. A URL written for another kind is dropped.
 pub fn override_backend(scenario: &mut Scenario, kind: BackendKind) -> Result<(), String> {
+    if scenario.server.target == Target::External {
+        return Err(format!(
+            "--backend {}: the scenario's server.target is \"external\"; a channel layer applies to the embedded server only",
+            kind.name()
+        ));
+    }
     if scenario.server.faults.cancel_shared_receive && kind != BackendKind::RedisLists {
         return Err(format!(
             "--backend {}: server.faults.cancel_shared_receive {}",
@@ -581,7 +589,7 @@ fn sample_interval(c: &mut Collector<'_>, raw: Option<&S<String>>) -> Duration {
     interval
 }
 
-fn size_value(
+pub(super) fn size_value(
     c: &mut Collector<'_>,
     value: Option<&S<RawSize>>,
     key: &str,
@@ -610,11 +618,11 @@ fn size_value(
     }
 }
 
-fn flag(value: Option<&S<bool>>, default: bool) -> bool {
+pub(super) fn flag(value: Option<&S<bool>>, default: bool) -> bool {
     value.map_or(default, |v| *v.get_ref())
 }
 
-fn int(
+pub(super) fn int(
     c: &mut Collector<'_>,
     value: Option<&S<i64>>,
     key: &str,
@@ -634,7 +642,7 @@ fn int(
     n as u64
 }
 
-fn duration_value(
+pub(super) fn duration_value(
     c: &mut Collector<'_>,
     value: Option<&S<String>>,
     key: &str,

@@ -6,6 +6,7 @@
 
 pub mod drivers;
 pub mod session;
+pub mod template;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +53,9 @@ pub struct LoadContext {
     /// The run clock.
     pub clock: RunClock,
     /// Server instances; client `n` connects to instance `n % len`.
-    pub targets: Vec<SocketAddr>,
+    pub targets: Vec<Endpoint>,
+    /// How each frame sent wraps the envelope.
+    pub template: template::FrameTemplate,
     /// Room names, indexed like the scenario.
     pub rooms: Vec<String>,
     /// Bound on one connect.
@@ -63,6 +66,25 @@ pub struct LoadContext {
     pub live: LiveCounters,
     /// Churn events.
     pub events: EventLog,
+}
+
+/// One server instance as clients see it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Where the TCP connection goes.
+    pub addr: SocketAddr,
+    /// The WebSocket URL of each room, indexed like the scenario's rooms.
+    pub room_urls: Vec<String>,
+}
+
+impl Endpoint {
+    /// An embedded server instance at `addr`: rooms at `/ws/chat/{room}`.
+    pub fn embedded(addr: SocketAddr, rooms: &[String]) -> Self {
+        Self {
+            addr,
+            room_urls: rooms.iter().map(|room| format!("ws://{addr}/ws/chat/{room}")).collect(),
+        }
+    }
 }
 
 impl LoadContext {

@@ -30,13 +30,14 @@ const TAIL_BYTES: u64 = 2048;
 
 /// The guard: waits on its standard input; `done` means leakrun stopped the group itself, end of
 /// input means leakrun is gone and the group must be stopped (SIGTERM, then SIGKILL after the
-/// grace period, in tenths of a second). `$1` is the group, `$2` the grace.
+/// grace period, in tenths of a second). `$1` is the group, `$2` the grace. (dash's `kill` takes a
+/// negative id as a group after the signal, and no `--`.)
 const GUARD_SCRIPT: &str = r#"IFS= read -r line
 [ "$line" = done ] && exit 0
-kill -TERM -- "-$1" 2>/dev/null || exit 0
+kill -TERM "-$1" 2>/dev/null || exit 0
 i=0
-while [ "$i" -lt "$2" ] && kill -0 -- "-$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
-kill -KILL -- "-$1" 2>/dev/null
+while [ "$i" -lt "$2" ] && kill -0 "-$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+kill -KILL "-$1" 2>/dev/null
 exit 0"#;
 
 /// Why a server process could not be started.

@@ -584,3 +584,85 @@ fn bad_external_settings_are_exit_2_naming_the_key() {
         "no result for a scenario that does not validate: {written:?}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_server_tree_and_the_result_names_its_processes() {
+    let dir = scratch();
+    let port = free_port();
+    let pid_file = dir.path().join("server.pid");
+    // Python below a waiting shell: two processes whose resident memory is summed.
+    let line = format!(
+        "{:?} {:?} --port {port} --pid-file {:?}; true",
+        python().display().to_string(),
+        server_script().display().to_string(),
+        pid_file.display().to_string()
+    );
+    let text = format!(
+        r#"name = "py_interrupted"
+[server]
+target = "external"
+command = '{line}'
+ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
+stats_url = "http://127.0.0.1:{port}/stats"
+stats_counters = ["opened", "closed", "frames_*", "deliveries", "dropped"]
+{CHURN_ROOMS}
+[run]
+duration = "60s"
+sample_interval = "100ms"
+"#
+    );
+    let path = scenario(dir.path(), "py_interrupted", &text);
+    let leakrun = Command::new(env!("CARGO_BIN_EXE_leakrun"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--no-progress",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start leakrun");
+    let stats = format!("http://127.0.0.1:{port}/stats");
+    let connected = eventually(Duration::from_secs(20), || {
+        server_stats(&stats).is_some_and(|s| s["connections"].as_u64().is_some_and(|n| n > 0))
+    });
+    let server = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    let _cleanup = KillOnDrop(server.unwrap_or(0));
+    let sent = Command::new("kill")
+        .args(["-INT", &leakrun.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = leakrun.wait_with_output().unwrap();
+    assert!(
+        connected,
+        "leakrun's clients never reached the server: {}",
+        describe(&output)
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let r = result(dir.path(), "py_interrupted");
+    assert_eq!(r["status"], "interrupted");
+    let shell = stopped_server_pid(&r);
+    assert!(!alive(server.unwrap()), "the Python server outlived the run");
+    assert_eq!(
+        r["target"]["memory_source"],
+        format!("rss of pid {shell} and 1 child process (its process tree, summed)")
+    );
+    assert!(
+        r["target"]["stopped"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped by SIGTERM"),
+        "{}",
+        r["target"]
+    );
+    let timeline = r["timeline"]["samples"].as_array().unwrap();
+    assert!(
+        timeline.iter().any(|s| s["rss_processes"] == 2),
+        "the timeline sums both processes"
+    );
+}

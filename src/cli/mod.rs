@@ -272,12 +272,20 @@ fn list(args: &[PathBuf], json: bool) -> Exit {
         match scenario::load(file) {
             Ok(loaded) => {
                 let s = &loaded.scenario;
-                // A backend without a URL starts a private server: the job must install it.
-                let services: Vec<&str> = s.backend.kind.private_server().into_iter().collect();
+                // A backend without a URL starts a private server: the job must install it. An
+                // external server brings its own.
+                let external = s.server.target == scenario::Target::External;
+                let services: Vec<&str> = s
+                    .backend
+                    .kind
+                    .private_server()
+                    .into_iter()
+                    .filter(|_| !external)
+                    .collect();
                 entries.push(serde_json::json!({
                     "file": file.display().to_string(),
                     "name": s.name,
-                    "backend": s.backend.kind.name(),
+                    "backend": if external { "external" } else { s.backend.kind.name() },
                     "services": services,
                     "expect": {"gaps": s.expect.gaps, "leak": s.expect.leak, "latency_breach": s.expect.latency_breach},
                 }));

@@ -650,7 +650,7 @@ sample_interval = "100ms"
     assert!(!alive(server.unwrap()), "the Python server outlived the run");
     assert_eq!(
         r["target"]["memory_source"],
-        format!("rss of pid {shell} and 1 child process (its process tree, summed)")
+        format!("rss of pid {shell} and 1 child process, summed over its process tree")
     );
     assert!(
         r["target"]["stopped"]
@@ -665,4 +665,41 @@ sample_interval = "100ms"
         timeline.iter().any(|s| s["rss_processes"] == 2),
         "the timeline sums both processes"
     );
+}
+
+#[test]
+fn a_server_that_dies_mid_run_is_exit_3_with_its_last_output() {
+    let dir = scratch();
+    let port = free_port();
+    // The shell starts the server, stops it a second into the run, and exits with its own status.
+    let line = format!(
+        "{:?} {:?} --port {port} & P=$!; sleep 1; kill $P; wait; echo the server went away; exit 4",
+        python().display().to_string(),
+        server_script().display().to_string(),
+    );
+    let text = format!(
+        r#"name = "py_dies"
+[server]
+target = "external"
+command = '{line}'
+ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
+
+[[rooms]]
+name = "lobby"
+  [[rooms.clients]]
+  count = 2
+  rate = 10
+
+[run]
+duration = "30s"
+"#
+    );
+    let output = run_scenario(&scenario(dir.path(), "py_dies", &text), dir.path());
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let r = result(dir.path(), "py_dies");
+    assert_eq!(r["status"], "error");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("exited during the run (exit status: 4)"), "{error}");
+    assert!(error.contains("the server went away"), "{error}");
+    stopped_server_pid(&r);
 }

@@ -89,7 +89,7 @@ pub struct TargetInfo {
     /// The command that started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    /// Where `rss_bytes` comes from, e.g. `rss of pid 123 and 3 child processes (its process tree, summed)`.
+    /// Where `rss_bytes` comes from, e.g. `rss of pid 123 and 3 child processes, summed over its process tree`.
     pub memory_source: String,
     /// The started server's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -164,7 +164,7 @@ impl ExternalTarget {
 pub fn memory_source(pid: u32, processes: Option<u32>) -> String {
     match processes {
         Some(n) if n > 1 => format!(
-            "rss of pid {pid} and {} child process{} (its process tree, summed)",
+            "rss of pid {pid} and {} child process{}, summed over its process tree",
             n - 1,
             if n == 2 { "" } else { "es" }
         ),

@@ -682,7 +682,7 @@ mod tests {
         };
         let before = external(sample(0, 50 << 20, 0));
         let its = run(|i| external(sample(0, (60 << 20) + (12 << 20) * i as u64, 0)), 11, 200);
-        let source = "rss of pid 42 and 2 child processes (its process tree, summed)";
+        let source = "rss of pid 42 and 2 child processes, summed over its process tree";
         let v = judge_external(&before, &its, &limits(), true, source);
         assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
         assert!(v.met);

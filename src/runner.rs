@@ -202,9 +202,11 @@ async fn execute_external(
         std::fs::create_dir_all(&options.out_dir)
             .map_err(|e| format!("cannot create {}: {e}", options.out_dir.display()))?;
     }
-    let target = ExternalTarget::start(spec, &rooms, &log)
-        .await
-        .map_err(|e| e.to_string())?;
+    let target = match ExternalTarget::start(spec, &rooms, &log, &options.cancel).await {
+        Ok(target) => target,
+        Err(crate::target::TargetError::Interrupted { .. }) => return Ok(true),
+        Err(error) => return Err(error.to_string()),
+    };
     let command = match &spec.process {
         ProcessSpec::Command(command) => Some(command.line.display()),
         _ => None,

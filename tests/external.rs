@@ -703,3 +703,56 @@ duration = "30s"
     assert!(error.contains("the server went away"), "{error}");
     stopped_server_pid(&r);
 }
+
+#[test]
+fn ctrl_c_while_waiting_for_ready_stops_the_command_at_once() {
+    let dir = scratch();
+    let port = free_port();
+    let pid_file = dir.path().join("sleeper.pid");
+    let text = format!(
+        r#"name = "interrupted_start"
+[server]
+target = "external"
+command = 'echo $$ > {pid_file:?}; exec sleep 120'
+ready_timeout = "60s"
+ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
+
+[[rooms]]
+name = "lobby"
+  [[rooms.clients]]
+  count = 1
+"#,
+        pid_file = pid_file.display().to_string()
+    );
+    let path = scenario(dir.path(), "interrupted_start", &text);
+    let leakrun = Command::new(env!("CARGO_BIN_EXE_leakrun"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--no-progress",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start leakrun");
+    let started = eventually(Duration::from_secs(10), || pid_file.exists());
+    let pid: Option<u64> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let _cleanup = KillOnDrop(pid.unwrap_or(0));
+    let sent = Command::new("kill")
+        .args(["-INT", &leakrun.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = leakrun.wait_with_output().unwrap();
+    assert!(started, "the command never ran: {}", describe(&output));
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let r = result(dir.path(), "interrupted_start");
+    assert_eq!(r["status"], "interrupted");
+    assert_eq!(r["iterations"].as_array().map(Vec::len), Some(0));
+    let pid = pid.unwrap();
+    assert!(!alive(pid), "the command (pid {pid}) outlived the interrupted start");
+}

@@ -392,6 +392,17 @@ mod tests {
     }
 
     #[test]
+    fn frames_for_an_external_server_are_not_bound_by_the_embedded_max_frame() {
+        let big = server("pid = 7\nws_url = \"ws://127.0.0.1:1/{room}/\"")
+            .replace("count = 2\n", "count = 2\n  payload = \"1MiB\"\n");
+        let s = parse(Path::new("t.toml"), &big).unwrap();
+        assert_eq!(s.rooms[0].clients[0].payload, 1 << 20);
+        let found = problems(&big.replace("1MiB", "32MiB"));
+        assert_eq!(found[0].key, "rooms[0].clients[0].payload", "{found:?}");
+        assert!(found[0].message.contains("valid: 0 to 16 MiB"), "{}", found[0].message);
+    }
+
+    #[test]
     fn a_remote_host_needs_allow_remote() {
         let text = server("pid = 7\nws_url = \"ws://10.1.2.3:8000/ws/{room}/\"");
         let found = problems(&text);

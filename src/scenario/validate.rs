@@ -14,6 +14,8 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_HEAP_GROWTH: u64 = 1024;
 /// Default resident-memory growth per iteration that counts as a leak where no heap series exists.
 pub const DEFAULT_RSS_GROWTH: u64 = 1024 * 1024;
+/// Largest frame sent to an external server.
+const MAX_EXTERNAL_PAYLOAD: u64 = 16 * 1024 * 1024;
 /// Default resident memory kept beyond the heap's growth that is reported as retention.
 pub const DEFAULT_RETENTION: u64 = 16 * 1024 * 1024;
 
@@ -478,6 +480,16 @@ fn client_group(
         Some(size) => {
             match parse_size(size.get_ref()) {
                 Ok(bytes) if bytes as usize <= server.max_frame => bytes as usize,
+                // An external server's own limit is unknown here; the embedded one's bound holds.
+                Ok(bytes) if server.target == Target::External && bytes <= MAX_EXTERNAL_PAYLOAD => bytes as usize,
+                Ok(bytes) if server.target == Target::External => {
+                    c.at(
+                        size.span(),
+                        format!("{key}.payload"),
+                        format!("{bytes} bytes is out of range; valid: 0 to 16 MiB"),
+                    );
+                    64
+                }
                 Ok(bytes) => {
                     c.at(size.span(), format!("{key}.payload"), format!("{bytes} bytes is larger than server.max_frame ({} bytes); the server would ignore every frame", server.max_frame));
                     64

@@ -17,6 +17,7 @@ use crate::observe::sampler::{MemoryProbe, StateReading, StateSource};
 use crate::scenario::external::ROOM_PLACEHOLDER;
 use crate::scenario::{ExternalSpec, ProcessSpec, Readiness};
 use process::{ExitWatch, ServerProcess};
+use tokio_util::sync::CancellationToken;
 
 /// Pause between readiness attempts.
 const READY_POLL: Duration = Duration::from_millis(100);
@@ -63,6 +64,12 @@ pub enum TargetError {
         /// Its last output.
         tail: String,
     },
+    /// Ctrl-C while waiting for the server to be ready; it was stopped.
+    #[error("interrupted while waiting for server.command to be ready; the server was {stopped}")]
+    Interrupted {
+        /// How it was stopped.
+        stopped: String,
+    },
     /// A watched process does not exist.
     #[error(
         "{source_key}: no process {pid} is running; start the server first, or let leakrun start it with server.command"
@@ -94,9 +101,14 @@ pub struct ExternalTarget {
 }
 
 impl ExternalTarget {
-    /// Starts (or finds) the server of `spec` and waits until it is ready; a started server's
-    /// output goes to `log`.
-    pub async fn start(spec: &ExternalSpec, rooms: &[String], log: &Path) -> Result<Self, TargetError> {
+    /// Starts (or finds) the server of `spec` and waits until it is ready, or until `cancel`; a
+    /// started server's output goes to `log`.
+    pub async fn start(
+        spec: &ExternalSpec,
+        rooms: &[String],
+        log: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<Self, TargetError> {
         let addr = resolve(&spec.ws_url).await?;
         let room_urls = rooms
             .iter()
@@ -107,7 +119,7 @@ impl ExternalTarget {
                 let process = ServerProcess::spawn(command, log)?;
                 let check = Check::new(&command.ready, addr);
                 let pid = process.pid();
-                let process = wait_ready(process, &check, command.ready_timeout).await?;
+                let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;
                 (pid, Some(process))
             }
             ProcessSpec::Pid { pid } => (watched(*pid, "server.pid")?, None),
@@ -228,7 +240,12 @@ impl Check {
     }
 }
 
-async fn wait_ready(process: ServerProcess, check: &Check, timeout: Duration) -> Result<ServerProcess, TargetError> {
+async fn wait_ready(
+    process: ServerProcess,
+    check: &Check,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Result<ServerProcess, TargetError> {
     let deadline = Instant::now() + timeout;
     let watch = process.watch();
     let mut last: String;
@@ -243,7 +260,14 @@ async fn wait_ready(process: ServerProcess, check: &Check, timeout: Duration) ->
             });
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining.max(Duration::from_millis(1)), check.attempt()).await {
+        let attempt = tokio::select! {
+            attempt = tokio::time::timeout(remaining.max(Duration::from_millis(1)), check.attempt()) => attempt,
+            _ = cancel.cancelled() => {
+                let stopped = process.stop().await;
+                return Err(TargetError::Interrupted { stopped });
+            }
+        };
+        match attempt {
             Ok(Ok(())) => return Ok(process),
             Ok(Err(error)) => last = error,
             Err(_) => last = "attempt cut short by the timeout".into(),

@@ -479,9 +479,11 @@ fn summarize(
                 .iter()
                 .filter(|s| s.unit == "count" && s.class == SeriesClass::Clean)
                 .count();
-            format!(
-                "clean over {judged} iteration(s) after warm-up: {heap}; {states} state counter(s) back to their start"
-            )
+            let states = match states {
+                0 => String::new(),
+                n => format!("; {n} state counter(s) back to their start"),
+            };
+            format!("clean over {judged} iteration(s) after warm-up: {heap}{states}")
         }
     };
     if outcome == LeakOutcome::Leak

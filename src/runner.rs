@@ -170,8 +170,13 @@ async fn execute(
         started: true,
         command: None,
         memory_source: format!(
-            "rss of leakrun's own process (pid {}), which hosts the embedded server; its live heap is counted exactly",
-            std::process::id()
+            "rss of leakrun's own process (pid {}), which hosts the embedded server{}",
+            std::process::id(),
+            if heap::figures().is_some() {
+                "; its live heap is counted exactly"
+            } else {
+                ""
+            }
         ),
         log: None,
         stopped: None,

@@ -200,6 +200,11 @@ sample_interval = "250ms"
         greetings > 0 && greetings <= sessions,
         "{greetings} frames without an envelope, {sessions} sessions"
     );
+    let summary = r["verdicts"]["gaps"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("{greetings} received frame(s) held no envelope")),
+        "{summary}"
+    );
     // Its own counters are state series, back to zero; its running totals are for reference.
     let after = &r["iterations"][1]["after"];
     assert_eq!(after["state"]["connections"], 0, "{after}");

@@ -159,6 +159,7 @@ fn churn_through_a_python_chat_server_loses_nothing_and_the_server_is_stopped() 
 [server]
 target = "external"
 command = {command}
+ready_url = "http://127.0.0.1:{port}/stats"
 ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
 send_template = '{{"message": "{{{{envelope}}}}"}}'
 stats_url = "http://127.0.0.1:{port}/stats"

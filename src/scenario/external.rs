@@ -279,7 +279,11 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
         let s = server.get_ref();
         spans.extend(
             [
-                ("server.instances", s.instances.as_ref().map(|v| v.span())),
+                // One instance and the in-process layer are what an external target has anyway.
+                (
+                    "server.instances",
+                    s.instances.as_ref().filter(|v| *v.get_ref() != 1).map(|v| v.span()),
+                ),
                 ("server.capacity", s.capacity.as_ref().map(|v| v.span())),
                 ("server.max_frame", s.max_frame.as_ref().map(|v| v.span())),
                 ("server.faults", s.faults.as_ref().map(|v| v.span())),
@@ -292,7 +296,10 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
         let b = backend.get_ref();
         spans.extend(
             [
-                ("backend.kind", b.kind.as_ref().map(|v| v.span())),
+                (
+                    "backend.kind",
+                    b.kind.as_ref().filter(|v| v.get_ref() != "memory").map(|v| v.span()),
+                ),
                 ("backend.url", b.url.as_ref().map(|v| v.span())),
                 ("backend.allow_remote", b.allow_remote.as_ref().map(|v| v.span())),
                 ("backend.group_expiry", b.group_expiry.as_ref().map(|v| v.span())),
@@ -452,6 +459,12 @@ mod tests {
                 "backend.kind",
                 "thresholds.heap_growth"
             ]
+        );
+        let defaults =
+            server("pid = 42\nws_url = \"ws://127.0.0.1:1/{room}\"\ninstances = 1\n[backend]\nkind = \"memory\"");
+        assert!(
+            parse(Path::new("t.toml"), &defaults).is_ok(),
+            "the defaults written out are fine"
         );
         let embedded = format!("name = \"x\"\n[server]\nws_url = \"ws://127.0.0.1:1/\"\n{ROOMS}");
         let found = problems(&embedded);

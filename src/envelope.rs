@@ -28,34 +28,67 @@ impl Envelope<'_> {
     /// Writes the envelope into `out` (cleared first), padded with `x` up to `payload` bytes.
     pub fn encode_into(&self, payload: usize, out: &mut String) {
         out.clear();
+        self.append_to(payload, out);
+    }
+
+    /// Appends the envelope to `out`, padded with `x` so that it takes `len` bytes (more when
+    /// the envelope itself is longer).
+    pub fn append_to(&self, len: usize, out: &mut String) {
+        let start = out.len();
         // Writing into a String cannot fail.
         let _ = write!(
             out,
             "{MAGIC}{}|{}|{}|{}|",
             self.sender, self.seq, self.room, self.intended_us
         );
-        let pad = payload.saturating_sub(out.len());
+        let pad = len.saturating_sub(out.len() - start);
         out.extend(std::iter::repeat_n('x', pad));
     }
 
     /// Finds and decodes the first envelope anywhere in `frame`.
     pub fn find(frame: &str) -> Option<Envelope<'_>> {
-        let start = frame.find(MAGIC)? + MAGIC.len();
-        let mut fields = frame[start..].splitn(5, '|');
-        let sender = fields.next()?.parse().ok()?;
-        let seq = fields.next()?.parse().ok()?;
-        let room = fields.next()?;
-        let intended_us = fields.next()?.parse().ok()?;
-        // The fifth piece is the padding (and whatever follows); its presence proves the
-        // intended time was terminated and not cut short.
-        fields.next()?;
-        Some(Envelope {
-            sender,
-            seq,
-            room,
-            intended_us,
+        Self::find_all(frame).next()
+    }
+
+    /// Every envelope in `frame`, in order: a server may forward several messages in one frame.
+    pub fn find_all(frame: &str) -> impl Iterator<Item = Envelope<'_>> {
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            while let Some(at) = frame.get(from..)?.find(MAGIC) {
+                let start = from + at + MAGIC.len();
+                match decode(&frame[start..]) {
+                    Some((envelope, used)) => {
+                        from = start + used;
+                        return Some(envelope);
+                    }
+                    None => from = start,
+                }
+            }
+            from = frame.len();
+            None
         })
     }
+}
+
+/// Decodes the fields after [`MAGIC`]: the envelope and the bytes its four fields took, with
+/// their terminators. The fourth `|` proves the intended time was not cut short.
+fn decode(text: &str) -> Option<(Envelope<'_>, usize)> {
+    let mut fields = text.splitn(5, '|');
+    let sender_text = fields.next()?;
+    let seq_text = fields.next()?;
+    let room = fields.next()?;
+    let intended_text = fields.next()?;
+    fields.next()?;
+    let used = sender_text.len() + seq_text.len() + room.len() + intended_text.len() + 4;
+    Some((
+        Envelope {
+            sender: sender_text.parse().ok()?,
+            seq: seq_text.parse().ok()?,
+            room,
+            intended_us: intended_text.parse().ok()?,
+        },
+        used,
+    ))
 }
 
 #[cfg(test)]
@@ -85,5 +118,25 @@ mod tests {
         assert_eq!(Envelope::find("hello"), None);
         assert_eq!(Envelope::find("lr1|1|2|r|3"), None);
         assert_eq!(Envelope::find("lr1|a|2|r|3|"), None);
+    }
+
+    #[test]
+    fn every_envelope_in_a_frame_is_found() {
+        let mut frame = String::from("[");
+        for seq in 0..3 {
+            frame.push_str(r#"{"message": ""#);
+            Envelope {
+                sender: 4,
+                seq,
+                room: "lobby",
+                intended_us: 9,
+            }
+            .append_to(30, &mut frame);
+            frame.push_str(r#""},"#);
+        }
+        frame.push_str(r#""lr1|broken", "lr1|5|0|lobby|1|"]"#);
+        let seqs: Vec<(u64, u64)> = Envelope::find_all(&frame).map(|e| (e.sender, e.seq)).collect();
+        assert_eq!(seqs, [(4, 0), (4, 1), (4, 2), (5, 0)]);
+        assert_eq!(Envelope::find_all("no token here").count(), 0);
     }
 }

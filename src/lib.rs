@@ -18,4 +18,5 @@ pub mod results;
 pub mod runner;
 pub mod scenario;
 pub mod server;
+pub mod target;
 pub mod verdict;

@@ -4,6 +4,11 @@
 //! `duration`, quiesce, drain (bounded), disconnect, settle (bounded) — and judges what the
 //! observers saw. The server lives across iterations: what stays behind after every client is
 //! gone is what a leak looks like. Interrupted or not, a result file is written.
+//!
+//! The server is the embedded one (one or more instances on a channel layer, read in-process) or
+//! an external one (`crate::target`): started or watched, reached at its own URLs, measured by the
+//! resident memory of its process tree and its `stats_url`, and always stopped when leakrun
+//! started it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +25,8 @@ use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::drivers::{self, ClientSpec};
 use crate::load::http::{self as http_load, Route, WorkerPool};
-use crate::load::{LiveCounters, LoadContext, Phase};
+use crate::load::template::FrameTemplate;
+use crate::load::{Endpoint, LiveCounters, LoadContext, Phase};
 use crate::observe::analysis::{self, LossRecord, LossTotals, SessionReport};
 use crate::observe::clock::{RunClock, secs};
 use crate::observe::events::EventLog;
@@ -28,8 +34,9 @@ use crate::observe::http::Tally;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
 use crate::observe::sampler::{MemoryProbe, Probes, Sampler, StateReading, StateSource};
 use crate::results::{self, *};
-use crate::scenario::LoadedScenario;
+use crate::scenario::{ExternalSpec, LoadedScenario, ProcessSpec};
 use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
+use crate::target::{ExternalTarget, probe::StatsSource};
 use crate::verdict::leak::IterationMemory;
 use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
 
@@ -43,6 +50,10 @@ const HEAP_QUIET: Duration = Duration::from_millis(300);
 const HEAP_QUIET_BYTES: i64 = 256;
 /// Bound on waiting for a still heap before the first client connects.
 const BEFORE_SETTLE: Duration = Duration::from_secs(3);
+/// How long an external server's resident memory and state must stay still to count as settled.
+const RSS_QUIET: Duration = Duration::from_millis(500);
+/// How far its resident memory may move within [`RSS_QUIET`] and still count as still.
+const RSS_QUIET_BYTES: u64 = 64 * 1024;
 
 /// How to run.
 #[derive(Clone)]
@@ -111,7 +122,8 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         verdicts: None,
         losses: LossLog::default(),
         events: EventLogOut::default(),
-        server: ServerStats::default(),
+        target: None,
+        server: None,
         before: None,
         timeline: Timeline::new(2),
         http: Vec::new(),
@@ -149,68 +161,185 @@ async fn execute(
     result: &mut RunResult,
 ) -> Result<bool, String> {
     let scenario = &loaded.scenario;
+    if let Some(spec) = &scenario.server.external {
+        return execute_external(loaded, options, clock, result, spec).await;
+    }
     let backend = backend::build(scenario).await.map_err(|e| e.to_string())?;
     result.backend.version = backend.version.clone();
     result.backend.endpoint = backend.endpoint.clone();
     result.backend.source = backend.source.clone();
-    let outcome = run_on(loaded, options, clock, result, &backend).await;
+    result.target = Some(TargetInfo {
+        kind: "embedded".into(),
+        pid: std::process::id(),
+        started: true,
+        command: None,
+        memory_source: format!(
+            "rss of leakrun's own process (pid {}), which hosts the embedded server{}",
+            std::process::id(),
+            if heap::figures().is_some() {
+                "; its live heap is counted exactly"
+            } else {
+                ""
+            }
+        ),
+        log: None,
+        stopped: None,
+    });
+    let outcome = run_on(loaded, options, clock, result, Under::Embedded(&backend)).await;
     backend.shutdown().await;
     outcome
 }
 
-/// Runs the iterations on a built backend; the caller shuts the backend down whatever happens.
+/// Runs against an external server: start (or find) it, run, and stop it whatever happened.
+async fn execute_external(
+    loaded: &LoadedScenario,
+    options: &RunOptions,
+    clock: &RunClock,
+    result: &mut RunResult,
+    spec: &ExternalSpec,
+) -> Result<bool, String> {
+    let scenario = &loaded.scenario;
+    result.backend = BackendInfo {
+        kind: "external".into(),
+        version: String::new(),
+        endpoint: None,
+        source: "the external server's own channel layer, if any".into(),
+    };
+    let rooms: Vec<String> = scenario.rooms.iter().map(|r| r.name.clone()).collect();
+    let log = options.out_dir.join(format!("{}.server.log", scenario.name));
+    if let ProcessSpec::Command(_) = spec.process {
+        std::fs::create_dir_all(&options.out_dir)
+            .map_err(|e| format!("cannot create {}: {e}", options.out_dir.display()))?;
+    }
+    let target = match ExternalTarget::start(spec, &rooms, &log, &options.cancel).await {
+        Ok(target) => target,
+        Err(crate::target::TargetError::Interrupted { .. }) => return Ok(true),
+        Err(error) => return Err(error.to_string()),
+    };
+    let command = match &spec.process {
+        ProcessSpec::Command(command) => Some(command.line.display()),
+        _ => None,
+    };
+    result.target = Some(TargetInfo {
+        kind: "external".into(),
+        pid: target.pid(),
+        started: target.started(),
+        command,
+        memory_source: crate::target::memory_source(target.pid(), None),
+        log: target.log().map(|p| p.display().to_string()),
+        stopped: None,
+    });
+    let outcome = run_on(loaded, options, clock, result, Under::External(&target)).await;
+    let stopped = target.stop().await;
+    if let Some(info) = result.target.as_mut() {
+        info.stopped = Some(stopped);
+    }
+    outcome
+}
+
+/// The server a run drives.
+#[derive(Clone, Copy)]
+enum Under<'a> {
+    /// Embedded instances on this backend's layers.
+    Embedded(&'a backend::Backend),
+    /// An external server, started or watched.
+    External(&'a ExternalTarget),
+}
+
+/// Runs the iterations on the server `under`; the caller stops an external server and shuts the
+/// backend down whatever happens.
 async fn run_on(
     loaded: &LoadedScenario,
     options: &RunOptions,
     clock: &RunClock,
     result: &mut RunResult,
-    backend: &backend::Backend,
+    under: Under<'_>,
 ) -> Result<bool, String> {
     let scenario = &loaded.scenario;
-    let mut servers = Vec::new();
-    let faults = &scenario.server.faults;
-    for (instance, layer) in backend.layers.iter().enumerate() {
-        let state = AppState::with_cache(
-            layer.clone(),
-            scenario.server.max_frame,
-            ServerFaults::new(faults.leak_per_connection, faults.hold_per_connection),
-            scenario.server.cache,
-        );
-        let port = match scenario.server.port {
-            0 => 0,
-            first => first + instance as u16,
-        };
-        let addr = std::net::SocketAddr::new(scenario.server.host, port);
-        match EmbeddedServer::start_on(state, addr).await {
-            Ok(server) => servers.push(server),
-            Err(e) => {
-                stop_servers(servers).await;
-                return Err(format!("the embedded server would not start on {addr}: {e}"));
-            }
-        }
-    }
-
     let rooms: Vec<String> = scenario.rooms.iter().map(|r| r.name.clone()).collect();
+    let mut servers = Vec::new();
+    let (targets, probes, shared_layer) = match under {
+        Under::Embedded(backend) => {
+            let faults = &scenario.server.faults;
+            for (instance, layer) in backend.layers.iter().enumerate() {
+                let state = AppState::with_cache(
+                    layer.clone(),
+                    scenario.server.max_frame,
+                    ServerFaults::new(faults.leak_per_connection, faults.hold_per_connection),
+                    scenario.server.cache,
+                );
+                let port = match scenario.server.port {
+                    0 => 0,
+                    first => first + instance as u16,
+                };
+                let addr = std::net::SocketAddr::new(scenario.server.host, port);
+                match EmbeddedServer::start_on(state, addr).await {
+                    Ok(server) => servers.push(server),
+                    Err(e) => {
+                        stop_servers(servers).await;
+                        return Err(format!("the embedded server would not start on {addr}: {e}"));
+                    }
+                }
+            }
+            let embedded = EmbeddedState {
+                states: servers.iter().map(|s| s.state.clone()).collect(),
+                shared_layer: backend.shared,
+            };
+            let caches = CacheSource::new(servers.iter().map(|s| s.state.cache.clone()).collect());
+            let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded), Box::new(caches)];
+            sources.extend(backend.state_source());
+            let targets: Vec<Endpoint> = servers.iter().map(|s| Endpoint::embedded(s.addr, &rooms)).collect();
+            let probes = Probes::new(*clock, MemoryProbe::own_process(), sources);
+            (targets, probes, backend.shared)
+        }
+        Under::External(target) => {
+            let mut sources = vec![target.liveness()];
+            let spec = scenario.server.external.as_ref();
+            if let Some(url) = spec.and_then(|s| s.stats_url.as_deref()) {
+                let counters = spec.map(|s| s.stats_counters.as_slice()).unwrap_or_default();
+                sources.push(Box::new(StatsSource::new(url, counters)?));
+            }
+            let targets = vec![Endpoint {
+                addr: target.addr,
+                room_urls: target.room_urls.clone(),
+                http_addr: target.http_addr,
+            }];
+            let probes = Probes::new(*clock, target.memory_probe(), sources).without_heap();
+            (targets, probes, false)
+        }
+    };
+    let template = scenario
+        .server
+        .external
+        .as_ref()
+        .and_then(|s| s.send_template.as_deref())
+        .map_or_else(FrameTemplate::bare, FrameTemplate::new);
     let ctx = Arc::new(LoadContext {
         clock: *clock,
-        targets: servers.iter().map(|s| s.addr).collect(),
+        targets,
+        template,
         rooms: rooms.clone(),
         connect_timeout: scenario.run.connect_timeout,
         next_session: AtomicU64::new(0),
         live: LiveCounters::default(),
         events: EventLog::new(MAX_EVENTS),
     });
-    let clients = drivers::clients(scenario, servers.len());
-    let shared_layer = backend.shared;
-    let embedded = EmbeddedState {
-        states: servers.iter().map(|s| s.state.clone()).collect(),
-        shared_layer,
-    };
-    let caches = CacheSource::new(servers.iter().map(|s| s.state.cache.clone()).collect());
-    let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(embedded), Box::new(caches)];
-    sources.extend(backend.state_source());
+    let clients = drivers::clients(scenario, ctx.targets.len());
+    let probes = Arc::new(probes);
     // The worker threads start before the first sample, so nothing they cost is the server's.
-    let routes: Vec<Arc<Route>> = scenario.http.iter().cloned().map(|w| Arc::new(Route::new(w))).collect();
+    let prefix = match under {
+        Under::External(target) => target.http_prefix.as_str(),
+        Under::Embedded(_) => "",
+    };
+    let routes: Vec<Arc<Route>> = scenario
+        .http
+        .iter()
+        .cloned()
+        .map(|mut workload| {
+            workload.path = format!("{prefix}{}", workload.path);
+            Arc::new(Route::new(workload))
+        })
+        .collect();
     let pool = if routes.is_empty() {
         None
     } else {
@@ -222,7 +351,6 @@ async fn run_on(
             }
         }
     };
-    let probes = Arc::new(Probes::new(*clock, MemoryProbe::own_process(), sources));
     settle(&servers, &probes, BEFORE_SETTLE).await;
     let before = match probes.sample().await {
         Ok(sample) => sample,
@@ -275,12 +403,18 @@ async fn run_on(
         if let Some(failure) = &outcome.failure {
             sampler_failure.get_or_insert_with(|| failure.clone());
         }
+        // An external server's closed connections are counted from the clients' side: every
+        // session of the iteration has closed by its end.
+        let connections_closed = match under {
+            Under::Embedded(_) => closed_now - closed_so_far,
+            Under::External(_) => outcome.figures.sessions,
+        };
         if !outcome.interrupted && outcome.failure.is_none() {
             memory.push(IterationMemory {
                 index,
                 warmup: outcome.figures.warmup,
                 after: outcome.figures.after.clone(),
-                connections_closed: closed_now - closed_so_far,
+                connections_closed,
                 requests: outcome.http.iter().map(Tally::answers).sum(),
                 settled: outcome.figures.settled,
             });
@@ -310,12 +444,17 @@ async fn run_on(
     let failure = sampler_failure.or_else(|| sampler.failure());
     result.timeline = sampler.finish().await;
 
+    let embedded = !servers.is_empty();
     let server = aggregate_stats(&servers, shared_layer);
     stop_servers(servers).await;
+    if let (Under::External(target), Some(info)) = (under, result.target.as_mut()) {
+        let processes = result.iterations.last().and_then(|i| i.after.rss_processes);
+        info.memory_source = crate::target::memory_source(target.pid(), processes);
+    }
     if let Some(failure) = failure {
         let (events, not_kept) = ctx.events.take();
         result.events = EventLogOut { events, not_kept };
-        result.server = server;
+        result.server = embedded.then_some(server);
         result.before = Some(before);
         return Err(format!(
             "stopped after {} iteration(s): {failure}",
@@ -365,7 +504,18 @@ async fn run_on(
             &scenario.thresholds,
             scenario.expect.latency_breach,
         );
-        let leak = verdict::leak::judge(&before, &memory, &scenario.thresholds.leak, scenario.expect.leak);
+        let leak = match under {
+            Under::Embedded(_) => {
+                verdict::leak::judge(&before, &memory, &scenario.thresholds.leak, scenario.expect.leak)
+            }
+            Under::External(_) => verdict::leak::judge_external(
+                &before,
+                &memory,
+                &scenario.thresholds.leak,
+                scenario.expect.leak,
+                result.target.as_ref().map_or("", |t| t.memory_source.as_str()),
+            ),
+        };
         result.verdicts = Some(Verdicts { gaps, latency, leak });
     }
     result.losses = LossLog {
@@ -375,7 +525,7 @@ async fn run_on(
     };
     let (events, not_kept) = ctx.events.take();
     result.events = EventLogOut { events, not_kept };
-    result.server = server;
+    result.server = embedded.then_some(server);
     result.before = Some(before);
     Ok(interrupted)
 }
@@ -502,6 +652,7 @@ async fn run_iteration(
     };
     let mut server_after = aggregate_stats(stage.servers, stage.shared_layer);
     server_after.layer.fault_dropped_envelopes.clear();
+    let server_after = (!stage.servers.is_empty()).then_some(server_after);
 
     let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock);
     let all_rooms = SharedHistogram::default();
@@ -636,8 +787,12 @@ async fn drain(ctx: &LoadContext, servers: &[EmbeddedServer], bound: Duration, c
 }
 
 /// Waits until every instance reports zero live connections and the server's live heap has
-/// stayed within [`HEAP_QUIET_BYTES`] for [`HEAP_QUIET`], at most `bound`.
+/// stayed within [`HEAP_QUIET_BYTES`] for [`HEAP_QUIET`], at most `bound`. An external server
+/// (no instances here) is settled by its resident memory and state instead.
 async fn settle(servers: &[EmbeddedServer], probes: &Probes, bound: Duration) -> bool {
+    if servers.is_empty() {
+        return settle_external(probes, bound).await;
+    }
     let deadline = Instant::now() + bound;
     let mut window: std::collections::VecDeque<(Instant, i64)> = std::collections::VecDeque::new();
     loop {
@@ -674,6 +829,44 @@ async fn settle(servers: &[EmbeddedServer], probes: &Probes, bound: Duration) ->
             return false;
         }
         sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until an external server's resident memory has moved less than [`RSS_QUIET_BYTES`] and
+/// its state series (from `stats_url`) not at all for [`RSS_QUIET`], at most `bound`.
+async fn settle_external(probes: &Probes, bound: Duration) -> bool {
+    type Reading = (Instant, u64, std::collections::BTreeMap<String, u64>);
+    let deadline = Instant::now() + bound;
+    let mut window: std::collections::VecDeque<Reading> = std::collections::VecDeque::new();
+    loop {
+        let now = Instant::now();
+        let Ok(sample) = probes.sample().await else {
+            return false;
+        };
+        window.push_back((now, sample.rss_bytes.unwrap_or(0), sample.state));
+        // Keep one reading at or before the window's start, so the window always spans it.
+        while window
+            .get(1)
+            .is_some_and(|(at, _, _)| now.duration_since(*at) >= RSS_QUIET)
+        {
+            window.pop_front();
+        }
+        let spans_window = window
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) >= RSS_QUIET);
+        let (low, high) = window
+            .iter()
+            .fold((u64::MAX, 0), |(lo, hi), (_, rss, _)| (lo.min(*rss), hi.max(*rss)));
+        let state_still = window
+            .iter()
+            .all(|(_, _, state)| Some(state) == window.back().map(|w| &w.2));
+        if spans_window && high - low <= RSS_QUIET_BYTES && state_still {
+            return true;
+        }
+        if now >= deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -14,6 +14,7 @@ name = "room"
   rate = 20
 [run]
 duration = "30s"
+iterations = 1
 "#;
 
 #[test]
@@ -56,7 +57,7 @@ fn a_flag_beats_the_environment_which_beats_the_file() {
     assert_eq!(r["iterations"].as_array().unwrap().len(), 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("DURATION=45s (from the environment) overrides run.duration"),
+        stderr.contains("DURATION=45s (from the environment) overrides run.duration where a scenario sets it"),
         "{stderr}"
     );
 }

@@ -127,7 +127,12 @@ pub async fn load(options: LoadOptions, cancel: CancellationToken) -> Exit {
     };
     let ctx = Arc::new(LoadContext {
         clock: RunClock::start(),
-        targets: vec![addr],
+        targets: vec![crate::load::Endpoint {
+            addr,
+            room_urls: Vec::new(),
+            http_addr: addr,
+        }],
+        template: crate::load::template::FrameTemplate::bare(),
         rooms: Vec::new(),
         connect_timeout: Duration::from_secs(5),
         next_session: AtomicU64::new(0),

@@ -349,7 +349,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         }
     };
     for o in overrides.iter().filter(|o| o.source != "--set") {
-        eprintln!("{} overrides {} in every scenario", o.describe(), o.key);
+        eprintln!("{} overrides {} where a scenario sets it", o.describe(), o.key);
     }
     let mut loaded = Vec::new();
     for file in files {
@@ -428,12 +428,20 @@ fn list(args: &[PathBuf], json: bool) -> Exit {
         match scenario::load(file) {
             Ok(loaded) => {
                 let s = &loaded.scenario;
-                // A backend without a URL starts a private server: the job must install it.
-                let services: Vec<&str> = s.backend.kind.private_server().into_iter().collect();
+                // A backend without a URL starts a private server: the job must install it. An
+                // external server brings its own.
+                let external = s.server.target == scenario::Target::External;
+                let services: Vec<&str> = s
+                    .backend
+                    .kind
+                    .private_server()
+                    .into_iter()
+                    .filter(|_| !external)
+                    .collect();
                 entries.push(serde_json::json!({
                     "file": file.display().to_string(),
                     "name": s.name,
-                    "backend": s.backend.kind.name(),
+                    "backend": if external { "external" } else { s.backend.kind.name() },
                     "services": services,
                     "expect": {"gaps": s.expect.gaps, "leak": s.expect.leak, "latency_breach": s.expect.latency_breach},
                 }));

@@ -14,6 +14,7 @@ pub use rabbitmq_server::{PrivateRabbitMq, RabbitMqServerError};
 pub use redis_server::{PrivateRedis, RedisServerError};
 
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// Records a child process that must not outlive leakrun.
 pub fn register(pid: u32) {
@@ -25,11 +26,26 @@ pub fn unregister(pid: u32) {
     CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).retain(|&p| p != pid);
 }
 
-/// Kills every registered child with SIGKILL: the last thing an aborting process does.
+/// Records a process group (an external server and its workers) that must not outlive leakrun.
+pub fn register_group(pgid: u32) {
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+}
+
+/// Forgets a process group that has been stopped.
+pub fn unregister_group(pgid: u32) {
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner()).retain(|&p| p != pgid);
+}
+
+/// Kills every registered child and process group with SIGKILL: the last thing an aborting
+/// process does.
 pub fn kill_registered() {
     let children = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|p| p.into_inner()));
     for pid in children {
         kill_now(pid);
+    }
+    let groups = std::mem::take(&mut *GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
+    for pgid in groups {
+        crate::target::process::signal_group(pgid, libc::SIGKILL);
     }
 }
 

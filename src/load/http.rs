@@ -371,7 +371,12 @@ const PROGRESS_BATCH: u64 = 256;
 /// Runs worker `index` of `it` until the workload is done; returns what it observed.
 pub async fn worker(it: Arc<Iteration>, index: usize) -> Tally {
     let route = &it.route;
-    let Some(&target) = it.ctx.targets.get(index % it.ctx.targets.len().max(1)) else {
+    let Some(target) = it
+        .ctx
+        .targets
+        .get(index % it.ctx.targets.len().max(1))
+        .map(|e| e.http_addr)
+    else {
         return Tally::default();
     };
     let answered = &it.ctx.live.http_answered;

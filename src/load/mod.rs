@@ -8,6 +8,7 @@
 pub mod drivers;
 pub mod http;
 pub mod session;
+pub mod template;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +57,9 @@ pub struct LoadContext {
     /// The run clock.
     pub clock: RunClock,
     /// Server instances; client `n` connects to instance `n % len`.
-    pub targets: Vec<SocketAddr>,
+    pub targets: Vec<Endpoint>,
+    /// How each frame sent wraps the envelope.
+    pub template: template::FrameTemplate,
     /// Room names, indexed like the scenario.
     pub rooms: Vec<String>,
     /// Bound on one connect.
@@ -67,6 +70,28 @@ pub struct LoadContext {
     pub live: LiveCounters,
     /// Churn events.
     pub events: EventLog,
+}
+
+/// One server instance as clients see it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Where the TCP connection goes.
+    pub addr: SocketAddr,
+    /// The WebSocket URL of each room, indexed like the scenario's rooms.
+    pub room_urls: Vec<String>,
+    /// Where `[[http]]` workloads connect.
+    pub http_addr: SocketAddr,
+}
+
+impl Endpoint {
+    /// An embedded server instance at `addr`: rooms at `/ws/chat/{room}`.
+    pub fn embedded(addr: SocketAddr, rooms: &[String]) -> Self {
+        Self {
+            addr,
+            room_urls: rooms.iter().map(|room| format!("ws://{addr}/ws/chat/{room}")).collect(),
+            http_addr: addr,
+        }
+    }
 }
 
 impl LoadContext {

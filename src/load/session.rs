@@ -54,7 +54,7 @@ pub async fn run(
     phase: &mut watch::Receiver<Phase>,
 ) -> Option<SessionReport> {
     let started = Instant::now();
-    let Some(mut socket) = connect(ctx, plan.instance, &ctx.rooms[plan.room]).await else {
+    let Some(mut socket) = connect(ctx, plan.instance, plan.room).await else {
         ctx.live
             .connect_failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -113,7 +113,7 @@ pub async fn run(
                     room: room_name,
                     intended_us: (send_start_ns + sent * interval_ns) / 1000,
                 };
-                envelope.encode_into(plan.payload, &mut buffer);
+                ctx.template.encode_into(&envelope, plan.payload, &mut buffer);
                 if socket.send(Message::text(buffer.as_str())).await.is_err() {
                     ended_by_server = true;
                     break;
@@ -186,22 +186,31 @@ fn observe(
     client: &str,
     id: u64,
 ) {
-    let Some(envelope) = Envelope::find(text) else { return };
-    let now_ns = ctx.clock.now_ns();
-    if tracker.first_receipt_ns.is_none() {
-        ctx.events.record(now_ns, EventKind::Subscribed, client, id);
-    }
-    match tracker.observe(&envelope, room, now_ns) {
-        Arrival::Jump(missing) => {
-            ctx.live
-                .suspected_gaps
-                .fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
+    let mut previous = None;
+    for envelope in Envelope::find_all(text) {
+        // A server that quotes a message twice in one frame delivered it once.
+        if previous.replace((envelope.sender, envelope.seq)) == Some((envelope.sender, envelope.seq)) {
+            continue;
         }
-        Arrival::Misrouted | Arrival::Duplicate => return,
-        _ => {}
+        let now_ns = ctx.clock.now_ns();
+        if tracker.first_receipt_ns.is_none() {
+            ctx.events.record(now_ns, EventKind::Subscribed, client, id);
+        }
+        match tracker.observe(&envelope, room, now_ns) {
+            Arrival::Jump(missing) => {
+                ctx.live
+                    .suspected_gaps
+                    .fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
+            }
+            Arrival::Misrouted | Arrival::Duplicate => continue,
+            _ => {}
+        }
+        ctx.live.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        latencies.push((now_ns / 1000).saturating_sub(envelope.intended_us), delivery);
     }
-    ctx.live.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    latencies.push((now_ns / 1000).saturating_sub(envelope.intended_us), delivery);
+    if previous.is_none() {
+        tracker.without_envelope += 1;
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -211,9 +220,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn connect(ctx: &LoadContext, instance: usize, room: &str) -> Option<WebSocketStream<TcpStream>> {
-    let addr = ctx.targets[instance % ctx.targets.len()];
-    let url = format!("ws://{addr}/ws/chat/{room}");
+async fn connect(ctx: &LoadContext, instance: usize, room: usize) -> Option<WebSocketStream<TcpStream>> {
+    let endpoint = &ctx.targets[instance % ctx.targets.len()];
+    let addr = endpoint.addr;
+    let url = endpoint.room_urls[room].as_str();
     let attempt = async {
         let tcp = TcpStream::connect(addr).await.ok()?;
         let _ = tcp.set_nodelay(true);

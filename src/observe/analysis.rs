@@ -96,6 +96,9 @@ pub struct LossTotals {
     pub reordered: u64,
     /// Deliveries from another room.
     pub misrouted: u64,
+    /// Text frames received that held no envelope: counted, not judged.
+    #[serde(default)]
+    pub frames_without_envelope: u64,
 }
 
 impl LossTotals {
@@ -108,6 +111,7 @@ impl LossTotals {
         self.duplicates += other.duplicates;
         self.reordered += other.reordered;
         self.misrouted += other.misrouted;
+        self.frames_without_envelope += other.frames_without_envelope;
     }
 
     /// Messages lost: gaps plus tail loss.
@@ -151,6 +155,7 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock) -
         room.duplicates += receiver.tracker.duplicates;
         room.reordered += receiver.tracker.reordered;
         room.misrouted += receiver.tracker.misrouted;
+        room.frames_without_envelope += receiver.tracker.without_envelope;
         let mut record = |kind, sender: u64, first: u64, end: u64, at_ns: u64, room: &mut LossTotals| {
             match kind {
                 LossKind::Gap => room.gaps += end - first,

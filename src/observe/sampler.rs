@@ -28,8 +28,13 @@ pub const TIMELINE_CAP: usize = 1200;
 pub struct Sample {
     /// Seconds since the run started.
     pub at_s: f64,
-    /// Resident set of the target process, bytes.
+    /// Resident set of the target process, bytes (for an external server, summed over its
+    /// process tree).
     pub rss_bytes: Option<u64>,
+    /// How many processes `rss_bytes` sums (external server only: the process and its
+    /// descendants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_processes: Option<u32>,
     /// Live heap bytes of the server domain (embedded target with the counting allocator only).
     pub heap_bytes: Option<i64>,
     /// Live heap blocks of the server domain.
@@ -59,11 +64,15 @@ pub trait StateSource: Send + Sync {
     async fn read(&self) -> Result<StateReading, String>;
 }
 
-/// Reads the resident set of one process.
+/// Reads the resident set of one process, or of a process and all its descendants.
 pub struct MemoryProbe {
     pid: Pid,
+    tree: bool,
     system: Mutex<System>,
 }
+
+/// Most processes a tree reading follows.
+const MAX_TREE: usize = 4096;
 
 impl MemoryProbe {
     /// A probe of this process (the embedded server runs in it).
@@ -75,8 +84,56 @@ impl MemoryProbe {
     pub fn for_pid(pid: u32) -> Self {
         Self {
             pid: Pid::from_u32(pid),
+            tree: false,
             system: Mutex::new(System::new()),
         }
+    }
+
+    /// A probe of process `pid` and every process below it (a server's forked workers): its
+    /// readings are sums.
+    pub fn for_tree(pid: u32) -> Self {
+        Self {
+            tree: true,
+            ..Self::for_pid(pid)
+        }
+    }
+
+    /// Resident bytes now and how many processes they sum (1 unless this is a tree probe), or
+    /// `None` when the process is gone.
+    pub fn reading(&self) -> Option<(u64, u32)> {
+        if !self.tree {
+            return self.rss().map(|rss| (rss, 1));
+        }
+        let mut system = self.system.lock().unwrap_or_else(|p| p.into_inner());
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().with_memory().without_tasks(),
+        );
+        let root = system.process(self.pid)?;
+        let mut children: std::collections::HashMap<Pid, Vec<Pid>> = Default::default();
+        for (pid, process) in system.processes() {
+            if process.thread_kind().is_none()
+                && let Some(parent) = process.parent()
+            {
+                children.entry(parent).or_default().push(*pid);
+            }
+        }
+        let (mut rss, mut count) = (root.memory(), 1u32);
+        let mut queue = vec![self.pid];
+        let mut seen = std::collections::HashSet::from([self.pid]);
+        while let Some(pid) = queue.pop() {
+            for child in children.get(&pid).into_iter().flatten() {
+                if seen.len() < MAX_TREE && seen.insert(*child) {
+                    if let Some(process) = system.process(*child) {
+                        rss += process.memory();
+                        count += 1;
+                    }
+                    queue.push(*child);
+                }
+            }
+        }
+        Some((rss, count))
     }
 
     /// Resident bytes now, or `None` when the process is gone.
@@ -96,12 +153,24 @@ pub struct Probes {
     clock: RunClock,
     memory: MemoryProbe,
     sources: Vec<Box<dyn StateSource>>,
+    heap: bool,
 }
 
 impl Probes {
-    /// Probes on `clock`.
+    /// Probes on `clock`, with the exact heap of the embedded server.
     pub fn new(clock: RunClock, memory: MemoryProbe, sources: Vec<Box<dyn StateSource>>) -> Self {
-        Self { clock, memory, sources }
+        Self {
+            clock,
+            memory,
+            sources,
+            heap: true,
+        }
+    }
+
+    /// The same without heap figures: the server runs outside leakrun's process, and the heap
+    /// leakrun counts is not the server's.
+    pub fn without_heap(self) -> Self {
+        Self { heap: false, ..self }
     }
 
     /// A sample now; an error when a state source is gone.
@@ -113,10 +182,12 @@ impl Probes {
             state.extend(reading.state);
             info.extend(reading.info);
         }
-        let heap = heap::figures();
+        let heap = if self.heap { heap::figures() } else { None };
+        let memory = self.memory.reading();
         Ok(Sample {
             at_s: secs(self.clock.now_ns()),
-            rss_bytes: self.memory.rss(),
+            rss_bytes: memory.map(|(rss, _)| rss),
+            rss_processes: memory.filter(|_| self.memory.tree).map(|(_, n)| n),
             heap_bytes: heap.map(|h| h.server_bytes),
             heap_blocks: heap.map(|h| h.server_blocks),
             harness_heap_bytes: heap.map(|h| h.harness_bytes),
@@ -127,6 +198,9 @@ impl Probes {
 
     /// Live server heap bytes now, without the rest of a sample (for settle polling).
     pub fn heap_bytes(&self) -> Option<i64> {
+        if !self.heap {
+            return None;
+        }
         heap::figures().map(|h| h.server_bytes)
     }
 }
@@ -209,6 +283,18 @@ mod tests {
         assert!(rss > 1024 * 1024, "{rss}");
         // PIDs are at most 2^22 on Linux; this one cannot exist.
         assert_eq!(MemoryProbe::for_pid(u32::MAX - 1).rss(), None);
+        assert_eq!(MemoryProbe::for_tree(u32::MAX - 1).reading(), None);
+    }
+
+    #[test]
+    fn a_tree_reading_sums_the_children() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let own = MemoryProbe::own_process().rss().expect("own");
+        let (sum, count) = MemoryProbe::for_tree(std::process::id()).reading().expect("tree");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(count >= 2, "this process and its sleeping child: {count}");
+        assert!(sum > own, "{sum} > {own}");
     }
 
     struct Counting(std::sync::atomic::AtomicU64);

@@ -64,6 +64,8 @@ pub struct SeqTracker {
     pub misroute_samples: Vec<Misroute>,
     /// Run-clock ns of the first message received: from then on, the receiver was subscribed.
     pub first_receipt_ns: Option<u64>,
+    /// Text frames that held no envelope (a server's own notices, say): counted, not judged.
+    pub without_envelope: u64,
 }
 
 impl SeqTracker {

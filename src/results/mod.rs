@@ -82,6 +82,28 @@ pub struct BackendInfo {
     pub source: String,
 }
 
+/// The server under test, as the result reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// `embedded` or `external`.
+    pub kind: String,
+    /// The server's process id.
+    pub pid: u32,
+    /// leakrun started the server (and stopped it after).
+    pub started: bool,
+    /// The command that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Where `rss_bytes` comes from, e.g. `rss of pid 123 and 3 child processes, summed over its process tree`.
+    pub memory_source: String,
+    /// The started server's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// How the server was stopped at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
 /// Figures of one iteration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IterationFigures {
@@ -114,8 +136,9 @@ pub struct IterationFigures {
     /// HTTP figures per route (`[[http]]` workloads), this iteration only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<RouteFigures>,
-    /// Server counters after the settle.
-    pub server_after: ServerStats,
+    /// Embedded server counters after the settle (an external server's own are in `after.state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_after: Option<ServerStats>,
     /// Memory and state after the settle: the point the leak verdict judges.
     pub after: Sample,
 }
@@ -173,8 +196,12 @@ pub struct RunResult {
     pub losses: LossLog,
     /// Churn events.
     pub events: EventLogOut,
-    /// Server counters at the end.
-    pub server: ServerStats,
+    /// The server under test: which, its process, where its memory figures come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetInfo>,
+    /// Embedded server counters at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerStats>,
     /// Memory and state before the first client connected.
     pub before: Option<Sample>,
     /// Memory and state every `run.sample_interval`, down-sampled to a bounded length.

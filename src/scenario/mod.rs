@@ -5,6 +5,7 @@
 //! reported with file, line, column and key, all of them at once where the file can still be read.
 
 pub mod diagnostics;
+pub mod external;
 pub mod http;
 pub mod model;
 pub mod overrides;

@@ -39,6 +39,8 @@ pub struct Scenario {
 pub enum Target {
     /// leakrun's own warp server, started in-process.
     Embedded,
+    /// A server leakrun did not write: started by `command` or watched by `pid` / `pid_file`.
+    External,
 }
 
 /// `[server]`, validated.
@@ -63,6 +65,110 @@ pub struct ServerSpec {
     /// The key/value cache behind `/cache/{key}` and `/info`.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The external server: how it runs and how to talk to it (`target = "external"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+}
+
+/// An external server under test: how leakrun gets hold of its process, and how clients reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalSpec {
+    /// Started by leakrun, or watched.
+    pub process: ProcessSpec,
+    /// WebSocket URL with `{room}` where the room name goes, e.g. `ws://127.0.0.1:8000/ws/chat/{room}/`.
+    pub ws_url: String,
+    /// Base URL of the server's plain HTTP side, for HTTP workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+    /// The URLs may name a host other than loopback.
+    pub allow_remote: bool,
+    /// How a message wraps the envelope token: text with one `{{envelope}}`; none: the bare token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_template: Option<String>,
+    /// A URL answering a JSON document whose numbers become state series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_url: Option<String>,
+    /// Names in the stats document that are running totals (recorded, not judged); a trailing `*`
+    /// matches any rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats_counters: Vec<String>,
+}
+
+/// How leakrun gets hold of an external server's process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProcessSpec {
+    /// leakrun starts it, waits until it is ready, and stops it after the run.
+    Command(CommandSpec),
+    /// A running process leakrun only watches.
+    Pid {
+        /// Its process id.
+        pid: u32,
+    },
+    /// A running process, its id read from a file when the run starts; only watched.
+    PidFile {
+        /// The file holding the process id.
+        path: std::path::PathBuf,
+    },
+}
+
+/// A server process leakrun starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandSpec {
+    /// What to run.
+    pub line: CommandLine,
+    /// Working directory; none: leakrun's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<std::path::PathBuf>,
+    /// Variables added to leakrun's environment for the server.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// When the server counts as ready.
+    pub ready: Readiness,
+    /// Bound on waiting for readiness.
+    #[serde(with = "duration_text")]
+    pub ready_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping it.
+    #[serde(with = "duration_text")]
+    pub stop_grace: Duration,
+}
+
+/// A command line as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    /// One string, run by `sh -c` (variables, redirections and `&&` work).
+    Shell(String),
+    /// Program and arguments, run as they are.
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    /// The program and its arguments as leakrun runs them.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CommandLine::Shell(line) => vec!["sh".into(), "-c".into(), line.clone()],
+            CommandLine::Argv(argv) => argv.clone(),
+        }
+    }
+
+    /// The line for messages.
+    pub fn display(&self) -> String {
+        match self {
+            CommandLine::Shell(line) => line.clone(),
+            CommandLine::Argv(argv) => argv.join(" "),
+        }
+    }
+}
+
+/// When a started server counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "at", rename_all = "snake_case")]
+pub enum Readiness {
+    /// An HTTP GET of this URL gets any response.
+    Url(String),
+    /// A TCP connection to this port on the `ws_url` host is accepted.
+    Port(u16),
 }
 
 fn loopback() -> IpAddr {

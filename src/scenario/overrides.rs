@@ -13,8 +13,8 @@ use toml_edit::{DocumentMut, Item, TableLike, Value};
 use super::raw;
 
 /// Environment variables that override a scenario key, with the key each one sets: the names the
-/// warp report's `.env` used. `[*]` means every entry of that list that names the key (WORKERS
-/// sets the worker count of closed-model workloads and leaves open-model ones alone).
+/// warp report's `.env` used. An environment variable changes the value where the file writes the
+/// key and nowhere else; `[*]` means every entry of that list.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HOST", "server.host"),
     ("PORT", "server.port"),
@@ -204,8 +204,9 @@ pub fn apply(source: &str, overrides: &[Override]) -> Result<(String, BTreeMap<S
         let steps = steps_of(&item.key).map_err(bad)?;
         let mut writer = Writer {
             value: value_of(&item.value),
-            // An environment variable changes a list entry's value only where the file wrote one:
-            // WORKERS is the worker count of closed-model workloads, not a new key for open ones.
+            // An environment variable changes values the file wrote, never adds keys: WORKERS is
+            // the worker count of closed-model workloads, not a new key for open ones, and HOST
+            // means nothing to a scenario whose server is external.
             only_where_written: item.source != "--set",
             written: Vec::new(),
         };
@@ -237,8 +238,7 @@ impl Writer {
             format!("{prefix}.{}", step.key)
         };
         if rest.is_empty() {
-            let in_a_list = here.contains('[');
-            if !(self.only_where_written && in_a_list) || table.get(&step.key).is_some() {
+            if !self.only_where_written || table.get(&step.key).is_some() {
                 table.insert(&step.key, Item::Value(self.value.clone()));
                 self.written.push(here);
             }
@@ -424,7 +424,7 @@ clients = [{ count = 3 }]
     }
 
     #[test]
-    fn environment_values_change_list_entries_only_where_the_file_wrote_them() {
+    fn environment_values_change_only_what_the_file_wrote() {
         let mut env = set("rooms[*].clients[0].rate", "5");
         env.source = "RATE".into();
         let (text, by) = apply(&FILE.replace("count = 2", "count = 2\n  rate = 9"), &[env]).unwrap();

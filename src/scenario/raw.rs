@@ -40,6 +40,21 @@ pub struct RawServer {
     pub capacity: Option<S<i64>>,
     pub max_frame: Option<S<RawSize>>,
     pub faults: Option<S<RawFaults>>,
+    pub command: Option<S<RawCommand>>,
+    pub cwd: Option<S<String>>,
+    pub env: Option<S<std::collections::BTreeMap<String, String>>>,
+    pub ready_url: Option<S<String>>,
+    pub ready_port: Option<S<i64>>,
+    pub ready_timeout: Option<S<String>>,
+    pub stop_grace: Option<S<String>>,
+    pub pid: Option<S<i64>>,
+    pub pid_file: Option<S<String>>,
+    pub ws_url: Option<S<String>>,
+    pub http_url: Option<S<String>>,
+    pub allow_remote: Option<S<bool>>,
+    pub send_template: Option<S<String>>,
+    pub stats_url: Option<S<String>>,
+    pub stats_counters: Option<S<Vec<String>>>,
     pub cache: Option<S<RawCache>>,
 }
 
@@ -51,6 +66,19 @@ pub struct RawCache {
     pub max_items: Option<S<i64>>,
     pub ttl: Option<S<String>>,
     pub max_body: Option<S<RawSize>>,
+}
+
+/// `server.command`: one string for `sh -c`, or program and arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a string (run by `sh -c`) or an array of strings (program and arguments)"
+)]
+pub enum RawCommand {
+    /// `command = "python3 manage.py runserver"`.
+    Line(String),
+    /// `command = ["python3", "server.py", "--port", "8000"]`.
+    Argv(Vec<String>),
 }
 
 /// `[server.faults]`.

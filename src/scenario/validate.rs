@@ -14,6 +14,8 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_HEAP_GROWTH: u64 = 1024;
 /// Default resident-memory growth per iteration that counts as a leak where no heap series exists.
 pub const DEFAULT_RSS_GROWTH: u64 = 1024 * 1024;
+/// Largest frame sent to an external server.
+const MAX_EXTERNAL_PAYLOAD: u64 = 16 * 1024 * 1024;
 /// Default resident memory kept beyond the heap's growth that is reported as retention.
 pub const DEFAULT_RETENTION: u64 = 16 * 1024 * 1024;
 
@@ -48,7 +50,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         .as_ref()
         .map(|d| d.get_ref().clone())
         .unwrap_or_default();
-    let server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
+    let mut server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
     let backend = backend(raw.backend.as_ref().map(|b| b.get_ref()), c);
     if let Some(switch) = raw
         .server
@@ -74,6 +76,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         leak: flag(expect.and_then(|e| e.leak.as_ref()), false),
     };
     let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
+    server.external = super::external::validate(raw, server.target, rooms.len(), c);
     Scenario {
         name,
         description,
@@ -103,7 +106,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         c,
         raw.target.as_ref(),
         "server.target",
-        &[("embedded", Target::Embedded)],
+        &[("embedded", Target::Embedded), ("external", Target::External)],
         Target::Embedded,
     );
     let instances = int(c, raw.instances.as_ref(), "server.instances", 1, 1..=64) as usize;
@@ -148,6 +151,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         max_frame,
         faults,
         cache,
+        external: None,
     }
 }
 
@@ -201,6 +205,12 @@ fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
 /// Switches a validated scenario to another backend kind (the `--backend` flag), rechecking what
 /// depends on the kind. A URL written for another kind is dropped.
 pub fn override_backend(scenario: &mut Scenario, kind: BackendKind) -> Result<(), String> {
+    if scenario.server.target == Target::External {
+        return Err(format!(
+            "--backend {}: the scenario's server.target is \"external\"; a channel layer applies to the embedded server only",
+            kind.name()
+        ));
+    }
     if scenario.server.faults.cancel_shared_receive && kind != BackendKind::RedisLists {
         return Err(format!(
             "--backend {}: server.faults.cancel_shared_receive {}",
@@ -483,6 +493,16 @@ fn client_group(
         Some(size) => {
             match parse_size(size.get_ref()) {
                 Ok(bytes) if bytes as usize <= server.max_frame => bytes as usize,
+                // An external server's own limit is unknown here; the embedded one's bound holds.
+                Ok(bytes) if server.target == Target::External && bytes <= MAX_EXTERNAL_PAYLOAD => bytes as usize,
+                Ok(bytes) if server.target == Target::External => {
+                    c.at(
+                        size.span(),
+                        format!("{key}.payload"),
+                        format!("{bytes} bytes is out of range; valid: 0 to 16 MiB"),
+                    );
+                    64
+                }
                 Ok(bytes) => {
                     c.at(size.span(), format!("{key}.payload"), format!("{bytes} bytes is larger than server.max_frame ({} bytes); the server would ignore every frame", server.max_frame));
                     64

@@ -132,6 +132,12 @@ pub fn judge(
     if server_dropped_full > 0 {
         summary.push_str(&format!("; server dropped {server_dropped_full} for full channels"));
     }
+    if totals.frames_without_envelope > 0 {
+        summary.push_str(&format!(
+            "; {} received frame(s) held no envelope (not judged; if every frame does, the server does not forward what clients send, or send_template does not match it)",
+            totals.frames_without_envelope
+        ));
+    }
     summary.push_str(super::expectation_note(outcome == GapOutcome::Gaps, expect_gaps));
     GapsVerdict {
         outcome,

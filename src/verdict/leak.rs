@@ -9,7 +9,8 @@
 //! * resident memory: where the heap is exact, RSS only tells retention from clean — RSS kept well
 //!   above the heap's own growth while the heap stayed flat is the allocator holding freed pages,
 //!   not a leak (the hyper report in the seeds). Without a heap series (an external server), RSS
-//!   growth past `thresholds.rss_growth` per iteration is judged as the leak.
+//!   growth past `thresholds.rss_growth` per iteration is judged as the leak, and the evidence
+//!   names the process (tree) it was read from.
 
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +126,29 @@ pub struct LeakVerdict {
 
 /// Judges the after-samples of `iterations` against `before` and `limits`.
 pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimits, expect_leak: bool) -> LeakVerdict {
+    judge_memory(before, iterations, limits, expect_leak, None)
+}
+
+/// Judges an external server, whose memory is the resident set described by `memory_source`
+/// (e.g. `rss of pid 123 and 2 child processes`): there is no heap series, so RSS is the judged
+/// memory series.
+pub fn judge_external(
+    before: &Sample,
+    iterations: &[IterationMemory],
+    limits: &LeakLimits,
+    expect_leak: bool,
+    memory_source: &str,
+) -> LeakVerdict {
+    judge_memory(before, iterations, limits, expect_leak, Some(memory_source))
+}
+
+fn judge_memory(
+    before: &Sample,
+    iterations: &[IterationMemory],
+    limits: &LeakLimits,
+    expect_leak: bool,
+    external: Option<&str>,
+) -> LeakVerdict {
     let judged: Vec<&IterationMemory> = iterations.iter().filter(|i| !i.warmup).collect();
     let mean = |of: fn(&IterationMemory) -> u64| {
         if judged.is_empty() {
@@ -138,7 +162,8 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
         requests: mean(|i| i.requests),
     };
     let closed_per_iteration = per.connections;
-    let has_heap = before.heap_bytes.is_some() && iterations.iter().all(|i| i.after.heap_bytes.is_some());
+    let has_heap =
+        external.is_none() && before.heap_bytes.is_some() && iterations.iter().all(|i| i.after.heap_bytes.is_some());
     let mut series = Vec::new();
 
     let heap = memory_series(
@@ -174,6 +199,14 @@ pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimit
             ),
             "live heap blocks",
         ));
+        series.push(rss);
+    } else if let Some(source) = external {
+        let what = format!("resident memory of the external server ({source})");
+        let mut rss = judge_growth(rss, limits.rss_growth as f64, judged.len(), &what);
+        rss.evidence.push_str(
+            "; the server runs outside leakrun, so there is no exact heap series: its RSS is judged, and memory its allocator keeps cannot be told apart from a leak",
+        );
+        bytes_per_iteration = rss.slope_per_iteration;
         series.push(rss);
     } else {
         let mut rss = judge_growth(rss, limits.rss_growth as f64, judged.len(), "resident memory");
@@ -483,10 +516,15 @@ fn summarize(
                 .find(|s| s.name == "heap_bytes" || (s.name == "rss_bytes" && s.class != SeriesClass::Info))
                 .map(|s| s.evidence.clone())
                 .unwrap_or_default();
-            let states = series.iter().filter(|s| s.unit == "count").count();
-            format!(
-                "clean over {judged} iteration(s) after warm-up: {heap}; {states} state counter(s) back to their start"
-            )
+            let states = series
+                .iter()
+                .filter(|s| s.unit == "count" && s.class == SeriesClass::Clean)
+                .count();
+            let states = match states {
+                0 => String::new(),
+                n => format!("; {n} state counter(s) back to their start"),
+            };
+            format!("clean over {judged} iteration(s) after warm-up: {heap}{states}")
         }
     };
     if outcome == LeakOutcome::Leak
@@ -698,6 +736,35 @@ mod tests {
         let v = judge(&before, &its, &limits(), true);
         assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
         assert_eq!(v.bytes_per_iteration, Some((4 << 20) as f64));
+    }
+
+    #[test]
+    fn an_external_server_is_judged_by_the_rss_of_its_process_tree_in_words() {
+        let external = |s: Sample| Sample {
+            heap_bytes: None,
+            heap_blocks: None,
+            harness_heap_bytes: None,
+            rss_processes: Some(3),
+            ..s
+        };
+        let before = external(sample(0, 50 << 20, 0));
+        let its = run(|i| external(sample(0, (60 << 20) + (12 << 20) * i as u64, 0)), 11, 200);
+        let source = "rss of pid 42 and 2 child processes, summed over its process tree";
+        let v = judge_external(&before, &its, &limits(), true, source);
+        assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
+        assert!(v.met);
+        let rss = &v.series[0];
+        assert_eq!(rss.name, "rss_bytes");
+        assert!(
+            rss.evidence
+                .starts_with(&format!("resident memory of the external server ({source})")),
+            "{}",
+            rss.evidence
+        );
+        assert!(rss.evidence.contains("no exact heap series"), "{}", rss.evidence);
+        assert!(v.summary.contains("per closed connection"), "{}", v.summary);
+        // No heap series is judged, even where leakrun's own allocator had figures.
+        assert!(v.series.iter().all(|s| s.name != "heap_bytes"));
     }
 
     #[test]

@@ -516,18 +516,15 @@ settle = "2s"
     let _ = server.wait();
 }
 
-#[test]
-fn a_command_that_never_gets_ready_is_an_error_and_is_stopped() {
-    let dir = scratch();
-    let port = free_port();
-    let pid_file = dir.path().join("sleeper.pid");
-    let text = format!(
-        r#"name = "never_ready"
+/// A scenario whose command never listens: a shell that writes its pid to `pid_file` and sleeps
+/// two minutes; `server_keys` are added to `[server]`.
+fn sleeper_scenario(name: &str, port: u16, pid_file: &Path, server_keys: &str) -> String {
+    format!(
+        r#"name = "{name}"
 [server]
 target = "external"
-command = 'echo $$ > {pid_file:?}; exec sleep 60'
-ready_timeout = "1s"
-stop_grace = "1s"
+command = 'echo $$ > {pid_file:?}; exec sleep 120'
+{server_keys}
 ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
 
 [[rooms]]
@@ -536,6 +533,19 @@ name = "lobby"
   count = 1
 "#,
         pid_file = pid_file.display().to_string()
+    )
+}
+
+#[test]
+fn a_command_that_never_gets_ready_is_an_error_and_is_stopped() {
+    let dir = scratch();
+    let port = free_port();
+    let pid_file = dir.path().join("sleeper.pid");
+    let text = sleeper_scenario(
+        "never_ready",
+        port,
+        &pid_file,
+        "ready_timeout = \"1s\"\nstop_grace = \"1s\"",
     );
     let output = run_scenario(&scenario(dir.path(), "never_ready", &text), dir.path());
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
@@ -715,21 +725,7 @@ fn ctrl_c_while_waiting_for_ready_stops_the_command_at_once() {
     let dir = scratch();
     let port = free_port();
     let pid_file = dir.path().join("sleeper.pid");
-    let text = format!(
-        r#"name = "interrupted_start"
-[server]
-target = "external"
-command = 'echo $$ > {pid_file:?}; exec sleep 120'
-ready_timeout = "60s"
-ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
-
-[[rooms]]
-name = "lobby"
-  [[rooms.clients]]
-  count = 1
-"#,
-        pid_file = pid_file.display().to_string()
-    );
+    let text = sleeper_scenario("interrupted_start", port, &pid_file, "ready_timeout = \"60s\"");
     let path = scenario(dir.path(), "interrupted_start", &text);
     let leakrun = Command::new(env!("CARGO_BIN_EXE_leakrun"))
         .args([

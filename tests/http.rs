@@ -217,7 +217,7 @@ fn the_unbounded_cache_is_a_leak_of_about_the_value_size_per_request() {
         leak["summary"]
     );
     assert_eq!(series(&r, "heap_bytes")["class"], "leak");
-    // The /info figures grow with every iteration, by one item per request.
+    // The /info figures grow with every iteration, by one item per request (less repeated keys).
     let items = series(&r, "cache_items");
     assert_eq!(items["class"], "leak");
     let after: Vec<u64> = items["after"]
@@ -226,7 +226,15 @@ fn the_unbounded_cache_is_a_leak_of_about_the_value_size_per_request() {
         .iter()
         .map(|v| v.as_f64().unwrap() as u64)
         .collect();
-    assert!(after.windows(2).all(|w| w[1] - w[0] == per_iteration), "{after:?}");
+    // Random keys from a billion: a key drawn twice in a run of 12,000 writes happens about one
+    // run in fifteen (the birthday bound), so a step may fall short of one item per request by a
+    // few, never exceed it.
+    assert!(
+        after
+            .windows(2)
+            .all(|w| (per_iteration - 5..=per_iteration).contains(&(w[1] - w[0]))),
+        "{after:?}"
+    );
     let route = only_route(&r);
     let iterations = r["iterations"].as_array().unwrap().len() as u64;
     assert_eq!(route["statuses"]["204"], per_iteration * iterations, "{route}");

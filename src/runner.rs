@@ -6,7 +6,7 @@
 //! gone is what a leak looks like. Interrupted or not, a result file is written.
 //!
 //! The server is the embedded one (one or more instances on a channel layer, read in-process) or
-//! an external one (`crate::target`): started or watched, reached at its own URLs, measured by the
+//! an external one (`crate::external`): started or watched, reached at its own URLs, measured by the
 //! resident memory of its process tree and its `stats_url`, and always stopped when leakrun
 //! started it.
 
@@ -21,6 +21,7 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend;
+use crate::external::{ExternalTarget, probe::StatsSource};
 use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::drivers::{self, ClientSpec};
@@ -36,7 +37,6 @@ use crate::observe::sampler::{MemoryProbe, Probes, Sampler, StateReading, StateS
 use crate::results::{self, *};
 use crate::scenario::{ExternalSpec, LoadedScenario, ProcessSpec};
 use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
-use crate::target::{ExternalTarget, probe::StatsSource};
 use crate::verdict::leak::IterationMemory;
 use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
 
@@ -213,7 +213,7 @@ async fn execute_external(
     }
     let target = match ExternalTarget::start(spec, &rooms, &log, &options.cancel).await {
         Ok(target) => target,
-        Err(crate::target::TargetError::Interrupted { .. }) => return Ok(true),
+        Err(crate::external::TargetError::Interrupted { .. }) => return Ok(true),
         Err(error) => return Err(error.to_string()),
     };
     let command = match &spec.process {
@@ -225,7 +225,7 @@ async fn execute_external(
         pid: target.pid(),
         started: target.started(),
         command,
-        memory_source: crate::target::memory_source(target.pid(), None),
+        memory_source: crate::external::memory_source(target.pid(), None),
         log: target.log().map(|p| p.display().to_string()),
         stopped: None,
     });
@@ -449,7 +449,7 @@ async fn run_on(
     stop_servers(servers).await;
     if let (Under::External(target), Some(info)) = (under, result.target.as_mut()) {
         let processes = result.iterations.last().and_then(|i| i.after.rss_processes);
-        info.memory_source = crate::target::memory_source(target.pid(), processes);
+        info.memory_source = crate::external::memory_source(target.pid(), processes);
     }
     if let Some(failure) = failure {
         let (events, not_kept) = ctx.events.take();

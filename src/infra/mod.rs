@@ -45,7 +45,7 @@ pub fn kill_registered() {
     }
     let groups = std::mem::take(&mut *GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
     for pgid in groups {
-        crate::target::process::signal_group(pgid, libc::SIGKILL);
+        crate::external::process::signal_group(pgid, libc::SIGKILL);
     }
 }
 

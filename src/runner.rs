@@ -516,6 +516,11 @@ async fn run_on(
                 result.target.as_ref().map_or("", |t| t.memory_source.as_str()),
             ),
         };
+        let leak = if scenario.expect.retention {
+            leak.expect_retention()
+        } else {
+            leak
+        };
         result.verdicts = Some(Verdicts { gaps, latency, leak });
     }
     result.losses = LossLog {

@@ -77,6 +77,11 @@ const BAD_INPUTS: &[(&str, &str, &str)] = &[
         "[server.faults]\ndrop_one_in = 1\n[run]",
         "9:15: `server.faults.drop_one_in`: 1 is out of range; valid: 2 to",
     ),
+    (
+        "[run]",
+        "[expect]\nleak = true\nretention = true\n[run]",
+        "10:13: `expect.retention`: contradicts expect.leak = true",
+    ),
     ("[run]", "[run\n", "TOML syntax"),
 ];
 

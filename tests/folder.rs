@@ -136,3 +136,76 @@ fn list_json_gives_what_a_ci_matrix_needs() {
     let none = leakrun(&["list", empty.path().to_str().unwrap()]);
     assert_eq!(none.status.code(), Some(2));
 }
+
+/// Each scenario of a folder runs in a process of its own: the retention control run twice in one
+/// folder is retention both times. In one shared process the second would reuse the pages the
+/// first left with the allocator, and its resident memory would not rise.
+#[test]
+fn each_scenario_of_a_folder_runs_in_a_fresh_process() {
+    let dir = scratch();
+    let control = std::fs::read_to_string("scenarios/controls/retention.toml").expect("the shipped control");
+    for name in ["retention_a", "retention_b"] {
+        scenario(
+            dir.path(),
+            name,
+            &control.replace("name = \"retention\"", &format!("name = \"{name}\"")),
+        );
+    }
+    let out = dir.path().join("results");
+    let output = leakrun(&[
+        "run",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    for name in ["retention_a", "retention_b"] {
+        let r = result(&out, name);
+        let leak = &r["verdicts"]["leak"];
+        assert_eq!(leak["outcome"], "retention", "{name}: {}", leak["summary"]);
+    }
+}
+
+/// Ctrl-C during a folder run reaches the running scenario's process, which writes a partial
+/// result; the scenarios after it do not start.
+#[test]
+fn ctrl_c_in_a_folder_run_interrupts_the_running_scenario_and_starts_no_other() {
+    let dir = scratch();
+    let long = PASSING.replace("duration = \"1s\"", "duration = \"60s\"");
+    scenario(
+        dir.path(),
+        "a_first",
+        &long.replace("name = \"passing\"", "name = \"first\""),
+    );
+    scenario(
+        dir.path(),
+        "b_second",
+        &long.replace("name = \"passing\"", "name = \"second\""),
+    );
+    let out = dir.path().join("results");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_leakrun"))
+        .args([
+            "run",
+            dir.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    let first = result(&out, "first");
+    assert_eq!(first["status"], "interrupted", "{first}");
+    assert!(first["verdicts"]["gaps"]["totals"]["received"].as_u64().unwrap() > 0);
+    assert!(!out.join("second.json").exists(), "{}", describe(&output));
+}

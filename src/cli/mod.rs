@@ -4,6 +4,7 @@
 pub mod environment;
 pub mod files;
 pub mod http_tools;
+pub mod isolate;
 pub mod report;
 
 use std::io::IsTerminal;
@@ -50,6 +51,9 @@ pub enum Command {
         /// `--set rooms[*].clients[0].count=50`; repeatable. Wins over the environment and the file.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// One scenario of a folder run, started by the folder run's own process.
+        #[arg(long = "folder-child", hide = true)]
+        folder_child: bool,
     },
     /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
     List {
@@ -236,6 +240,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             backend,
             junit,
             set,
+            folder_child,
         } => {
             let files = match files::expand(&files) {
                 Ok(files) => files,
@@ -253,6 +258,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
                 backend: backend.as_deref(),
                 set: &set,
                 junit: junit.as_deref(),
+                folder_child,
             };
             run(&files, &flags, &options).await
         }
@@ -330,6 +336,7 @@ struct Flags<'a> {
     backend: Option<&'a str>,
     set: &'a [String],
     junit: Option<&'a std::path::Path>,
+    folder_child: bool,
 }
 
 async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit {
@@ -348,7 +355,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
             return Exit::Usage;
         }
     };
-    for o in overrides.iter().filter(|o| o.source != "--set") {
+    for o in overrides.iter().filter(|o| o.source != "--set" && !flags.folder_child) {
         eprintln!("{} overrides {} where a scenario sets it", o.describe(), o.key);
     }
     let mut loaded = Vec::new();
@@ -369,38 +376,35 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
     }
     let mut worst = Exit::Pass;
     let mut finished = Vec::new();
+    // Several scenarios: each in a process of its own, so none inherits another's memory.
+    let isolated = loaded.len() > 1;
+    let child_flags = isolate::ChildFlags {
+        backend: flags.backend,
+        set: flags.set,
+    };
     for scenario in &loaded {
         if options.cancel.is_cancelled() {
             break;
         }
-        eprintln!("running {} ({})", scenario.scenario.name, scenario.path.display());
+        if !flags.folder_child {
+            eprintln!("running {} ({})", scenario.scenario.name, scenario.path.display());
+        }
         let file = scenario.path.display().to_string();
-        let exit = match runner::run(scenario, options).await {
-            Ok(outcome) => {
-                print_summary(&outcome);
-                let exit = match outcome.result.status {
-                    Status::Pass => Exit::Pass,
-                    Status::Fail => Exit::VerdictFailed,
-                    Status::Error => Exit::Infrastructure,
-                    Status::Interrupted => Exit::Interrupted,
-                };
-                finished.push(report::Finished {
-                    file,
-                    result: Some(outcome.result),
-                    error: None,
-                });
-                exit
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                finished.push(report::Finished {
-                    file,
-                    result: None,
-                    error: Some(error.to_string()),
-                });
-                Exit::Infrastructure
-            }
+        let (exit, outcome) = if isolated {
+            isolate::run_in_child(scenario, &child_flags, options).await
+        } else {
+            run_here(scenario, options).await
         };
+        if let Err(error) = &outcome
+            && !isolated
+        {
+            eprintln!("error: {error}");
+        }
+        let (result, error) = match outcome {
+            Ok(result) => (Some(result), None),
+            Err(error) => (None, Some(error)),
+        };
+        finished.push(report::Finished { file, result, error });
         worst = worst.max(exit);
     }
     if finished.len() > 1 {
@@ -413,6 +417,26 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         worst = worst.max(Exit::Infrastructure);
     }
     worst
+}
+
+/// Runs one scenario in this process and prints its summary.
+async fn run_here(
+    scenario: &scenario::LoadedScenario,
+    options: &RunOptions,
+) -> (Exit, Result<crate::results::RunResult, String>) {
+    match runner::run(scenario, options).await {
+        Ok(outcome) => {
+            print_summary(&outcome);
+            let exit = match outcome.result.status {
+                Status::Pass => Exit::Pass,
+                Status::Fail => Exit::VerdictFailed,
+                Status::Error => Exit::Infrastructure,
+                Status::Interrupted => Exit::Interrupted,
+            };
+            (exit, Ok(outcome.result))
+        }
+        Err(error) => (Exit::Infrastructure, Err(error.to_string())),
+    }
 }
 
 fn list(args: &[PathBuf], json: bool) -> Exit {
@@ -443,7 +467,7 @@ fn list(args: &[PathBuf], json: bool) -> Exit {
                     "name": s.name,
                     "backend": if external { "external" } else { s.backend.kind.name() },
                     "services": services,
-                    "expect": {"gaps": s.expect.gaps, "leak": s.expect.leak, "latency_breach": s.expect.latency_breach},
+                    "expect": {"gaps": s.expect.gaps, "leak": s.expect.leak, "retention": s.expect.retention, "latency_breach": s.expect.latency_breach},
                 }));
             }
             Err(error) => {

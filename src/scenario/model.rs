@@ -523,6 +523,10 @@ pub struct Expectation {
     pub latency_breach: bool,
     /// The scenario expects memory or server state to leak.
     pub leak: bool,
+    /// The scenario expects the leak verdict to be retention: resident memory kept while the
+    /// live heap comes back (the retention detector's positive control).
+    #[serde(default)]
+    pub retention: bool,
 }
 
 /// `[thresholds]`, validated.

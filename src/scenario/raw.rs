@@ -166,6 +166,7 @@ pub struct RawExpect {
     pub gaps: Option<S<bool>>,
     pub latency_breach: Option<S<bool>>,
     pub leak: Option<S<bool>>,
+    pub retention: Option<S<bool>>,
 }
 
 /// `[thresholds]`.

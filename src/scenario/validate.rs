@@ -74,7 +74,18 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         gaps: flag(expect.and_then(|e| e.gaps.as_ref()), false),
         latency_breach: flag(expect.and_then(|e| e.latency_breach.as_ref()), false),
         leak: flag(expect.and_then(|e| e.leak.as_ref()), false),
+        retention: flag(expect.and_then(|e| e.retention.as_ref()), false),
     };
+    if expect.leak
+        && expect.retention
+        && let Some(retention) = raw.expect.as_ref().and_then(|e| e.get_ref().retention.as_ref())
+    {
+        c.at(
+            retention.span(),
+            "expect.retention",
+            "contradicts expect.leak = true: the leak verdict is one of clean, retention or leak; expect either a leak or retention",
+        );
+    }
     let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
     server.external = super::external::validate(raw, server.target, rooms.len(), c);
     Scenario {

@@ -102,6 +102,9 @@ pub struct LeakVerdict {
     pub outcome: LeakOutcome,
     /// The scenario expected a leak.
     pub expected_leak: bool,
+    /// The scenario expected retention (`expect.retention`).
+    #[serde(default)]
+    pub expected_retention: bool,
     /// Outcome matches the expectation (retention counts as no leak).
     pub met: bool,
     /// One line for people.
@@ -122,6 +125,20 @@ pub struct LeakVerdict {
     pub bytes_per_request: Option<f64>,
     /// Every series.
     pub series: Vec<SeriesVerdict>,
+}
+
+impl LeakVerdict {
+    /// Holds the verdict to a stricter expectation than "no leak": it must be retention (the
+    /// retention detector's positive control). A clean outcome then misses the expectation.
+    pub fn expect_retention(mut self) -> Self {
+        self.expected_retention = true;
+        self.met = self.outcome == LeakOutcome::Retention;
+        self.summary.push_str(match self.outcome {
+            LeakOutcome::Retention => " (expected: positive control)",
+            _ => " (but the scenario expected retention: the detector missed its positive control)",
+        });
+        self
+    }
 }
 
 /// Judges the after-samples of `iterations` against `before` and `limits`.
@@ -295,6 +312,7 @@ fn judge_memory(
     LeakVerdict {
         outcome,
         expected_leak: expect_leak,
+        expected_retention: false,
         met: (outcome == LeakOutcome::Leak) == expect_leak,
         summary,
         judged_iterations: judged.len() as u32,
@@ -795,5 +813,22 @@ mod tests {
         assert_eq!(heap.class, SeriesClass::NotJudged);
         assert!(heap.evidence.contains("needs 3 iterations"), "{}", heap.evidence);
         assert_eq!(v.outcome, LeakOutcome::Clean);
+    }
+
+    #[test]
+    fn a_retention_control_is_missed_by_a_clean_outcome() {
+        let before = sample(1000, 10 << 20, 0);
+        let its = run(|_| sample(1000, 10 << 20, 0), 5, 100);
+        let v = judge(&before, &its, &limits(), false);
+        assert_eq!(v.outcome, LeakOutcome::Clean);
+        assert!(v.met);
+        let strict = v.expect_retention();
+        assert!(!strict.met, "{}", strict.summary);
+        assert!(strict.expected_retention);
+        assert!(
+            strict.summary.ends_with("the detector missed its positive control)"),
+            "{}",
+            strict.summary
+        );
     }
 }

@@ -6,7 +6,6 @@ mod amqp_support;
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -132,19 +131,9 @@ fn the_broker_going_away_mid_run_is_exit_3_with_a_partial_result() {
         .replace("duration = \"4s\"", "duration = \"30s\"")
         .replace("iterations = 2", "iterations = 3");
     let path = scenario(dir.path(), "amqp_goes_away", &text);
-    let child = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .env("AMQP_URL", broker.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path, dir.path(), |command| {
+        command.env("AMQP_URL", broker.url());
+    });
     std::thread::sleep(Duration::from_secs(3));
     runtime.block_on(broker.stop()).expect("the broker stops");
     let stopped = Instant::now();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -195,24 +195,9 @@ fn ctrl_c_closes_clients_and_writes_a_partial_result() {
         "long",
         &MINIMAL.replace("duration = \"1s\"", "duration = \"60s\"\niterations = 5"),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path, dir.path(), |_| {});
     std::thread::sleep(Duration::from_secs(2));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    interrupt(&child);
     let started = Instant::now();
     let output = child.wait_with_output().unwrap();
     assert!(

@@ -57,6 +57,17 @@ fn command(port: u16, switches: &[&str]) -> String {
     )
 }
 
+/// A `sh -c` line that runs the chat server and keeps the shell waiting for it: the server is a
+/// grandchild of leakrun, and the process tree has two processes.
+fn python_behind_a_shell(port: u16, pid_file: &Path) -> String {
+    format!(
+        "{:?} {:?} --port {port} --pid-file {:?}; true",
+        python().display().to_string(),
+        server_script().display().to_string(),
+        pid_file.display().to_string()
+    )
+}
+
 /// True while process `pid` exists and is not a zombie.
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -391,12 +402,7 @@ fn killing_leakrun_midway_stops_the_server_and_its_children() {
     let pid_file = dir.path().join("server.pid");
     // A shell line that keeps the shell waiting: Python runs as leakrun's grandchild, which the
     // parent-death signal alone would not reach.
-    let line = format!(
-        "{:?} {:?} --port {port} --pid-file {:?}; true",
-        python().display().to_string(),
-        server_script().display().to_string(),
-        pid_file.display().to_string()
-    );
+    let line = python_behind_a_shell(port, &pid_file);
     let text = format!(
         r#"name = "py_killed"
 [server]
@@ -409,18 +415,7 @@ duration = "60s"
 "#
     );
     let path = scenario(dir.path(), "py_killed", &text);
-    let mut leakrun = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start leakrun");
+    let mut leakrun = spawn_run(&path, dir.path(), |_| {});
     let read_pid = || {
         std::fs::read_to_string(&pid_file)
             .ok()
@@ -607,12 +602,7 @@ fn ctrl_c_stops_a_server_tree_and_the_result_names_its_processes() {
     let port = free_port();
     let pid_file = dir.path().join("server.pid");
     // Python below a waiting shell: two processes whose resident memory is summed.
-    let line = format!(
-        "{:?} {:?} --port {port} --pid-file {:?}; true",
-        python().display().to_string(),
-        server_script().display().to_string(),
-        pid_file.display().to_string()
-    );
+    let line = python_behind_a_shell(port, &pid_file);
     let text = format!(
         r#"name = "py_interrupted"
 [server]
@@ -628,18 +618,7 @@ sample_interval = "100ms"
 "#
     );
     let path = scenario(dir.path(), "py_interrupted", &text);
-    let leakrun = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start leakrun");
+    let leakrun = spawn_run(&path, dir.path(), |_| {});
     let stats = format!("http://127.0.0.1:{port}/stats");
     let connected = eventually(Duration::from_secs(20), || {
         server_stats(&stats).is_some_and(|s| s["connections"].as_u64().is_some_and(|n| n > 0))
@@ -648,11 +627,7 @@ sample_interval = "100ms"
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok());
     let _cleanup = KillOnDrop(server.unwrap_or(0));
-    let sent = Command::new("kill")
-        .args(["-INT", &leakrun.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    interrupt(&leakrun);
     let output = leakrun.wait_with_output().unwrap();
     assert!(
         connected,
@@ -727,28 +702,13 @@ fn ctrl_c_while_waiting_for_ready_stops_the_command_at_once() {
     let pid_file = dir.path().join("sleeper.pid");
     let text = sleeper_scenario("interrupted_start", port, &pid_file, "ready_timeout = \"60s\"");
     let path = scenario(dir.path(), "interrupted_start", &text);
-    let leakrun = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start leakrun");
+    let leakrun = spawn_run(&path, dir.path(), |_| {});
     let started = eventually(Duration::from_secs(10), || pid_file.exists());
     let pid: Option<u64> = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|t| t.trim().parse().ok());
     let _cleanup = KillOnDrop(pid.unwrap_or(0));
-    let sent = Command::new("kill")
-        .args(["-INT", &leakrun.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    interrupt(&leakrun);
     let output = leakrun.wait_with_output().unwrap();
     assert!(started, "the command never ran: {}", describe(&output));
     assert_eq!(output.status.code(), Some(130), "{}", describe(&output));

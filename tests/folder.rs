@@ -184,24 +184,9 @@ fn ctrl_c_in_a_folder_run_interrupts_the_running_scenario_and_starts_no_other() 
         &long.replace("name = \"passing\"", "name = \"second\""),
     );
     let out = dir.path().join("results");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            dir.path().to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(dir.path(), &out, |_| {});
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
     let first = result(&out, "first");

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -116,19 +115,9 @@ fn redis_going_away_mid_run_is_exit_3_with_a_partial_result() {
         .replace("duration = \"4s\"", "duration = \"20s\"")
         .replace("iterations = 2", "iterations = 3");
     let path = scenario(dir.path(), "goes_away", &text);
-    let child = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .env("REDIS_URL", redis.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path, dir.path(), |command| {
+        command.env("REDIS_URL", redis.url());
+    });
     std::thread::sleep(Duration::from_secs(3));
     runtime.block_on(redis.stop()).expect("redis-server stops");
     let stopped = Instant::now();
@@ -308,25 +297,11 @@ fn ctrl_c_stops_the_private_redis_server_and_writes_a_partial_result() {
     let dir = scratch();
     let text = issue1683_churn("interrupted", "redis-lists").replace("duration = \"4s\"", "duration = \"60s\"");
     let path = scenario(dir.path(), "interrupted", &text);
-    let child = Command::new(env!("CARGO_BIN_EXE_leakrun"))
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--no-progress",
-        ])
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path, dir.path(), |command| {
+        command.env_remove("REDIS_URL");
+    });
     std::thread::sleep(Duration::from_secs(3));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
     let r = result(dir.path(), "interrupted");

@@ -72,3 +72,30 @@ pub fn issue1683_churn(name: &str, kind: &str) -> String {
         .replace("iterations = 1", "iterations = 2")
         .replace("up = \"1s\"", "up = \"500ms\"")
 }
+
+/// Starts `leakrun run <target> --out <out> --no-progress` in the background with its output
+/// captured, after `setup` has adjusted the command (environment).
+pub fn spawn_run(target: &Path, out: &Path, setup: impl FnOnce(&mut Command)) -> std::process::Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leakrun"));
+    command
+        .args([
+            "run",
+            target.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    setup(&mut command);
+    command.spawn().expect("start leakrun")
+}
+
+/// Sends `child` SIGINT, as Ctrl-C at a terminal does.
+pub fn interrupt(child: &std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -INT {}", child.id());
+}

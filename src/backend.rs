@@ -7,15 +7,14 @@
 //! object per instance (each has its own receiver, as each server process has in Django Channels),
 //! all on one run prefix, so instances deliver to one another through the backend.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::infra::{PrivateRabbitMq, PrivateRedis};
 use crate::layer::amqp::{AmqpConfig, AmqpLayer};
 use crate::layer::redis::{RedisListsConfig, RedisListsLayer, RedisPubSubConfig, RedisPubSubLayer};
-use crate::layer::{ChannelLayer, FaultyLayer, MemoryLayer};
-use crate::observe::sampler::{StateReading, StateSource};
-use crate::scenario::{BackendKind, Scenario};
+use crate::layer::{ChannelLayer, FaultyLayer, MemoryLayer, ServerError, ServerLayer};
+use crate::observe::sampler::{SourceError, StateReading, StateSource};
+use crate::scenario::{BackendKind, BackendSpec, EmbeddedSpec};
 
 /// Where the backend's URL came from when the scenario file gave it.
 pub const FROM_SCENARIO: &str = "backend.url";
@@ -32,14 +31,51 @@ pub struct Backend {
     pub endpoint: Option<String>,
     /// Where the server came from: `backend.url`, `REDIS_URL`, `AMQP_URL`, or a private server.
     pub source: String,
-    servers: Vec<ServerLayer>,
+    servers: Vec<Arc<dyn ServerLayer>>,
     private: Option<PrivateServer>,
 }
 
 /// Why a backend could not be built (an infrastructure problem, exit 3).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BackendError(pub String);
+pub enum BackendError {
+    /// No URL was given and the private server would not start.
+    #[error("no server for backend.kind = \"{kind}\": {source}")]
+    NoPrivateServer {
+        /// The backend kind.
+        kind: &'static str,
+        /// Why the private server would not start.
+        source: PrivateServerError,
+    },
+    /// The server at the URL does not answer.
+    #[error(
+        "{what} at {endpoint} (from {origin}) is unreachable: {cause}; start it, or unset {variable} and remove backend.url to let leakrun start a private {program}"
+    )]
+    Unreachable {
+        /// `Redis` or `RabbitMQ`.
+        what: &'static str,
+        /// The URL, credentials removed.
+        endpoint: String,
+        /// Where the URL came from.
+        origin: String,
+        /// What the client said.
+        cause: ServerError,
+        /// The environment variable that could name another URL.
+        variable: &'static str,
+        /// The private server leakrun would start instead.
+        program: &'static str,
+    },
+}
+
+/// Why a private backend server would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateServerError {
+    /// redis-server.
+    #[error(transparent)]
+    Redis(#[from] crate::infra::RedisServerError),
+    /// rabbitmq-server.
+    #[error(transparent)]
+    RabbitMq(#[from] crate::infra::RabbitMqServerError),
+}
 
 /// A server leakrun started for this run.
 enum PrivateServer {
@@ -48,17 +84,11 @@ enum PrivateServer {
 }
 
 impl PrivateServer {
-    async fn start(kind: BackendKind) -> Result<Self, String> {
-        match kind {
-            BackendKind::Amqp => PrivateRabbitMq::start()
-                .await
-                .map(|server| PrivateServer::RabbitMq(Box::new(server)))
-                .map_err(|e| e.to_string()),
-            _ => PrivateRedis::start()
-                .await
-                .map(|server| PrivateServer::Redis(Box::new(server)))
-                .map_err(|e| e.to_string()),
-        }
+    async fn start(kind: BackendKind) -> Result<Self, PrivateServerError> {
+        Ok(match kind {
+            BackendKind::Amqp => PrivateServer::RabbitMq(Box::new(PrivateRabbitMq::start().await?)),
+            _ => PrivateServer::Redis(Box::new(PrivateRedis::start().await?)),
+        })
     }
 
     fn url(&self) -> String {
@@ -91,71 +121,11 @@ impl PrivateServer {
     }
 }
 
-/// A layer on a backend server, for probing and shutting down.
-#[derive(Clone)]
-enum ServerLayer {
-    PubSub(Arc<RedisPubSubLayer>),
-    Lists(Arc<RedisListsLayer>),
-    Amqp(Arc<AmqpLayer>),
-}
-
-impl ServerLayer {
-    /// What the backend holds for the run: state that must come back down, and reference figures.
-    async fn probe(&self) -> Result<StateReading, String> {
-        let redis = match self {
-            ServerLayer::PubSub(layer) => layer.probe().await,
-            ServerLayer::Lists(layer) => layer.probe().await,
-            ServerLayer::Amqp(layer) => {
-                let probe = layer.probe().await.map_err(|e| e.to_string())?;
-                return Ok(StateReading {
-                    state: BTreeMap::from([
-                        ("amqp_queues".to_string(), probe.queues),
-                        ("amqp_messages".to_string(), probe.messages),
-                        ("amqp_consumers".to_string(), probe.consumers),
-                        ("amqp_exchanges".to_string(), probe.exchanges),
-                    ]),
-                    info: BTreeMap::new(),
-                });
-            }
-        };
-        let probe = redis.map_err(|e| e.to_string())?;
-        Ok(StateReading {
-            state: BTreeMap::from([
-                ("redis_keys".to_string(), probe.keys),
-                ("redis_groups".to_string(), probe.groups),
-                ("redis_memberships".to_string(), probe.memberships),
-                ("redis_subscribers".to_string(), probe.subscribers),
-            ]),
-            info: BTreeMap::from([
-                ("redis_used_memory_bytes".to_string(), probe.used_memory),
-                ("redis_connected_clients".to_string(), probe.connected_clients),
-                ("redis_blocked_clients".to_string(), probe.blocked_clients),
-            ]),
-        })
-    }
-
-    async fn shutdown(&self) {
-        match self {
-            ServerLayer::PubSub(layer) => layer.shutdown().await,
-            ServerLayer::Lists(layer) => layer.shutdown().await,
-            ServerLayer::Amqp(layer) => layer.shutdown().await,
-        }
-    }
-
-    fn as_layer(&self) -> Arc<dyn ChannelLayer> {
-        match self {
-            ServerLayer::PubSub(layer) => layer.clone(),
-            ServerLayer::Lists(layer) => layer.clone(),
-            ServerLayer::Amqp(layer) => layer.clone(),
-        }
-    }
-}
-
-/// Builds the layers for `scenario`'s server instances.
-pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
-    let instances = scenario.server.instances.max(1);
-    let capacity = scenario.server.capacity;
-    let mut backend = match scenario.backend.kind {
+/// Builds the layers for the embedded server instances of `server` on `spec`.
+pub async fn build(spec: &BackendSpec, server: &EmbeddedSpec) -> Result<Backend, BackendError> {
+    let instances = server.instances.max(1);
+    let capacity = server.capacity;
+    let mut backend = match spec.kind {
         BackendKind::Memory => {
             let layer: Arc<dyn ChannelLayer> = Arc::new(MemoryLayer::new(capacity));
             Backend {
@@ -169,10 +139,10 @@ pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
             }
         }
         BackendKind::Redis | BackendKind::RedisLists | BackendKind::Amqp => {
-            build_on_server(scenario, instances).await?
+            build_on_server(spec, server, instances).await?
         }
     };
-    let faults = &scenario.server.faults;
+    let faults = &server.faults;
     if faults.drop_one_in.is_some() || faults.keep_membership_on_disconnect {
         let wrap = |layer: Arc<dyn ChannelLayer>| -> Arc<dyn ChannelLayer> {
             Arc::new(FaultyLayer::new(
@@ -191,8 +161,7 @@ pub async fn build(scenario: &Scenario) -> Result<Backend, BackendError> {
 }
 
 /// Redis or RabbitMQ: the server from the URL, or a private one; a layer per instance on it.
-async fn build_on_server(scenario: &Scenario, instances: usize) -> Result<Backend, BackendError> {
-    let spec = &scenario.backend;
+async fn build_on_server(spec: &BackendSpec, server: &EmbeddedSpec, instances: usize) -> Result<Backend, BackendError> {
     let variable = spec.kind.url_variable().unwrap_or_default();
     let program = spec.kind.private_server().unwrap_or_default();
     let (url, source, private) = match &spec.url {
@@ -204,69 +173,65 @@ async fn build_on_server(scenario: &Scenario, instances: usize) -> Result<Backen
         None => {
             let private = PrivateServer::start(spec.kind)
                 .await
-                .map_err(|e| BackendError(format!("no server for backend.kind = \"{}\": {e}", spec.kind.name())))?;
+                .map_err(|source| BackendError::NoPrivateServer {
+                    kind: spec.kind.name(),
+                    source,
+                })?;
             (private.url(), private.describe(), Some(private))
         }
     };
-    let endpoint = crate::layer::redis::redact(&url);
-    let unreachable = |e: &dyn std::fmt::Display| {
-        BackendError(format!(
-            "{} at {endpoint} (from {source}) is unreachable: {e}; start it, or unset {variable} and remove backend.url to let leakrun start a private {program}",
-            if spec.kind == BackendKind::Amqp {
-                "RabbitMQ"
-            } else {
-                "Redis"
-            }
-        ))
+    let endpoint = crate::naming::redact(&url);
+    let unreachable = |cause: ServerError| BackendError::Unreachable {
+        what: spec.kind.server_name(),
+        endpoint: endpoint.clone(),
+        origin: source.clone(),
+        cause,
+        variable,
+        program,
     };
-    let prefix = crate::layer::redis::run_prefix();
+    let prefix = crate::naming::run_prefix();
     let mut servers = Vec::with_capacity(instances);
-    let mut version = String::new();
     for _ in 0..instances {
-        let layer = match spec.kind {
-            BackendKind::Redis => ServerLayer::PubSub(Arc::new(
-                RedisPubSubLayer::connect(RedisPubSubConfig::new(&url, &prefix, scenario.server.capacity))
-                    .await
-                    .map_err(|e| unreachable(&e))?,
-            )),
-            BackendKind::Amqp => {
-                let layer = AmqpLayer::connect(AmqpConfig::new(&url, &prefix, scenario.server.capacity))
-                    .await
-                    .map_err(|e| unreachable(&e))?;
-                if version.is_empty() {
-                    version = format!(
-                        "rabbitmq {}",
-                        layer.broker_version().unwrap_or("(version not reported)")
-                    );
-                }
-                ServerLayer::Amqp(Arc::new(layer))
-            }
-            _ => {
-                let mut config = RedisListsConfig::new(&url, &prefix, scenario.server.capacity)
-                    .with_cancel_shared_receive(scenario.server.faults.cancel_shared_receive);
-                config.expiry = spec.expiry;
-                config.group_expiry = spec.group_expiry;
-                ServerLayer::Lists(Arc::new(
-                    RedisListsLayer::connect(config).await.map_err(|e| unreachable(&e))?,
-                ))
-            }
-        };
-        servers.push(layer);
+        servers.push(connect(spec, server, &url, &prefix).await.map_err(unreachable)?);
     }
-    if spec.kind.is_redis() {
-        let redis = crate::layer::redis::redis_version(&url)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        version = format!("redis {redis}");
-    }
+    let version = match servers.first() {
+        Some(layer) => layer.server_version().await.map_err(unreachable)?,
+        None => String::new(),
+    };
     Ok(Backend {
-        layers: servers.iter().map(ServerLayer::as_layer).collect(),
+        layers: servers
+            .iter()
+            .map(|layer| layer.clone() as Arc<dyn ChannelLayer>)
+            .collect(),
         shared: false,
         version,
         endpoint: Some(endpoint),
         source,
         servers,
         private,
+    })
+}
+
+/// One layer object on the server at `url`, for one server instance: the one place that knows
+/// which layer each server-backed kind is.
+async fn connect(
+    spec: &BackendSpec,
+    server: &EmbeddedSpec,
+    url: &str,
+    prefix: &str,
+) -> Result<Arc<dyn ServerLayer>, ServerError> {
+    let capacity = server.capacity;
+    Ok(match spec.kind {
+        BackendKind::Redis => Arc::new(RedisPubSubLayer::connect(RedisPubSubConfig::new(url, prefix, capacity)).await?),
+        BackendKind::Amqp => Arc::new(AmqpLayer::connect(AmqpConfig::new(url, prefix, capacity)).await?),
+        BackendKind::Memory => return Err("the in-process layer has no server to connect to".into()),
+        BackendKind::RedisLists => {
+            let mut config = RedisListsConfig::new(url, prefix, capacity)
+                .with_cancel_shared_receive(server.faults.cancel_shared_receive);
+            config.expiry = spec.expiry;
+            config.group_expiry = spec.group_expiry;
+            Arc::new(RedisListsLayer::connect(config).await?)
+        }
     })
 }
 
@@ -298,20 +263,17 @@ impl Backend {
 /// subscriptions, queues and queued messages (judged: they must return to their start), and server
 /// figures for reference.
 struct BackendState {
-    layer: ServerLayer,
+    layer: Arc<dyn ServerLayer>,
     endpoint: String,
 }
 
 #[async_trait::async_trait]
 impl StateSource for BackendState {
-    async fn read(&self) -> Result<StateReading, String> {
-        let what = match self.layer {
-            ServerLayer::Amqp(_) => "RabbitMQ",
-            _ => "Redis",
-        };
-        self.layer
-            .probe()
-            .await
-            .map_err(|e| format!("{what} at {} went away: {e}", self.endpoint))
+    async fn read(&self) -> Result<StateReading, SourceError> {
+        self.layer.held().await.map_err(|cause| SourceError::Backend {
+            what: self.layer.server_name(),
+            endpoint: self.endpoint.clone(),
+            cause: Arc::from(cause),
+        })
     }
 }

@@ -1,5 +1,7 @@
 //! Exit codes, decided in one place.
 
+use crate::process::Signal;
+
 /// How a leakrun command ends, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
@@ -11,7 +13,7 @@ pub enum Exit {
     Usage,
     /// Something leakrun needs was not there (backend unreachable, server would not start).
     Infrastructure,
-    /// Interrupted by Ctrl-C; partial results were written.
+    /// Interrupted by SIGINT, SIGTERM or SIGHUP; partial results were written.
     Interrupted,
 }
 
@@ -23,7 +25,8 @@ impl Exit {
             Exit::VerdictFailed => 1,
             Exit::Usage => 2,
             Exit::Infrastructure => 3,
-            Exit::Interrupted => 130,
+            // 130, 143 or 129: 128 plus the signal that came (SIGINT when none is known).
+            Exit::Interrupted => crate::signals::exit_code(crate::signals::received().unwrap_or(Signal::Interrupt)),
         }
     }
 }

@@ -29,27 +29,17 @@ fn main() -> ExitCode {
         }
     };
     let on_interrupt = match parsed.command {
-        cli::Command::Serve { .. } => "\ninterrupted: stopping the server (Ctrl-C again to abort)",
-        cli::Command::Load { .. } => {
-            "\ninterrupted: stopping the load and printing what it saw (Ctrl-C again to abort)"
-        }
-        _ => "\ninterrupted: closing clients and writing a partial result (Ctrl-C again to abort)",
+        cli::Command::Serve { .. } => "stopping the server",
+        cli::Command::Load { .. } => "stopping the load and printing what it saw",
+        _ => "closing clients and writing a partial result",
     };
     // Everything the runner does itself is harness work; the server's tasks are spawned untagged.
     let exit = runtime.block_on(leakrun::heap::harness(async {
         let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        leakrun::heap::spawn_harness(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("{on_interrupt}");
-                on_signal.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    // No destructors run past here: stop the private servers first.
-                    leakrun::infra::kill_registered();
-                    std::process::exit(Exit::Interrupted.code().into());
-                }
-            }
-        });
+        if let Err(error) = leakrun::signals::listen(cancel.clone(), on_interrupt) {
+            eprintln!("error: cannot listen for signals: {error}");
+            return Exit::Infrastructure;
+        }
         cli::execute(parsed, cancel).await
     }));
     // Client and server tasks still winding down must not hold the process open.

@@ -90,7 +90,7 @@ fn server_stats(url: &str) -> Option<serde_json::Value> {
         .build()
         .ok()?;
     let (status, body) = runtime
-        .block_on(leakrun::external::probe::HttpGet::new(url).ok()?.get())
+        .block_on(leakrun::target::http_probe::HttpGet::new(url).ok()?.get())
         .ok()?;
     (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
 }

@@ -7,12 +7,20 @@
 //! same flags) and reads the result file each one writes.
 
 use std::path::Path;
-use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use crate::exit::Exit;
+use crate::process::{self, ChildProcess, Signal};
 use crate::results::{self, RunResult};
 use crate::runner::RunOptions;
 use crate::scenario::LoadedScenario;
+use crate::signals;
+
+/// How long a child that was passed an interruption may take to write its partial result and
+/// stop what it started before it is killed (a private RabbitMQ alone may take 5 s to stop).
+const CHILD_GRACE: Duration = Duration::from_secs(30);
 
 /// The hidden flag that tells a child it is one scenario of a folder run: the parent has already
 /// printed the environment's overrides and the `running` line.
@@ -27,56 +35,76 @@ pub struct ChildFlags<'a> {
 }
 
 /// Runs `scenario` in a child `leakrun` process and returns how it ended with its result, if it
-/// wrote one. Ctrl-C (`options.cancel`) is passed on to the child, which writes a partial result;
-/// if this process dies, the kernel interrupts the child the same way.
+/// wrote one. An interrupting signal (`options.cancel`) is passed on to the child, which writes a
+/// partial result; if this process dies, the kernel interrupts the child the same way.
 pub async fn run_in_child(
     scenario: &LoadedScenario,
     flags: &ChildFlags<'_>,
     options: &RunOptions,
-) -> (Exit, Result<RunResult, String>) {
+) -> (Exit, anyhow::Result<RunResult>) {
     let result_path = options.out_dir.join(RunResult::file_name(&scenario.scenario.name));
     // A result left from an earlier run must not pass for this one's.
     let _ = std::fs::remove_file(&result_path);
-    let mut child = match command(&scenario.path, flags, options).spawn() {
+    let child_options = process::Options {
+        output: process::Output::Inherit,
+        stop_grace: CHILD_GRACE,
+        // The parent gone (killed, crashed) is an interruption for the child: it stops its
+        // clients, stops what it started and writes a partial result.
+        on_parent_death: Signal::Interrupt,
+        // No guard: its SIGTERM would be the child's second signal, an abort.
+        guard: None,
+    };
+    let child = match ChildProcess::spawn(command(&scenario.path, flags, options), &child_options) {
         Ok(child) => child,
         Err(error) => {
             return (
                 Exit::Infrastructure,
-                Err(format!("cannot start leakrun again: {error}")),
+                Err(anyhow::Error::new(error).context("cannot start leakrun again")),
             );
         }
     };
     let status = tokio::select! {
-        status = child.wait() => status,
+        status = child.wait() => Some(status),
         () = options.cancel.cancelled() => {
-            if let Some(pid) = child.id() {
-                // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-            }
-            child.wait().await
+            // Exactly one signal, the one this process got: the child's own exit code names it.
+            child.signal(signals::received().unwrap_or(Signal::Interrupt));
+            tokio::time::timeout(CHILD_GRACE, child.wait()).await.ok()
         }
     };
-    let exit = match status.map(|s| s.code()) {
-        Ok(Some(0)) => Exit::Pass,
-        Ok(Some(1)) => Exit::VerdictFailed,
-        Ok(Some(2)) => Exit::Usage,
-        Ok(Some(130)) => Exit::Interrupted,
+    // Reaps an exited child; one that outlived its grace gets SIGTERM (its abort), then SIGKILL.
+    child.stop().await;
+    let Some(status) = status else {
+        return (
+            Exit::Interrupted,
+            Err(anyhow::anyhow!(
+                "leakrun for {} did not stop within {}s of the interruption",
+                scenario.path.display(),
+                CHILD_GRACE.as_secs()
+            )),
+        );
+    };
+    let interrupted = [Signal::Interrupt, Signal::Term, Signal::Hangup].map(signals::exit_code);
+    let exit = match status.code() {
+        Some(0) => Exit::Pass,
+        Some(1) => Exit::VerdictFailed,
+        Some(2) => Exit::Usage,
+        Some(code) if u8::try_from(code).is_ok_and(|c| interrupted.contains(&c)) => Exit::Interrupted,
         _ => Exit::Infrastructure,
     };
-    let result = results::read(&result_path).map_err(|e| format!("{}: {e:#}", result_path.display()));
+    let result = results::read(&result_path).with_context(|| result_path.display().to_string());
     (exit, result)
 }
 
-fn command(file: &Path, flags: &ChildFlags<'_>, options: &RunOptions) -> tokio::process::Command {
+fn command(file: &Path, flags: &ChildFlags<'_>, options: &RunOptions) -> std::process::Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "leakrun".into());
-    let mut command = tokio::process::Command::new(exe);
+    let mut command = std::process::Command::new(exe);
     command
         .arg("run")
         .arg(file)
         .arg("--out")
         .arg(&options.out_dir)
         .arg(CHILD_FLAG);
-    if !options.progress {
+    if options.progress.is_none() {
         command.arg("--no-progress");
     }
     if let Some(backend) = flags.backend {
@@ -84,24 +112,6 @@ fn command(file: &Path, flags: &ChildFlags<'_>, options: &RunOptions) -> tokio::
     }
     for set in flags.set {
         command.args(["--set", set]);
-    }
-    command.stdin(Stdio::null()).kill_on_drop(true);
-    // SAFETY: setpgid(2) and prctl(2) are async-signal-safe; nothing else runs between fork and
-    // exec.
-    unsafe {
-        command.pre_exec(|| {
-            // A group of its own: a Ctrl-C at the terminal reaches only this process, which passes
-            // on exactly one (a second would be the child's "abort now").
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent gone (killed, crashed) is a Ctrl-C for the child: it stops its clients,
-            // stops what it started and writes a partial result.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
     command
 }

@@ -5,6 +5,7 @@ pub mod environment;
 pub mod files;
 pub mod http_tools;
 pub mod isolate;
+pub mod progress;
 pub mod report;
 
 use std::io::IsTerminal;
@@ -251,7 +252,8 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             };
             let options = RunOptions {
                 out_dir: out,
-                progress: !no_progress && std::io::stderr().is_terminal(),
+                progress: (!no_progress && std::io::stderr().is_terminal())
+                    .then(|| progress::Bar::new() as std::sync::Arc<dyn runner::Progress>),
                 cancel,
             };
             let flags = Flags {
@@ -297,11 +299,11 @@ fn diff(base: &std::path::Path, head: &std::path::Path, format: &str, tolerance:
 
 /// What the environment and the `--set` flags say over the files: environment first, so a flag
 /// wins.
-fn overrides(set: &[String]) -> Result<Vec<scenario::Override>, String> {
-    let environment = environment::Environment::load()?;
+fn overrides(set: &[String]) -> anyhow::Result<Vec<scenario::Override>> {
+    let environment = environment::Environment::load().map_err(anyhow::Error::msg)?;
     let mut all = scenario::overrides::from_environment(|name| environment.get(name));
     for argument in set {
-        all.push(scenario::Override::from_flag(argument).map_err(|e| e.to_string())?);
+        all.push(scenario::Override::from_flag(argument)?);
     }
     Ok(all)
 }
@@ -398,11 +400,11 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         if let Err(error) = &outcome
             && !isolated
         {
-            eprintln!("error: {error}");
+            eprintln!("error: {error:#}");
         }
         let (result, error) = match outcome {
             Ok(result) => (Some(result), None),
-            Err(error) => (None, Some(error)),
+            Err(error) => (None, Some(format!("{error:#}"))),
         };
         finished.push(report::Finished { file, result, error });
         worst = worst.max(exit);
@@ -411,9 +413,9 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         print!("\n{}", report::table(&finished));
     }
     if let Some(path) = flags.junit
-        && let Err(message) = report::write_junit(path, &finished)
+        && let Err(error) = report::write_junit(path, &finished)
     {
-        eprintln!("error: {message}");
+        eprintln!("error: {error:#}");
         worst = worst.max(Exit::Infrastructure);
     }
     worst
@@ -423,7 +425,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
 async fn run_here(
     scenario: &scenario::LoadedScenario,
     options: &RunOptions,
-) -> (Exit, Result<crate::results::RunResult, String>) {
+) -> (Exit, anyhow::Result<crate::results::RunResult>) {
     match runner::run(scenario, options).await {
         Ok(outcome) => {
             print_summary(&outcome);
@@ -435,7 +437,7 @@ async fn run_here(
             };
             (exit, Ok(outcome.result))
         }
-        Err(error) => (Exit::Infrastructure, Err(error.to_string())),
+        Err(error) => (Exit::Infrastructure, Err(error.into())),
     }
 }
 
@@ -454,7 +456,7 @@ fn list(args: &[PathBuf], json: bool) -> Exit {
                 let s = &loaded.scenario;
                 // A backend without a URL starts a private server: the job must install it. An
                 // external server brings its own.
-                let external = s.server.target == scenario::Target::External;
+                let external = s.server.external().is_some();
                 let services: Vec<&str> = s
                     .backend
                     .kind
@@ -500,13 +502,13 @@ fn resolve(
     loaded: &mut scenario::LoadedScenario,
     backend: Option<&str>,
     environment: &environment::Environment,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     use scenario::validate::{override_backend, url_from_environment};
     if let Some(name) = backend {
         let kind = scenario::BackendKind::from_name(name)
-            .ok_or_else(|| format!("--backend {name}: valid: {}", scenario::BackendKind::valid_names()))?;
+            .ok_or_else(|| anyhow::anyhow!("--backend {name}: valid: {}", scenario::BackendKind::valid_names()))?;
         let before = loaded.scenario.backend.url.clone();
-        override_backend(&mut loaded.scenario, kind)?;
+        override_backend(&mut loaded.scenario, kind).map_err(anyhow::Error::msg)?;
         loaded
             .sources
             .insert("backend.kind".into(), format!("--backend {name}"));
@@ -516,7 +518,7 @@ fn resolve(
                 .insert("backend.url".into(), format!("--backend {name} (dropped)"));
         }
     }
-    url_from_environment(&mut loaded.scenario, |name| environment.get(name))?;
+    url_from_environment(&mut loaded.scenario, |name| environment.get(name)).map_err(anyhow::Error::msg)?;
     if let Some(source) = &loaded.scenario.backend.url_source
         && loaded.scenario.backend.url.is_some()
         && loaded.sources.get("backend.url").is_none_or(|s| s == "default")

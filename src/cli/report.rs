@@ -88,7 +88,7 @@ fn name<T: serde::Serialize>(outcome: &T) -> String {
 
 /// Writes the JUnit report: one test suite per scenario, one test case per verdict; a verdict not
 /// as expected is a failure, a run that could not finish is an error.
-pub fn write_junit(path: &Path, finished: &[Finished]) -> Result<(), String> {
+pub fn write_junit(path: &Path, finished: &[Finished]) -> anyhow::Result<()> {
     let mut report = Report::new("leakrun");
     for f in finished {
         let mut suite = TestSuite::new(
@@ -134,6 +134,7 @@ pub fn write_junit(path: &Path, finished: &[Finished]) -> Result<(), String> {
         }
         report.add_test_suite(suite);
     }
-    let text = report.to_string().map_err(|e| format!("cannot write JUnit XML: {e}"))?;
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    use anyhow::Context as _;
+    let text = report.to_string().context("cannot write JUnit XML")?;
+    std::fs::write(path, text).with_context(|| path.display().to_string())
 }

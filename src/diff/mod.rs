@@ -123,30 +123,65 @@ pub enum LoadDiffError {
     Incomparable(#[from] DiffError),
 }
 
+/// Why baselines could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// A result file could not be read.
+    #[error("{}: {source:#}", path.display())]
+    Read {
+        /// The result file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: anyhow::Error,
+    },
+    /// A result has no verdicts to take a baseline of.
+    #[error("{}: the run ended {status:?} without verdicts; a baseline needs a judged run", path.display())]
+    NotJudged {
+        /// The result file.
+        path: std::path::PathBuf,
+        /// How its run ended.
+        status: crate::results::Status,
+    },
+    /// A baseline file or its folder could not be written.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
 /// Writes the baseline of each result in `results` to `out/<scenario>.json`; returns the files
 /// written. A result that was not judged (an error, an interruption) makes no baseline.
 pub fn write_baselines(
     results: &[std::path::PathBuf],
     out: &std::path::Path,
-) -> Result<Vec<std::path::PathBuf>, String> {
+) -> Result<Vec<std::path::PathBuf>, BaselineError> {
     let mut snapshots = Vec::new();
     for path in results {
-        let result = crate::results::read(path).map_err(|e| format!("{}: {e:#}", path.display()))?;
+        let result = crate::results::read(path).map_err(|source| BaselineError::Read {
+            path: path.clone(),
+            source,
+        })?;
         if result.verdicts.is_none() {
-            return Err(format!(
-                "{}: the run ended {:?} without verdicts; a baseline needs a judged run",
-                path.display(),
-                result.status
-            ));
+            return Err(BaselineError::NotJudged {
+                path: path.clone(),
+                status: result.status,
+            });
         }
         snapshots.push(Snapshot::baseline(&result));
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let failed = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| BaselineError::Write { path, source }
+    };
+    std::fs::create_dir_all(out).map_err(failed(out))?;
     let mut written = Vec::new();
     for snapshot in snapshots {
         let path = out.join(crate::results::RunResult::file_name(&snapshot.scenario));
-        let text = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())? + "\n";
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(&snapshot).map_err(|e| failed(&path)(e.into()))? + "\n";
+        std::fs::write(&path, text).map_err(failed(&path))?;
         written.push(path);
     }
     Ok(written)

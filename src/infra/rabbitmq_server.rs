@@ -12,12 +12,12 @@
 //! kills everything at once, and the PIDs are registered so an aborting Ctrl-C does too.
 
 use std::ffi::{OsStr, OsString};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use crate::process::{ChildProcess, Options, SpawnError, Stopped, free_ports, procfs};
 
 /// The binary [`PrivateRabbitMq::start`] runs.
 pub const DEFAULT_BINARY: &str = "rabbitmq-server";
@@ -31,14 +31,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long `stop` waits after SIGTERM before it sends SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// How long we wait for a SIGKILLed process to go.
-const KILL_WAIT: Duration = Duration::from_secs(2);
-
 /// How long our epmd may take to listen.
 const EPMD_START: Duration = Duration::from_secs(3);
-
-/// Ports the machine's own RabbitMQ and epmd use (AMQP, distribution, epmd): never taken.
-const RESERVED_PORTS: [u16; 3] = [5672, 25672, 4369];
 
 /// Why a private rabbitmq-server could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -112,18 +106,25 @@ pub enum RabbitMqServerError {
 }
 
 /// A rabbitmq-server (with its own epmd) private to this run.
-#[derive(Debug)]
 pub struct PrivateRabbitMq {
-    broker: Option<Child>,
-    epmd: Option<Child>,
+    // Stopped (or killed on drop) broker first, then epmd: the broker deregisters from it.
+    broker: Option<ChildProcess>,
+    epmd: Option<ChildProcess>,
     pid: u32,
-    /// The VM and its helpers, seen once the broker was ready (registered for the abort path,
-    /// which SIGKILLs PIDs one by one, not groups).
-    helpers: Vec<u32>,
     epmd_pid: u32,
     port: u16,
     epmd_port: u16,
     dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for PrivateRabbitMq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateRabbitMq")
+            .field("pid", &self.pid)
+            .field("epmd_pid", &self.epmd_pid)
+            .field("port", &self.port)
+            .finish()
+    }
 }
 
 impl PrivateRabbitMq {
@@ -136,48 +137,52 @@ impl PrivateRabbitMq {
     pub async fn start_with(binary: impl AsRef<OsStr>) -> Result<Self, RabbitMqServerError> {
         let binary = resolve(binary.as_ref())?;
         let dir = tempfile::Builder::new().prefix("leakrun-rabbitmq-").tempdir()?;
-        let [port, dist_port, epmd_port] = free_ports()?;
+        let [port, dist_port, epmd_port] = match free_ports(3).map_err(RabbitMqServerError::NoPort)?[..] {
+            [a, b, c] => [a, b, c],
+            _ => {
+                return Err(RabbitMqServerError::NoPort(std::io::Error::other(
+                    "fewer than three ports",
+                )));
+            }
+        };
         let deadline = Instant::now() + START_TIMEOUT;
 
-        let mut epmd = spawn_epmd(epmd_port, dir.path())?;
-        let epmd_pid = epmd.id().unwrap_or_default();
-        super::register(epmd_pid);
-        if let Err(error) = wait_for_epmd(&mut epmd, epmd_port).await {
-            kill_child(&mut epmd, epmd_pid).await;
+        let epmd = spawn_epmd(epmd_port, dir.path())?;
+        let epmd_pid = epmd.pid();
+        if let Err(error) = wait_for_epmd(&epmd, epmd_port).await {
+            epmd.kill().await;
             return Err(error);
         }
-
-        let mut broker = match spawn_broker(&binary, dir.path(), port, dist_port, epmd_port) {
-            Ok(child) => child,
+        let broker = match spawn_broker(&binary, dir.path(), port, dist_port, epmd_port) {
+            Ok(broker) => broker,
             Err(error) => {
-                kill_child(&mut epmd, epmd_pid).await;
+                epmd.kill().await;
                 return Err(error);
             }
         };
-        let pid = broker.id().unwrap_or_default();
-        super::register(pid);
+        let pid = broker.pid();
         let mut server = Self {
-            broker: None,
+            broker: Some(broker),
             epmd: Some(epmd),
             pid,
-            helpers: Vec::new(),
             epmd_pid,
             port,
             epmd_port,
             dir,
         };
-        match wait_until_ready(&mut broker, port, server.dir.path(), deadline).await {
+        let ready = match server.broker.as_ref() {
+            Some(broker) => wait_until_ready(broker, port, server.dir.path(), deadline).await,
+            None => Ok(()),
+        };
+        match ready {
             Ok(()) => {
-                server.broker = Some(broker);
-                server.helpers = descendants(pid);
-                for &helper in &server.helpers {
-                    super::register(helper);
+                if let Some(broker) = server.broker.as_mut() {
+                    broker.adopt_helpers();
                 }
                 Ok(server)
             }
             Err(error) => {
                 // Never leave a half-started broker behind.
-                server.broker = Some(broker);
                 server.kill_all().await;
                 Err(error)
             }
@@ -217,38 +222,30 @@ impl PrivateRabbitMq {
     /// Every process of the broker still running: its group and the helpers the VM started in
     /// groups of their own (descendants of the broker), not including epmd.
     pub fn broker_pids(&self) -> Vec<u32> {
-        descendants(self.pid)
+        procfs::descendants(self.pid).iter().map(|p| p.pid).collect()
     }
 
-    /// Stops it: SIGTERM to the broker's process group, SIGKILL after a grace period, then the
-    /// VM's helpers and our epmd. Waits until they are gone.
+    /// Stops it: SIGTERM to the broker's process group and its helpers, SIGKILL after a grace
+    /// period, then our epmd. Waits until they are gone.
     pub async fn stop(mut self) -> Result<(), RabbitMqServerError> {
         let mut result = Ok(());
         if let Some(mut broker) = self.broker.take() {
-            let helpers = descendants(self.pid);
-            signal_group(self.pid, Signal::Term);
-            let exited = tokio::time::timeout(STOP_GRACE, broker.wait()).await.is_ok();
-            if !exited {
-                signal_group(self.pid, Signal::Kill);
-                if tokio::time::timeout(KILL_WAIT, broker.wait()).await.is_err() {
-                    result = Err(RabbitMqServerError::Stop {
-                        what: "rabbitmq-server",
-                        pid: self.pid,
-                        detail: "still running after SIGKILL".into(),
-                    });
-                }
+            // Helpers started since the start (a disk monitor's shell) go with it too.
+            broker.adopt_helpers();
+            if broker.stop().await == Stopped::Killed && procfs::group_alive(self.pid) {
+                result = Err(RabbitMqServerError::Stop {
+                    what: "rabbitmq-server",
+                    pid: self.pid,
+                    detail: "still running after SIGKILL".into(),
+                });
             }
-            reap_helpers(&helpers).await;
-            super::unregister(self.pid);
-            self.forget_helpers();
         }
-        if let Some(mut epmd) = self.epmd.take() {
-            let pid = self.epmd_pid;
-            kill_child(&mut epmd, pid).await;
-            if matches!(epmd.try_wait(), Ok(None)) && result.is_ok() {
+        if let Some(epmd) = self.epmd.take() {
+            epmd.kill().await;
+            if procfs::alive(self.epmd_pid) && result.is_ok() {
                 result = Err(RabbitMqServerError::Stop {
                     what: "epmd",
-                    pid,
+                    pid: self.epmd_pid,
                     detail: "still running after SIGKILL".into(),
                 });
             }
@@ -256,41 +253,14 @@ impl PrivateRabbitMq {
         result
     }
 
-    fn forget_helpers(&mut self) {
-        for helper in std::mem::take(&mut self.helpers) {
-            super::unregister(helper);
-        }
-    }
-
     /// SIGKILL for everything at once (failed start).
     async fn kill_all(&mut self) {
         if let Some(mut broker) = self.broker.take() {
-            let helpers = descendants(self.pid);
-            signal_group(self.pid, Signal::Kill);
-            let _ = tokio::time::timeout(KILL_WAIT, broker.wait()).await;
-            reap_helpers(&helpers).await;
-            super::unregister(self.pid);
+            broker.adopt_helpers();
+            broker.kill().await;
         }
-        if let Some(mut epmd) = self.epmd.take() {
-            kill_child(&mut epmd, self.epmd_pid).await;
-        }
-    }
-}
-
-impl Drop for PrivateRabbitMq {
-    fn drop(&mut self) {
-        if let Some(mut broker) = self.broker.take() {
-            for pid in descendants(self.pid) {
-                signal_pid(pid, Signal::Kill);
-            }
-            signal_group(self.pid, Signal::Kill);
-            let _ = broker.start_kill();
-            super::unregister(self.pid);
-            self.forget_helpers();
-        }
-        if let Some(mut epmd) = self.epmd.take() {
-            let _ = epmd.start_kill();
-            super::unregister(self.epmd_pid);
+        if let Some(epmd) = self.epmd.take() {
+            epmd.kill().await;
         }
     }
 }
@@ -327,31 +297,6 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("rabbitmq-server.out")
 }
 
-/// Three distinct loopback ports that were free a moment ago, none of the machine's broker's.
-fn free_ports() -> Result<[u16; 3], RabbitMqServerError> {
-    // Hold all listeners until the three are chosen so they differ.
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for _ in 0..16 {
-        if ports.len() == 3 {
-            break;
-        }
-        let listener =
-            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(RabbitMqServerError::NoPort)?;
-        let port = listener.local_addr().map_err(RabbitMqServerError::NoPort)?.port();
-        if !RESERVED_PORTS.contains(&port) {
-            ports.push(port);
-        }
-        held.push(listener);
-    }
-    match ports[..] {
-        [amqp, dist, epmd] => Ok([amqp, dist, epmd]),
-        _ => Err(RabbitMqServerError::NoPort(std::io::Error::other(
-            "the OS kept offering reserved ports",
-        ))),
-    }
-}
-
 fn spawn_error(binary: &Path, source: std::io::Error) -> RabbitMqServerError {
     if source.kind() == std::io::ErrorKind::NotFound {
         RabbitMqServerError::NotInstalled {
@@ -366,26 +311,28 @@ fn spawn_error(binary: &Path, source: std::io::Error) -> RabbitMqServerError {
 }
 
 /// Our own epmd, in the foreground (so it is our child with a known PID), loopback only.
-fn spawn_epmd(port: u16, dir: &Path) -> Result<Child, RabbitMqServerError> {
-    let log = std::fs::File::create(dir.join("epmd.out"))?;
-    let log_err = log.try_clone()?;
-    Command::new(EPMD_BINARY)
+fn spawn_epmd(port: u16, dir: &Path) -> Result<ChildProcess, RabbitMqServerError> {
+    let mut command = Command::new(EPMD_BINARY);
+    command
         .args(["-address", "127.0.0.1", "-port"])
         .arg(port.to_string())
         .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-        .env("ERL_EPMD_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| spawn_error(Path::new(EPMD_BINARY), source))
+        .env("ERL_EPMD_PORT", port.to_string());
+    spawn_child(command, &dir.join("epmd.out"), Path::new(EPMD_BINARY))
 }
 
-async fn wait_for_epmd(epmd: &mut Child, port: u16) -> Result<(), RabbitMqServerError> {
+/// Starts one process of the broker's as a [`ChildProcess`] writing to `log`.
+fn spawn_child(command: Command, log: &Path, binary: &Path) -> Result<ChildProcess, RabbitMqServerError> {
+    ChildProcess::spawn(command, &Options::private_server(log, STOP_GRACE)).map_err(|error| match error {
+        SpawnError::Log { source, .. } => RabbitMqServerError::Io(source),
+        SpawnError::Spawn { source, .. } => spawn_error(binary, source),
+    })
+}
+
+async fn wait_for_epmd(epmd: &ChildProcess, port: u16) -> Result<(), RabbitMqServerError> {
     let deadline = Instant::now() + EPMD_START;
     loop {
-        if let Ok(Some(status)) = epmd.try_wait() {
+        if let Some(status) = epmd.exited() {
             return Err(RabbitMqServerError::Epmd {
                 port,
                 detail: format!("exited ({status})"),
@@ -413,7 +360,7 @@ fn spawn_broker(
     port: u16,
     dist_port: u16,
     epmd_port: u16,
-) -> Result<Child, RabbitMqServerError> {
+) -> Result<ChildProcess, RabbitMqServerError> {
     let config = dir.join("rabbitmq.conf");
     std::fs::write(
         &config,
@@ -424,9 +371,7 @@ fn spawn_broker(
     // An empty env file, so the system's rabbitmq-env.conf (node name, ports) is not read.
     let env_file = dir.join("rabbitmq-env.conf");
     std::fs::write(&env_file, "")?;
-    let log = std::fs::File::create(log_path(dir))?;
-    let log_err = log.try_clone()?;
-    let node = format!("leakrun-{}@localhost", crate::layer::redis::unique_id());
+    let node = format!("leakrun-{}@localhost", crate::naming::unique_id());
     let mut command = Command::new(binary);
     command
         .current_dir(dir)
@@ -451,26 +396,21 @@ fn spawn_broker(
         .env("ERL_EPMD_PORT", epmd_port.to_string())
         .env("ERL_EPMD_ADDRESS", "127.0.0.1")
         .env_remove("ERL_FLAGS")
-        .env_remove("RABBITMQ_ALLOW_INPUT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        // Its own process group, so one signal reaches the script and the VM it started.
-        .process_group(0)
-        .kill_on_drop(true);
-    command.spawn().map_err(|source| spawn_error(binary, source))
+        .env_remove("RABBITMQ_ALLOW_INPUT");
+    // Its own process group (as every child's), so one signal reaches the script and the VM.
+    spawn_child(command, &log_path(dir), binary)
 }
 
 /// Polls until an AMQP connection (guest/guest) succeeds, the broker exits, or `deadline`.
 async fn wait_until_ready(
-    child: &mut Child,
+    child: &ChildProcess,
     port: u16,
     dir: &Path,
     deadline: Instant,
 ) -> Result<(), RabbitMqServerError> {
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = child.exited() {
             return Err(RabbitMqServerError::Exited {
                 status: status.to_string(),
                 log: log_path(dir),
@@ -503,137 +443,13 @@ async fn wait_until_ready(
 }
 
 fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    let tail = crate::process::log::tail_lines(&log_path(dir), 5).join(" | ");
     if tail.is_empty() { "(empty)".to_string() } else { tail }
 }
-
-/// SIGKILLs a direct child of ours, waits for it, and forgets its PID.
-async fn kill_child(child: &mut Child, pid: u32) {
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(KILL_WAIT, child.wait()).await;
-    super::unregister(pid);
-}
-
-/// SIGKILLs the VM's helpers that outlived it (they sit in process groups of their own) and
-/// waits, bounded, until they are gone.
-async fn reap_helpers(helpers: &[u32]) {
-    let deadline = Instant::now() + KILL_WAIT;
-    loop {
-        let alive: Vec<u32> = helpers.iter().copied().filter(|&pid| alive(pid)).collect();
-        if alive.is_empty() || Instant::now() >= deadline {
-            return;
-        }
-        for pid in alive {
-            signal_pid(pid, Signal::Kill);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie still has /proc/<pid>; it is gone for our purposes once its state is Z.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
-}
-
-/// Every live descendant of `root` (children, grandchildren, ...), from /proc.
-fn descendants(root: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut parents = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command: state, ppid, ...
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut found = vec![root];
-    let mut i = 0;
-    // Each pass adds the children of one found process: bounded by the process count.
-    while i < found.len() && i <= parents.len() {
-        let parent = found[i];
-        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
-        i += 1;
-    }
-    found.retain(|&pid| pid != root);
-    found
-}
-
-#[derive(Clone, Copy)]
-enum Signal {
-    Term,
-    Kill,
-}
-
-#[cfg(unix)]
-fn raw_signal(signal: Signal) -> libc::c_int {
-    match signal {
-        Signal::Term => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    }
-}
-
-/// Signals the process group led by `leader` (our broker child, started with its own group).
-#[cfg(unix)]
-fn signal_group(leader: u32, signal: Signal) {
-    let Ok(pid) = libc::pid_t::try_from(leader) else { return };
-    if pid <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) with a negative pid signals the process group we created for our child;
-    // it touches no memory of ours.
-    unsafe {
-        libc::kill(-pid, raw_signal(signal));
-    }
-}
-
-/// Signals one process (a helper of our broker).
-#[cfg(unix)]
-fn signal_pid(target: u32, signal: Signal) {
-    let Ok(pid) = libc::pid_t::try_from(target) else { return };
-    if pid <= 1 {
-        return;
-    }
-    // SAFETY: kill(2) with a positive pid only sends a signal.
-    unsafe {
-        libc::kill(pid, raw_signal(signal));
-    }
-}
-
-#[cfg(not(unix))]
-fn signal_group(_leader: u32, _signal: Signal) {}
-
-#[cfg(not(unix))]
-fn signal_pid(_target: u32, _signal: Signal) {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn free_ports_are_distinct_and_not_reserved() {
-        let ports = free_ports().expect("ports");
-        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
-        assert!(ports.iter().all(|p| !RESERVED_PORTS.contains(p)));
-    }
 
     #[test]
     fn missing_binary_is_not_installed() {

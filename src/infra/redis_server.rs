@@ -2,16 +2,15 @@
 //! Redis set up by hand and never touches anyone else's.
 //!
 //! It listens on a free loopback port (never 6379), persists nothing, keeps its files and log in
-//! a temporary folder, and is stopped by PID — SIGTERM, then SIGKILL after a grace period — by
-//! [`PrivateRedis::stop`], or killed on drop so an error path never leaves it running.
+//! a temporary folder, and runs as a [`ChildProcess`]: its own process group, stopped with SIGTERM
+//! and then SIGKILL by [`PrivateRedis::stop`], killed on drop, on an abort, and when leakrun
+//! itself dies.
 
 use std::ffi::{OsStr, OsString};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
+use crate::process::{ChildProcess, Options, Output, SpawnError, free_port};
 
 /// The binary [`PrivateRedis::start`] runs.
 pub const DEFAULT_BINARY: &str = "redis-server";
@@ -27,9 +26,6 @@ const KILL_WAIT: Duration = Duration::from_millis(400);
 
 /// Ports picked in a row before a start gives up on port races.
 const PORT_ATTEMPTS: usize = 3;
-
-/// The port a shared, hand-run Redis uses; a private server never takes it.
-const SHARED_REDIS_PORT: u16 = 6379;
 
 /// Why a private redis-server could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +86,20 @@ pub enum RedisServerError {
 }
 
 /// A redis-server child process private to this run.
-#[derive(Debug)]
 pub struct PrivateRedis {
-    child: Option<Child>,
+    process: Option<ChildProcess>,
     pid: u32,
     port: u16,
     dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for PrivateRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateRedis")
+            .field("pid", &self.pid)
+            .field("port", &self.port)
+            .finish()
+    }
 }
 
 impl PrivateRedis {
@@ -112,14 +116,13 @@ impl PrivateRedis {
         let dir = tempfile::Builder::new().prefix("leakrun-redis-").tempdir()?;
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
-            let mut child = spawn(binary, port, dir.path())?;
-            let pid = child.id().unwrap_or_default();
-            match wait_until_ready(&mut child, port, dir.path(), deadline).await {
+            let port = free_port().map_err(RedisServerError::NoPort)?;
+            let process = spawn(binary, port, dir.path())?;
+            let pid = process.pid();
+            match wait_until_ready(&process, port, dir.path(), deadline).await {
                 Ok(()) => {
-                    super::register(pid);
                     return Ok(Self {
-                        child: Some(child),
+                        process: Some(process),
                         pid,
                         port,
                         dir,
@@ -127,8 +130,7 @@ impl PrivateRedis {
                 }
                 Err(error) => {
                     // Never leave a half-started server behind.
-                    let _ = child.start_kill();
-                    let _ = tokio::time::timeout(KILL_WAIT, child.wait()).await;
+                    process.kill().await;
                     // Another process may have taken the port between our probe and redis'
                     // bind: try a new one while time is left. Anything else is final.
                     let retry = matches!(error, RedisServerError::Exited { .. }) && Instant::now() < deadline;
@@ -164,43 +166,18 @@ impl PrivateRedis {
 
     /// Stops it: SIGTERM, then SIGKILL if it is still running after a grace period; waits for it.
     pub async fn stop(mut self) -> Result<(), RedisServerError> {
-        let Some(mut child) = self.child.take() else {
+        let Some(process) = self.process.take() else {
             return Ok(());
         };
         let pid = self.pid;
-        if let Ok(Some(_)) = child.try_wait() {
-            return Ok(());
+        process.stop().await;
+        if crate::process::procfs::alive(pid) {
+            return Err(RedisServerError::Stop {
+                pid,
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "still running after SIGKILL"),
+            });
         }
-        terminate(pid);
-        match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-            Ok(result) => result
-                .map(drop)
-                .map_err(|source| RedisServerError::Stop { pid, source }),
-            Err(_) => {
-                child
-                    .start_kill()
-                    .map_err(|source| RedisServerError::Stop { pid, source })?;
-                match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-                    Ok(result) => result
-                        .map(drop)
-                        .map_err(|source| RedisServerError::Stop { pid, source }),
-                    Err(_) => Err(RedisServerError::Stop {
-                        pid,
-                        source: std::io::Error::new(std::io::ErrorKind::TimedOut, "still running after SIGKILL"),
-                    }),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        super::unregister(self.pid);
-        if let Some(mut child) = self.child.take() {
-            // SIGKILL now; tokio reaps the process in the background (`kill_on_drop` is set too).
-            let _ = child.start_kill();
-        }
+        Ok(())
     }
 }
 
@@ -208,28 +185,9 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("redis-server.log")
 }
 
-/// A loopback port that was free a moment ago (the OS picks it; we release it for redis).
-fn free_port() -> Result<u16, RedisServerError> {
-    for _ in 0..8 {
-        let listener =
-            TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).map_err(RedisServerError::NoPort)?;
-        let port = listener.local_addr().map_err(RedisServerError::NoPort)?.port();
-        if port != SHARED_REDIS_PORT {
-            return Ok(port);
-        }
-    }
-    Err(RedisServerError::NoPort(std::io::Error::other(
-        "the OS kept offering port 6379",
-    )))
-}
-
-fn spawn(binary: &OsStr, port: u16, dir: &Path) -> Result<Child, RedisServerError> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(dir))?;
-    let log_err = log.try_clone()?;
-    Command::new(binary)
+fn spawn(binary: &OsStr, port: u16, dir: &Path) -> Result<ChildProcess, RedisServerError> {
+    let mut command = std::process::Command::new(binary);
+    command
         .arg("--port")
         .arg(port.to_string())
         .args([
@@ -243,31 +201,33 @@ fn spawn(binary: &OsStr, port: u16, dir: &Path) -> Result<Child, RedisServerErro
             "no",
         ])
         .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                RedisServerError::NotInstalled {
-                    binary: binary.to_os_string(),
-                }
-            } else {
-                RedisServerError::Spawn {
-                    binary: binary.to_os_string(),
-                    source,
-                }
-            }
-        })
+        .arg(dir);
+    let options = Options {
+        output: Output::AppendLog(log_path(dir)),
+        ..Options::private_server(log_path(dir), STOP_GRACE)
+    };
+    ChildProcess::spawn(command, &options).map_err(|error| match error {
+        SpawnError::Log { source, .. } => RedisServerError::Io(source),
+        error if error.not_found() => RedisServerError::NotInstalled {
+            binary: binary.to_os_string(),
+        },
+        SpawnError::Spawn { source, .. } => RedisServerError::Spawn {
+            binary: binary.to_os_string(),
+            source,
+        },
+    })
 }
 
 /// Polls PING until it answers, the child exits, or `deadline` passes.
-async fn wait_until_ready(child: &mut Child, port: u16, dir: &Path, deadline: Instant) -> Result<(), RedisServerError> {
+async fn wait_until_ready(
+    process: &ChildProcess,
+    port: u16,
+    dir: &Path,
+    deadline: Instant,
+) -> Result<(), RedisServerError> {
     let url = format!("redis://127.0.0.1:{port}/");
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = process.exited() {
             return Err(RedisServerError::Exited {
                 status: status.to_string(),
                 log: log_path(dir),
@@ -304,26 +264,6 @@ async fn ping(url: &str) -> bool {
 }
 
 fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    let tail = crate::process::log::tail_lines(&log_path(dir), 5).join(" | ");
     if tail.is_empty() { "(empty)".to_string() } else { tail }
-}
-
-#[cfg(unix)]
-fn terminate(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-    if pid <= 0 {
-        return;
-    }
-    // SAFETY: kill(2) with a positive pid of our own, not yet reaped child only sends a signal;
-    // it touches no memory of ours.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-#[cfg(not(unix))]
-fn terminate(_pid: u32) {
-    // No SIGTERM here: `stop` falls through to the hard kill after the grace period.
 }

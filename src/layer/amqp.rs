@@ -63,8 +63,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::redis::unique_id;
 use super::{ChannelLayer, ChannelName, ChannelReceiver, LayerCounters, LayerError, LayerStats};
+use crate::naming::unique_id;
 
 /// How long any single broker operation may take before it fails.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -143,13 +143,28 @@ pub struct AmqpProbe {
     pub exchanges: u64,
 }
 
+impl AmqpProbe {
+    /// The probe as series, each of which must return to its start.
+    pub fn reading(&self) -> crate::observe::sampler::StateReading {
+        crate::observe::sampler::StateReading {
+            state: std::collections::BTreeMap::from([
+                ("amqp_queues".to_string(), self.queues),
+                ("amqp_messages".to_string(), self.messages),
+                ("amqp_consumers".to_string(), self.consumers),
+                ("amqp_exchanges".to_string(), self.exchanges),
+            ]),
+            info: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 /// How to build an [`AmqpLayer`].
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
     /// `amqp://user:password@host:port/vhost` of the broker.
     pub url: String,
     /// Prefix of every exchange and queue name, unique per run (see
-    /// [`super::redis::run_prefix`]).
+    /// [`crate::naming::run_prefix`]).
     pub prefix: String,
     /// Most messages a channel's local buffer holds; the instance queue holds
     /// `capacity × INBOX_FACTOR`.
@@ -253,7 +268,7 @@ fn channel_header(properties: &BasicProperties) -> Option<String> {
 
 /// `url` with any `user:password@` removed, for messages.
 fn redact(url: &str) -> String {
-    super::redis::redact(url)
+    crate::naming::redact(url)
 }
 
 /// Runs a broker operation with the operation timeout, naming `op` in any error.
@@ -685,6 +700,28 @@ async fn broker_version_of(url: &str) -> Option<String> {
         }
     };
     tokio::time::timeout(OP_TIMEOUT, read).await.ok().flatten()
+}
+
+#[async_trait]
+impl super::ServerLayer for AmqpLayer {
+    fn server_name(&self) -> &'static str {
+        "RabbitMQ"
+    }
+
+    async fn server_version(&self) -> Result<String, super::ServerError> {
+        Ok(format!(
+            "rabbitmq {}",
+            self.broker_version().unwrap_or("(version not reported)")
+        ))
+    }
+
+    async fn held(&self) -> Result<crate::observe::sampler::StateReading, super::ServerError> {
+        Ok(self.probe().await?.reading())
+    }
+
+    async fn shutdown(&self) {
+        AmqpLayer::shutdown(self).await;
+    }
 }
 
 #[async_trait]

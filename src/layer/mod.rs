@@ -77,6 +77,25 @@ pub trait ChannelLayer: Send + Sync {
     fn stats(&self) -> LayerStats;
 }
 
+/// What a layer's server said when it failed, kept with its type.
+pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A layer whose state lives on a server of its own (Redis, RabbitMQ): leakrun reads what the
+/// server holds for the run after every iteration, and the layer removes it when the run ends.
+/// Each backend implements it in its own file.
+#[async_trait]
+pub trait ServerLayer: ChannelLayer {
+    /// The server's name in messages: `Redis`, `RabbitMQ`.
+    fn server_name(&self) -> &'static str;
+    /// The server's product and version, e.g. `redis 7.0.15`.
+    async fn server_version(&self) -> Result<String, ServerError>;
+    /// What the server holds for the run: state series that must return to their start when
+    /// every client is gone, and reference figures.
+    async fn held(&self) -> Result<crate::observe::sampler::StateReading, ServerError>;
+    /// Stops the layer's tasks and removes what it holds on the server.
+    async fn shutdown(&self);
+}
+
 /// State and counters of a channel layer, as `/stats` reports them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LayerStats {

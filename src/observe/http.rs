@@ -225,7 +225,7 @@ pub struct RouteFigures {
 impl RouteFigures {
     /// The figures as one line for people: rate, percentiles, statuses and failures.
     pub fn line(&self) -> String {
-        use crate::verdict::latency::fmt_us;
+        use super::latency::fmt_us;
         let statuses = self
             .statuses
             .iter()

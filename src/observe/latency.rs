@@ -149,6 +149,15 @@ impl DeliveryBatch {
     }
 }
 
+/// Microseconds as a short human figure.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,11 +57,50 @@ pub struct StateReading {
     pub info: BTreeMap<String, u64>,
 }
 
+/// Why a state source stopped answering: the run cannot go on judging what it no longer sees.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    /// A backend server (Redis, RabbitMQ) stopped answering.
+    #[error("{what} at {endpoint} went away: {cause}")]
+    Backend {
+        /// `Redis` or `RabbitMQ`.
+        what: &'static str,
+        /// Its URL, credentials removed.
+        endpoint: String,
+        /// What the client said.
+        cause: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server leakrun started exited.
+    #[error("the server (pid {pid}) exited during the run ({status}); {tail}")]
+    ServerExited {
+        /// Its pid.
+        pid: u32,
+        /// How it exited.
+        status: String,
+        /// Its last output.
+        tail: String,
+    },
+    /// A server leakrun only watches is gone.
+    #[error("the watched server process {pid} is gone")]
+    WatchedGone {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The server's `stats_url` did not answer a JSON document.
+    #[error("stats_url {url}: {reason}")]
+    Stats {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
 /// A source of named counters, read for every sample.
 #[async_trait::async_trait]
 pub trait StateSource: Send + Sync {
     /// Reads the counters; an error means the source is gone and says why.
-    async fn read(&self) -> Result<StateReading, String>;
+    async fn read(&self) -> Result<StateReading, SourceError>;
 }
 
 /// Reads the resident set of one process, or of a process and all its descendants.
@@ -174,7 +213,7 @@ impl Probes {
     }
 
     /// A sample now; an error when a state source is gone.
-    pub async fn sample(&self) -> Result<Sample, String> {
+    pub async fn sample(&self) -> Result<Sample, SourceError> {
         let mut state = BTreeMap::new();
         let mut info = BTreeMap::new();
         for source in &self.sources {
@@ -211,7 +250,7 @@ pub struct Sampler {
     timeline: Arc<Mutex<Timeline<Sample>>>,
     stop: CancellationToken,
     failed: CancellationToken,
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Arc<Mutex<Option<SourceError>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -260,7 +299,7 @@ impl Sampler {
     }
 
     /// Why a state source failed, once it has.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<SourceError> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -301,10 +340,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl StateSource for Counting {
-        async fn read(&self) -> Result<StateReading, String> {
+        async fn read(&self) -> Result<StateReading, SourceError> {
             let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if n == 15 {
-                return Err("backend went away".into());
+                return Err(SourceError::WatchedGone { pid: 15 });
             }
             Ok(StateReading {
                 state: BTreeMap::from([("memberships".to_string(), n)]),
@@ -324,7 +363,11 @@ mod tests {
         // Ticks at 0, 100, ..., 1000 ms so far; the 16th read fails.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert!(sampler.failed().is_cancelled());
-        assert_eq!(sampler.failure().as_deref(), Some("backend went away"));
+        assert!(
+            matches!(sampler.failure(), Some(SourceError::WatchedGone { pid: 15 })),
+            "{:?}",
+            sampler.failure()
+        );
         let timeline = sampler.finish().await;
         assert_eq!(timeline.samples.len(), 15, "{:?}", timeline.samples.len());
         assert_eq!(timeline.samples[10].state["memberships"], 10);

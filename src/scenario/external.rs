@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::diagnostics::Collector;
 use super::model::*;
 use super::raw::*;
-use super::validate::{duration_value, flag, int};
+use super::values::{duration_value, flag, int};
 
 /// The token `send_template` replaces with the envelope.
 pub const ENVELOPE_PLACEHOLDER: &str = "{{envelope}}";
@@ -407,7 +407,7 @@ mod tests {
             "command = [\"python3\", \"app.py\"]\nws_url = \"ws://localhost:8000/ws/chat/{room}/\"\nsend_template = '{\"message\": \"{{envelope}}\"}'",
         );
         let s = parse(Path::new("t.toml"), &text).unwrap();
-        let external = s.server.external.unwrap();
+        let external = s.server.external().cloned().unwrap();
         let ProcessSpec::Command(command) = external.process else {
             panic!("a command: {:?}", external.process)
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::diagnostics::Collector;
 use super::model::*;
 use super::raw::*;
-use super::validate::{choice, duration_value, flag, int, size_value};
+use super::values::{choice, duration_value, flag, int, size_value};
 
 /// Largest request body a workload may send.
 const MAX_BODY: u64 = 64 * 1024 * 1024;
@@ -323,9 +323,9 @@ workers = 100
         assert_eq!(w.model, LoadModel::Closed { workers: 100 });
         assert!(w.keep_alive);
         assert_eq!(w.keys, None);
-        assert_eq!(s.server.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(s.server.port, 0);
-        assert_eq!(s.server.cache, CacheConfig::default());
+        assert_eq!(s.server.embedded().unwrap().host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(s.server.embedded().unwrap().port, 0);
+        assert_eq!(s.server.embedded().unwrap().cache, CacheConfig::default());
     }
 
     #[test]
@@ -364,8 +364,8 @@ requests = 2000
             }
         );
         assert_eq!(w.requests, Some(2000));
-        assert_eq!(s.server.cache.mode, CacheMode::Unbounded);
-        assert_eq!(s.server.port, 3030);
+        assert_eq!(s.server.embedded().unwrap().cache.mode, CacheMode::Unbounded);
+        assert_eq!(s.server.embedded().unwrap().port, 3030);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod overrides;
 pub mod raw;
 pub mod units;
 pub mod validate;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -334,7 +335,7 @@ name = "room_a"
         let s = parse(Path::new("t.toml"), GOOD).unwrap();
         assert_eq!(s.rooms[0].clients[0].count, 2);
         assert!(matches!(s.rooms[0].clients[0].pattern, Pattern::Cycle { .. }));
-        assert_eq!(s.server.capacity, 100);
+        assert_eq!(s.server.embedded().unwrap().capacity, 100);
     }
 
     #[test]

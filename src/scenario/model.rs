@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::units::{duration_text, option_duration_text};
-pub use crate::server::cache::{CacheConfig, CacheMode};
 
 /// A scenario the runner can trust.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,16 +42,62 @@ pub enum Target {
     External,
 }
 
-/// `[server]`, validated.
+/// `[server]`, validated: the server under test is one kind or the other, and only its own keys
+/// exist. In results it is written as one flat table (`target` plus every key), as before.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServerSpec {
-    /// Which server is under test.
-    pub target: Target,
+#[serde(into = "ServerRecord", from = "ServerRecord")]
+pub enum ServerSpec {
+    /// leakrun's own warp server, started in-process.
+    Embedded(EmbeddedSpec),
+    /// A server leakrun did not write: started by `command` or watched by `pid` / `pid_file`.
+    External(ExternalSpec),
+}
+
+impl ServerSpec {
+    /// Which kind of server this is.
+    pub fn target(&self) -> Target {
+        match self {
+            ServerSpec::Embedded(_) => Target::Embedded,
+            ServerSpec::External(_) => Target::External,
+        }
+    }
+
+    /// The embedded server's keys, if that is the target.
+    pub fn embedded(&self) -> Option<&EmbeddedSpec> {
+        match self {
+            ServerSpec::Embedded(spec) => Some(spec),
+            ServerSpec::External(_) => None,
+        }
+    }
+
+    /// The embedded server's keys, to change them (overrides, `--backend`).
+    pub fn embedded_mut(&mut self) -> Option<&mut EmbeddedSpec> {
+        match self {
+            ServerSpec::Embedded(spec) => Some(spec),
+            ServerSpec::External(_) => None,
+        }
+    }
+
+    /// The external server's keys, if that is the target.
+    pub fn external(&self) -> Option<&ExternalSpec> {
+        match self {
+            ServerSpec::External(spec) => Some(spec),
+            ServerSpec::Embedded(_) => None,
+        }
+    }
+
+    /// How many server instances clients spread over.
+    pub fn instances(&self) -> usize {
+        self.embedded().map_or(1, |e| e.instances)
+    }
+}
+
+/// The embedded server's keys of `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedSpec {
     /// Address the embedded server listens on; always a loopback address.
-    #[serde(default = "loopback")]
     pub host: IpAddr,
     /// Port of the first instance (instance `i` listens on `port + i`); 0: a free port each.
-    #[serde(default)]
     pub port: u16,
     /// How many embedded server instances share the backend; clients spread round-robin.
     pub instances: usize,
@@ -63,11 +108,119 @@ pub struct ServerSpec {
     /// Fault switches that exist to prove the detectors.
     pub faults: Faults,
     /// The key/value cache behind `/cache/{key}` and `/info`.
-    #[serde(default)]
     pub cache: CacheConfig,
-    /// The external server: how it runs and how to talk to it (`target = "external"` only).
+}
+
+impl Default for EmbeddedSpec {
+    /// One instance on a free loopback port, the defaults of every key.
+    fn default() -> Self {
+        Self {
+            host: loopback(),
+            port: 0,
+            instances: 1,
+            capacity: 100,
+            max_frame: 64 * 1024,
+            faults: Faults::default(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// `[server]` as results record it: one flat table whatever the target (the embedded keys hold
+/// their defaults for an external target).
+#[derive(Serialize, Deserialize)]
+struct ServerRecord {
+    target: Target,
+    #[serde(default = "loopback")]
+    host: IpAddr,
+    #[serde(default)]
+    port: u16,
+    instances: usize,
+    capacity: usize,
+    max_frame: usize,
+    faults: Faults,
+    #[serde(default)]
+    cache: CacheConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalSpec>,
+    external: Option<ExternalSpec>,
+}
+
+impl From<ServerSpec> for ServerRecord {
+    fn from(spec: ServerSpec) -> Self {
+        let (embedded, external) = match spec {
+            ServerSpec::Embedded(embedded) => (embedded, None),
+            ServerSpec::External(external) => (EmbeddedSpec::default(), Some(external)),
+        };
+        let target = if external.is_some() {
+            Target::External
+        } else {
+            Target::Embedded
+        };
+        Self {
+            target,
+            host: embedded.host,
+            port: embedded.port,
+            instances: embedded.instances,
+            capacity: embedded.capacity,
+            max_frame: embedded.max_frame,
+            faults: embedded.faults,
+            cache: embedded.cache,
+            external,
+        }
+    }
+}
+
+impl From<ServerRecord> for ServerSpec {
+    fn from(record: ServerRecord) -> Self {
+        match record.external {
+            Some(external) => ServerSpec::External(external),
+            None => ServerSpec::Embedded(EmbeddedSpec {
+                host: record.host,
+                port: record.port,
+                instances: record.instances,
+                capacity: record.capacity,
+                max_frame: record.max_frame,
+                faults: record.faults,
+                cache: record.cache,
+            }),
+        }
+    }
+}
+
+/// How the cache limits itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// At most `max_items` entries, each for at most `ttl`.
+    Bounded,
+    /// Every key ever written stays: the leaky cache.
+    Unbounded,
+}
+
+/// The cache's settings: `[server.cache]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheConfig {
+    /// Bounded or not.
+    pub mode: CacheMode,
+    /// Most entries held (bounded only).
+    pub max_items: usize,
+    /// How long an entry lives after its last write (bounded only).
+    #[serde(with = "duration_text")]
+    pub ttl: Duration,
+    /// Largest value a `PUT` may send; larger bodies are refused with 413.
+    pub max_body: usize,
+}
+
+impl Default for CacheConfig {
+    /// The well-behaved cache of the seed: 1,000 items, 60 seconds; values up to 1 MiB.
+    fn default() -> Self {
+        Self {
+            mode: CacheMode::Bounded,
+            max_items: 1000,
+            ttl: Duration::from_secs(60),
+            max_body: 1024 * 1024,
+        }
+    }
 }
 
 /// An external server under test: how leakrun gets hold of its process, and how clients reach it.
@@ -258,6 +411,15 @@ impl BackendKind {
             BackendKind::Memory => None,
             BackendKind::Redis | BackendKind::RedisLists => Some("REDIS_URL"),
             BackendKind::Amqp => Some("AMQP_URL"),
+        }
+    }
+
+    /// The server the kind talks to, in messages: `Redis` or `RabbitMQ` (`in-process` for memory).
+    pub fn server_name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "in-process",
+            BackendKind::Redis | BackendKind::RedisLists => "Redis",
+            BackendKind::Amqp => "RabbitMQ",
         }
     }
 

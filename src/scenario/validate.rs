@@ -6,10 +6,11 @@ use std::time::Duration;
 use super::diagnostics::Collector;
 use super::model::*;
 use super::raw::*;
-use super::units::{RawSize, parse_duration, parse_size};
+use super::units::parse_size;
+use super::values::{choice, duration_value, flag, int, size_value};
+use crate::naming::is_valid_name;
 
 const NAME_RULE: &str = "1 to 99 letters, digits, `.`, `_` or `-`";
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Default live-heap growth per iteration that counts as a leak.
 pub const DEFAULT_HEAP_GROWTH: u64 = 1024;
 /// Default resident-memory growth per iteration that counts as a leak where no heap series exists.
@@ -50,7 +51,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         .as_ref()
         .map(|d| d.get_ref().clone())
         .unwrap_or_default();
-    let mut server = server(raw.server.as_ref().map(|s| s.get_ref()), c);
+    let (target, embedded) = server(raw.server.as_ref().map(|s| s.get_ref()), c);
     let backend = backend(raw.backend.as_ref().map(|b| b.get_ref()), c);
     if let Some(switch) = raw
         .server
@@ -68,7 +69,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
     }
     let run = run(raw.run.as_ref().map(|r| r.get_ref()), c);
     let http = super::http::workloads(&raw.http, c);
-    let rooms = rooms(&raw.rooms, !http.is_empty(), &server, &run, c);
+    let rooms = rooms(&raw.rooms, !http.is_empty(), target, &embedded, &run, c);
     let expect = raw.expect.as_ref().map(|e| e.get_ref());
     let expect = Expectation {
         gaps: flag(expect.and_then(|e| e.gaps.as_ref()), false),
@@ -87,7 +88,12 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
         );
     }
     let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
-    server.external = super::external::validate(raw, server.target, rooms.len(), c);
+    // An external target whose keys have problems keeps the embedded defaults: the scenario is
+    // not used while `c` holds problems.
+    let server = match super::external::validate(raw, target, rooms.len(), c) {
+        Some(external) => ServerSpec::External(external),
+        None => ServerSpec::Embedded(embedded),
+    };
     Scenario {
         name,
         description,
@@ -101,16 +107,7 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
     }
 }
 
-/// True for names that are safe as a room, a group and a file name.
-pub fn is_valid_name(name: &str) -> bool {
-    (1..=99).contains(&name.len())
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
+fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> (Target, EmbeddedSpec) {
     let default = RawServer::default();
     let raw = raw.unwrap_or(&default);
     let target = choice(
@@ -153,8 +150,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         ) as usize,
         cancel_shared_receive: flag(faults.and_then(|f| f.cancel_shared_receive.as_ref()), false),
     };
-    ServerSpec {
-        target,
+    let embedded = EmbeddedSpec {
         host,
         port,
         instances,
@@ -162,8 +158,8 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> ServerSpec {
         max_frame,
         faults,
         cache,
-        external: None,
-    }
+    };
+    (target, embedded)
 }
 
 fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
@@ -216,13 +212,13 @@ fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
 /// Switches a validated scenario to another backend kind (the `--backend` flag), rechecking what
 /// depends on the kind. A URL written for another kind is dropped.
 pub fn override_backend(scenario: &mut Scenario, kind: BackendKind) -> Result<(), String> {
-    if scenario.server.target == Target::External {
+    let Some(embedded) = scenario.server.embedded() else {
         return Err(format!(
             "--backend {}: the scenario's server.target is \"external\"; a channel layer applies to the embedded server only",
             kind.name()
         ));
-    }
-    if scenario.server.faults.cancel_shared_receive && kind != BackendKind::RedisLists {
+    };
+    if embedded.faults.cancel_shared_receive && kind != BackendKind::RedisLists {
         return Err(format!(
             "--backend {}: server.faults.cancel_shared_receive {}",
             kind.name(),
@@ -345,7 +341,8 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
 fn rooms(
     raw: &[S<RawRoom>],
     has_http: bool,
-    server: &ServerSpec,
+    target: Target,
+    server: &EmbeddedSpec,
     run: &RunSpec,
     c: &mut Collector<'_>,
 ) -> Vec<RoomSpec> {
@@ -400,7 +397,7 @@ fn rooms(
             .clients
             .iter()
             .enumerate()
-            .map(|(j, group)| client_group(group, &format!("{key}.clients[{j}]"), server, run, c))
+            .map(|(j, group)| client_group(group, &format!("{key}.clients[{j}]"), target, server, run, c))
             .collect();
         rooms.push(RoomSpec { name, clients });
     }
@@ -410,7 +407,8 @@ fn rooms(
 fn client_group(
     raw: &S<RawClients>,
     key: &str,
-    server: &ServerSpec,
+    target: Target,
+    server: &EmbeddedSpec,
     run: &RunSpec,
     c: &mut Collector<'_>,
 ) -> ClientGroup {
@@ -505,8 +503,8 @@ fn client_group(
             match parse_size(size.get_ref()) {
                 Ok(bytes) if bytes as usize <= server.max_frame => bytes as usize,
                 // An external server's own limit is unknown here; the embedded one's bound holds.
-                Ok(bytes) if server.target == Target::External && bytes <= MAX_EXTERNAL_PAYLOAD => bytes as usize,
-                Ok(bytes) if server.target == Target::External => {
+                Ok(bytes) if target == Target::External && bytes <= MAX_EXTERNAL_PAYLOAD => bytes as usize,
+                Ok(bytes) if target == Target::External => {
                     c.at(
                         size.span(),
                         format!("{key}.payload"),
@@ -631,112 +629,4 @@ fn sample_interval(c: &mut Collector<'_>, raw: Option<&S<String>>) -> Duration {
         return Duration::from_millis(100);
     }
     interval
-}
-
-pub(super) fn size_value(
-    c: &mut Collector<'_>,
-    value: Option<&S<RawSize>>,
-    key: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> u64 {
-    let Some(v) = value else { return default };
-    match parse_size(v.get_ref()) {
-        Ok(bytes) if range.contains(&bytes) => bytes,
-        Ok(bytes) => {
-            c.at(
-                v.span(),
-                key,
-                format!(
-                    "{bytes} bytes is out of range; valid: {} to {}",
-                    bytesize::ByteSize::b(*range.start()).display().iec(),
-                    bytesize::ByteSize::b(*range.end()).display().iec()
-                ),
-            );
-            default
-        }
-        Err(msg) => {
-            c.at(v.span(), key, msg);
-            default
-        }
-    }
-}
-
-pub(super) fn flag(value: Option<&S<bool>>, default: bool) -> bool {
-    value.map_or(default, |v| *v.get_ref())
-}
-
-pub(super) fn int(
-    c: &mut Collector<'_>,
-    value: Option<&S<i64>>,
-    key: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> u64 {
-    let Some(v) = value else { return default };
-    let n = *v.get_ref();
-    if n < 0 || !range.contains(&(n as u64)) {
-        c.at(
-            v.span(),
-            key,
-            format!("{n} is out of range; valid: {} to {}", range.start(), range.end()),
-        );
-        return default;
-    }
-    n as u64
-}
-
-pub(super) fn duration_value(
-    c: &mut Collector<'_>,
-    value: Option<&S<String>>,
-    key: &str,
-    default: Duration,
-    nonzero: bool,
-) -> Duration {
-    let Some(v) = value else { return default };
-    match parse_duration(v.get_ref()) {
-        Ok(d) if nonzero && d.is_zero() => {
-            c.at(v.span(), key, "must be longer than zero, e.g. \"1s\"");
-            default
-        }
-        Ok(d) if d > MAX_DURATION => {
-            c.at(
-                v.span(),
-                key,
-                "is longer than the 24h leakrun allows for any one duration",
-            );
-            default
-        }
-        Ok(d) => d,
-        Err(msg) => {
-            c.at(v.span(), key, msg);
-            default
-        }
-    }
-}
-
-pub(super) fn choice<T: Copy>(
-    c: &mut Collector<'_>,
-    value: Option<&S<String>>,
-    key: &str,
-    choices: &[(&str, T)],
-    default: T,
-) -> T {
-    let Some(v) = value else { return default };
-    match choices.iter().find(|(name, _)| *name == v.get_ref().as_str()) {
-        Some((_, chosen)) => *chosen,
-        None => {
-            let valid = choices
-                .iter()
-                .map(|(n, _)| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
-            c.at(
-                v.span(),
-                key,
-                format!("`{}` is not one of the valid values: {valid}", v.get_ref()),
-            );
-            default
-        }
-    }
 }

@@ -14,48 +14,13 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
-use crate::observe::sampler::{StateReading, StateSource};
-
-/// How the cache limits itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    /// At most `max_items` entries, each for at most `ttl`.
-    Bounded,
-    /// Every key ever written stays: the leaky cache.
-    Unbounded,
-}
-
-/// The cache's settings: `[server.cache]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CacheConfig {
-    /// Bounded or not.
-    pub mode: CacheMode,
-    /// Most entries held (bounded only).
-    pub max_items: usize,
-    /// How long an entry lives after its last write (bounded only).
-    #[serde(with = "crate::scenario::units::duration_text")]
-    pub ttl: Duration,
-    /// Largest value a `PUT` may send; larger bodies are refused with 413.
-    pub max_body: usize,
-}
-
-impl Default for CacheConfig {
-    /// The well-behaved cache of the seed: 1,000 items, 60 seconds; values up to 1 MiB.
-    fn default() -> Self {
-        Self {
-            mode: CacheMode::Bounded,
-            max_items: 1000,
-            ttl: Duration::from_secs(60),
-            max_body: 1024 * 1024,
-        }
-    }
-}
+use crate::observe::sampler::{SourceError, StateReading, StateSource};
+pub use crate::scenario::{CacheConfig, CacheMode};
 
 /// What `GET /info` reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +150,7 @@ impl CacheSource {
 
 #[async_trait::async_trait]
 impl StateSource for CacheSource {
-    async fn read(&self) -> Result<StateReading, String> {
+    async fn read(&self) -> Result<StateReading, SourceError> {
         let (items, bytes) = self
             .caches
             .iter()
@@ -201,6 +166,7 @@ impl StateSource for CacheSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn bounded(max_items: usize, ttl: Duration) -> Cache {
         Cache::new(CacheConfig {

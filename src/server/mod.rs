@@ -26,7 +26,7 @@ use warp::http::StatusCode;
 use warp::reply::Reply;
 
 use crate::layer::ChannelLayer;
-use crate::scenario::validate::is_valid_name;
+use crate::naming::is_valid_name;
 pub use cache::{Cache, CacheConfig, CacheInfo, CacheMode, CacheSource};
 pub use faults::ServerFaults;
 pub use stats::{ServerCounters, ServerStats};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::observe::http::RouteFigures;
-use crate::observe::latency::LatencySummary;
+use crate::observe::latency::{LatencySummary, fmt_us};
 use crate::scenario::Thresholds;
 
 /// Outcome of the latency verdict.
@@ -152,15 +152,6 @@ pub fn judge(
         delivery,
         connect,
         breaches,
-    }
-}
-
-/// Microseconds as a short human figure.
-pub fn fmt_us(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us}µs"),
-        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
-        _ => format!("{:.2}s", us as f64 / 1e6),
     }
 }
 

@@ -13,7 +13,7 @@ use leakrun::infra::PrivateRabbitMq;
 static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 extern "C" fn stop_broker_at_exit() {
-    leakrun::infra::kill_registered();
+    leakrun::process::kill_registered();
     if let Some(dir) = DIR.lock().ok().and_then(|mut dir| dir.take()) {
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -120,7 +120,7 @@ return 1
 pub struct RedisListsConfig {
     /// `redis://host:port/db` of the Redis to use.
     pub url: String,
-    /// Prefix of every key, unique per run (see [`super::run_prefix`]).
+    /// Prefix of every key, unique per run (see [`crate::naming::run_prefix`]).
     pub prefix: String,
     /// Most messages an instance's inbox holds in Redis (one entry per `group_send`, whatever
     /// the number of its targets there), and most a channel's local buffer holds.
@@ -493,6 +493,26 @@ impl Drop for RedisListsLayer {
         if let Some(task) = self.receive().task.take() {
             task.abort();
         }
+    }
+}
+
+#[async_trait]
+impl crate::layer::ServerLayer for RedisListsLayer {
+    fn server_name(&self) -> &'static str {
+        "Redis"
+    }
+
+    async fn server_version(&self) -> Result<String, crate::layer::ServerError> {
+        let mut conn = self.conn()?;
+        Ok(format!("redis {}", super::version_on(&mut conn).await?))
+    }
+
+    async fn held(&self) -> Result<crate::observe::sampler::StateReading, crate::layer::ServerError> {
+        Ok(self.probe().await?.reading())
+    }
+
+    async fn shutdown(&self) {
+        RedisListsLayer::shutdown(self).await;
     }
 }
 

@@ -6,7 +6,7 @@
 //!   instance holding one entry per `group_send` for all its target channels, one shared
 //!   blocking receive per instance), with the issue-1683 fault switch.
 //!
-//! Every key and Redis channel carries the run's prefix (see [`run_prefix`]) so runs sharing a
+//! Every key and Redis channel carries the run's prefix (see [`crate::naming::run_prefix`]) so runs sharing a
 //! Redis never see each other. `stats()` is a local, synchronous read of one instance (its open
 //! channels, the memberships made through it, its counters), so the figures of several instances
 //! add up; what Redis itself holds (memory, keys, membership sets, subscriptions) comes from the
@@ -19,8 +19,10 @@
 pub mod lists;
 pub mod pubsub;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use crate::naming::run_prefix;
+pub(crate) use crate::naming::{redact, unique_id};
 
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -112,20 +114,25 @@ pub struct RedisProbe {
     pub blocked_clients: u64,
 }
 
-/// A key prefix unique to this run: `leakrun:<pid>-<time>-<n>:`.
-pub fn run_prefix() -> String {
-    format!("leakrun:{}:", unique_id())
-}
-
-/// A short id unique within this machine: process id, clock and a counter.
-pub(crate) fn unique_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}-{:x}-{n}", std::process::id(), nanos)
+impl RedisProbe {
+    /// The probe as series: the run's keys, groups, memberships and subscriptions must return to
+    /// their start; the server's memory and client counts are for reference.
+    pub fn reading(&self) -> crate::observe::sampler::StateReading {
+        use std::collections::BTreeMap;
+        crate::observe::sampler::StateReading {
+            state: BTreeMap::from([
+                ("redis_keys".to_string(), self.keys),
+                ("redis_groups".to_string(), self.groups),
+                ("redis_memberships".to_string(), self.memberships),
+                ("redis_subscribers".to_string(), self.subscribers),
+            ]),
+            info: BTreeMap::from([
+                ("redis_used_memory_bytes".to_string(), self.used_memory),
+                ("redis_connected_clients".to_string(), self.connected_clients),
+                ("redis_blocked_clients".to_string(), self.blocked_clients),
+            ]),
+        }
+    }
 }
 
 /// The server's version, from INFO server (`redis_version`).
@@ -142,14 +149,6 @@ pub(crate) async fn version_on(conn: &mut MultiplexedConnection) -> Result<Strin
         op: "INFO server".into(),
         detail: "no redis_version field".into(),
     })
-}
-
-/// `url` with any `user:password@` removed, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_string(),
-    }
 }
 
 pub(crate) fn open_client(url: &str) -> Result<redis::Client, RedisLayerError> {
@@ -306,15 +305,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact("redis://u:secret@127.0.0.1:7000/"),
-            "redis://***@127.0.0.1:7000/"
-        );
-        assert_eq!(redact("redis://127.0.0.1:7000/"), "redis://127.0.0.1:7000/");
-    }
-
-    #[test]
     fn escapes_globs() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
@@ -324,10 +314,5 @@ mod tests {
         let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
         assert_eq!(info_field(info, "redis_version").as_deref(), Some("7.0.15"));
         assert_eq!(info_field(info, "missing"), None);
-    }
-
-    #[test]
-    fn prefixes_are_unique() {
-        assert_ne!(run_prefix(), run_prefix());
     }
 }

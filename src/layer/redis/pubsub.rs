@@ -31,7 +31,7 @@ use crate::layer::{ChannelLayer, ChannelName, ChannelReceiver, LayerCounters, La
 pub struct RedisPubSubConfig {
     /// `redis://host:port/db` of the Redis to use.
     pub url: String,
-    /// Prefix of every key and Redis channel, unique per run (see [`super::run_prefix`]).
+    /// Prefix of every key and Redis channel, unique per run (see [`crate::naming::run_prefix`]).
     pub prefix: String,
     /// Most messages a channel's local buffer holds.
     pub capacity: usize,
@@ -258,6 +258,26 @@ impl Drop for RedisPubSubLayer {
         if let Some(demux) = self.demux.lock().unwrap_or_else(|p| p.into_inner()).take() {
             demux.abort();
         }
+    }
+}
+
+#[async_trait]
+impl crate::layer::ServerLayer for RedisPubSubLayer {
+    fn server_name(&self) -> &'static str {
+        "Redis"
+    }
+
+    async fn server_version(&self) -> Result<String, crate::layer::ServerError> {
+        let mut conn = self.conn()?;
+        Ok(format!("redis {}", super::version_on(&mut conn).await?))
+    }
+
+    async fn held(&self) -> Result<crate::observe::sampler::StateReading, crate::layer::ServerError> {
+        Ok(self.probe().await?.reading())
+    }
+
+    async fn shutdown(&self) {
+        RedisPubSubLayer::shutdown(self).await;
     }
 }
 

@@ -1,5 +1,5 @@
-//! What leakrun reads from an external server over plain HTTP: whether it answers (readiness),
-//! and its own counters (`stats_url`), flattened into state series.
+//! What leakrun reads from a server over plain HTTP: whether it answers (readiness), and its own
+//! counters (`stats_url`), flattened into state series.
 //!
 //! One keep-alive connection is reused while the server keeps it open, so sampling every
 //! `sample_interval` does not open a connection per sample on the server being measured.
@@ -13,7 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::observe::sampler::{StateReading, StateSource};
+use crate::observe::sampler::{SourceError, StateReading, StateSource};
 
 /// Bound on one request, connect included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,6 +21,34 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BODY: usize = 1024 * 1024;
 /// Most series one stats document may add.
 pub const MAX_STATS_SERIES: usize = 500;
+
+/// Why a GET got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The URL could not be used.
+    #[error("`{url}` is not a URL leakrun can GET: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("no answer within {}s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
+    /// The TCP connection failed.
+    #[error("{0}")]
+    Connect(#[source] std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    /// The request could not be built.
+    #[error("{0}")]
+    Request(#[source] hyper::http::Error),
+    /// The body could not be read (or was larger than 1 MiB).
+    #[error("reading the body: {0}")]
+    Body(String),
+}
 
 /// GETs one URL, reusing its connection.
 pub struct HttpGet {
@@ -34,9 +62,13 @@ pub struct HttpGet {
 
 impl HttpGet {
     /// A getter for `url` (an `http://` URL the scenario validated).
-    pub fn new(url: &str) -> Result<Self, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        let host = parsed.host_str().ok_or_else(|| format!("`{url}` names no host"))?;
+    pub fn new(url: &str) -> Result<Self, GetError> {
+        let bad = |reason: String| GetError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let host = parsed.host_str().ok_or_else(|| bad("it names no host".into()))?;
         let port = parsed.port_or_known_default().unwrap_or(80);
         let mut path = parsed.path().to_string();
         if let Some(query) = parsed.query() {
@@ -59,52 +91,52 @@ impl HttpGet {
     }
 
     /// GETs the URL: status and body (at most 1 MiB).
-    pub async fn get(&self) -> Result<(u16, Bytes), String> {
+    pub async fn get(&self) -> Result<(u16, Bytes), GetError> {
         tokio::time::timeout(REQUEST_TIMEOUT, self.get_unbounded())
             .await
-            .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+            .map_err(|_| GetError::Timeout)?
     }
 
-    async fn get_unbounded(&self) -> Result<(u16, Bytes), String> {
+    async fn get_unbounded(&self) -> Result<(u16, Bytes), GetError> {
         let mut slot = self.connection.lock().await;
         let reusable = slot.as_ref().is_some_and(|s| !s.is_closed());
         if !reusable {
             *slot = Some(self.connect().await?);
         }
         let Some(sender) = slot.as_mut() else {
-            return Err("no connection".into());
+            return Err(GetError::Connect(std::io::Error::other("no connection")));
         };
         if sender.ready().await.is_err() {
             *slot = Some(self.connect().await?);
         }
         let Some(sender) = slot.as_mut() else {
-            return Err("no connection".into());
+            return Err(GetError::Connect(std::io::Error::other("no connection")));
         };
         let request = hyper::Request::get(self.path.as_str())
             .header(hyper::header::HOST, self.authority.as_str())
             .body(Empty::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(GetError::Request)?;
         let response = sender.send_request(request).await.map_err(|e| {
             *slot = None;
-            e.to_string()
+            GetError::Http(e)
         })?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| format!("reading the body: {e}"))?
+            .map_err(|e| GetError::Body(e.to_string()))?
             .to_bytes();
         Ok((status, body))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, String> {
+    async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, GetError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(GetError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(GetError::Http)?;
         crate::heap::spawn_harness(async move {
             let _ = connection.await;
         });
@@ -121,7 +153,7 @@ pub struct StatsSource {
 impl StatsSource {
     /// A source reading `url`; names matching `counters` are running totals, recorded for
     /// reference, and every other number is a state series the leak verdict judges.
-    pub fn new(url: &str, counters: &[String]) -> Result<Self, String> {
+    pub fn new(url: &str, counters: &[String]) -> Result<Self, GetError> {
         Ok(Self {
             get: HttpGet::new(url)?,
             counters: counters.to_vec(),
@@ -138,14 +170,18 @@ impl StatsSource {
 
 #[async_trait::async_trait]
 impl StateSource for StatsSource {
-    async fn read(&self) -> Result<StateReading, String> {
+    async fn read(&self) -> Result<StateReading, SourceError> {
         let url = self.get.url();
-        let (status, body) = self.get.get().await.map_err(|e| format!("stats_url {url}: {e}"))?;
+        let failed = |reason: String| SourceError::Stats {
+            url: url.to_string(),
+            reason,
+        };
+        let (status, body) = self.get.get().await.map_err(|e| failed(e.to_string()))?;
         if !(200..300).contains(&status) {
-            return Err(format!("stats_url {url} answered HTTP {status}"));
+            return Err(failed(format!("answered HTTP {status}")));
         }
         let document: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("stats_url {url} did not answer JSON: {e}"))?;
+            serde_json::from_slice(&body).map_err(|e| failed(format!("did not answer JSON: {e}")))?;
         let mut reading = StateReading::default();
         for (name, value) in flatten(&document) {
             if self.is_counter(&name) {

@@ -1,0 +1,145 @@
+//! What `/proc` says about a process: its state, parent, group and start time.
+//!
+//! Signals go only to processes leakrun started, and a pid can be reused once its process is
+//! reaped. A process is named by its [`Identity`] — pid plus the start time the kernel records
+//! for it — and is re-read before it is signalled, so a recycled pid is never hit.
+
+use std::collections::HashMap;
+
+/// One line of `/proc/<pid>/stat`, the fields leakrun reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The one-letter state (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// The parent's pid.
+    pub ppid: u32,
+    /// The process group.
+    pub pgrp: u32,
+    /// Start time after boot, in clock ticks: with the pid, a name no later process shares.
+    pub start_time: u64,
+}
+
+impl Stat {
+    /// Reads `/proc/<pid>/stat`; none when the process is gone.
+    pub fn read(pid: u32) -> Option<Self> {
+        Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// Parses a stat line: `pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+    /// majflt cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime ...`.
+    /// `comm` may hold spaces and parentheses, so fields are read after the last `)`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let (_, rest) = line.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(Self {
+            state: fields.first()?.chars().next()?,
+            ppid: fields.get(1)?.parse().ok()?,
+            pgrp: fields.get(2)?.parse().ok()?,
+            start_time: fields.get(19)?.parse().ok()?,
+        })
+    }
+
+    /// Running, sleeping or stopped: not a zombie waiting to be reaped, not dead.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// A process as leakrun started or found it: its pid and when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The process id.
+    pub pid: u32,
+    /// Its start time (see [`Stat::start_time`]); 0 when it was gone before it could be read.
+    pub start_time: u64,
+}
+
+impl Identity {
+    /// The process `pid` is now; none when it is gone.
+    pub fn of(pid: u32) -> Option<Self> {
+        Stat::read(pid).map(|stat| Self {
+            pid,
+            start_time: stat.start_time,
+        })
+    }
+
+    /// True while this very process (not a later one with its pid) is alive.
+    pub fn is_alive(&self) -> bool {
+        Stat::read(self.pid).is_some_and(|stat| stat.start_time == self.start_time && stat.is_live())
+    }
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    Stat::read(pid).is_some_and(|stat| stat.is_live())
+}
+
+/// True while some process of group `pgid` is alive. Zombies do not count: an orphaned worker
+/// that exited waits for init to reap it, and is gone for every purpose here.
+pub fn group_alive(pgid: u32) -> bool {
+    all().any(|(_, stat)| stat.pgrp == pgid && stat.is_live())
+}
+
+/// Every live descendant of `root` (children, grandchildren, ...), each with its identity.
+pub fn descendants(root: u32) -> Vec<Identity> {
+    let mut children: HashMap<u32, Vec<Identity>> = HashMap::new();
+    for (pid, stat) in all().filter(|(_, stat)| stat.is_live()) {
+        children.entry(stat.ppid).or_default().push(Identity {
+            pid,
+            start_time: stat.start_time,
+        });
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(parent) = queue.pop() {
+        for child in children.remove(&parent).unwrap_or_default() {
+            queue.push(child.pid);
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// Every process in `/proc` with its stat.
+fn all() -> impl Iterator<Item = (u32, Stat)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, Stat::read(pid)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_command_name_with_spaces_and_parentheses() {
+        let line = "4242 (a (weird) name) S 17 4242 4242 0 -1 4194560 1 0 0 0 3 4 0 0 20 0 1 0 998877 10000 100";
+        let stat = Stat::parse(line).expect("parses");
+        assert_eq!(
+            stat,
+            Stat {
+                state: 'S',
+                ppid: 17,
+                pgrp: 4242,
+                start_time: 998877
+            }
+        );
+        assert!(stat.is_live());
+        assert!(!Stat::parse(&line.replace(" S ", " Z ")).unwrap().is_live());
+        assert_eq!(Stat::parse("12 (short) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_has_an_identity_that_a_different_start_time_does_not_match() {
+        let me = Identity::of(std::process::id()).expect("own stat");
+        assert!(me.is_alive());
+        let recycled = Identity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(!recycled.is_alive());
+    }
+}

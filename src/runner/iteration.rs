@@ -1,0 +1,235 @@
+//! One iteration of a run: connect the topology and send for `duration`, quiesce, drain
+//! (bounded), disconnect, settle (bounded), then sample "after", and turn what the clients saw
+//! into the iteration's figures.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::drain;
+use crate::heap;
+use crate::load::drivers::{self, ClientSpec};
+use crate::load::http::{self as http_load, Route, WorkerPool};
+use crate::load::{LiveCounters, LoadContext, Phase};
+use crate::observe::analysis::{self, SessionReport};
+use crate::observe::clock::secs;
+use crate::observe::http::Tally;
+use crate::observe::latency::{LatencyBook, SharedHistogram};
+use crate::observe::sampler::{Probes, SourceError};
+use crate::results::IterationFigures;
+use crate::scenario::RunSpec;
+use crate::target::Target;
+
+/// What every iteration runs against: the target, how to read it, the HTTP routes to load.
+pub struct Stage<'a> {
+    /// The server under test.
+    pub target: &'a dyn Target,
+    /// Its memory and state sources.
+    pub probes: &'a Probes,
+    /// The HTTP workloads.
+    pub routes: &'a [Arc<Route>],
+    /// The HTTP worker threads, when there are workloads.
+    pub pool: Option<&'a WorkerPool>,
+}
+
+/// What one iteration gave.
+pub struct Outcome {
+    /// Its figures, as the result records them.
+    pub figures: IterationFigures,
+    /// Its losses.
+    pub loss: analysis::IterationLoss,
+    /// Its latency histograms.
+    pub book: LatencyBook,
+    /// One merged tally per route.
+    pub http: Vec<Tally>,
+    /// A signal ended it early.
+    pub interrupted: bool,
+    /// The "after" sample could not be taken.
+    pub failure: Option<SourceError>,
+}
+
+/// Runs iteration `index` of `clients` against `stage`.
+pub async fn run(
+    run: &RunSpec,
+    ctx: &Arc<LoadContext>,
+    stage: &Stage<'_>,
+    clients: &[ClientSpec],
+    index: u32,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let book = Arc::new(LatencyBook::new(ctx.rooms.len()));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Send);
+    let started = Instant::now();
+    let started_ns = ctx.clock.now_ns();
+    let failures_before = LiveCounters::get(&ctx.live.connect_failures);
+    let tasks: Vec<_> = clients
+        .iter()
+        .map(|spec| {
+            heap::spawn_harness(drivers::drive(
+                ctx.clone(),
+                book.clone(),
+                spec.clone(),
+                phase_rx.clone(),
+                started,
+            ))
+        })
+        .collect();
+
+    let http_stop = cancel.child_token();
+    let mut http = heap::spawn_harness(http_workers(
+        ctx,
+        stage.routes,
+        stage.pool,
+        started,
+        run.duration,
+        &http_stop,
+    ));
+    let mut http_done: Option<Vec<Tally>> = None;
+    // HTTP alone ends as soon as its workers do (a workload bounded by `requests`).
+    let http_only = clients.is_empty() && !stage.routes.is_empty();
+    let mut interrupted = tokio::select! {
+        _ = sleep(run.duration) => false,
+        _ = cancel.cancelled() => true,
+        tallies = &mut http, if http_only => {
+            http_done = Some(tallies.unwrap_or_default());
+            false
+        }
+    };
+    let send_s = started.elapsed().as_secs_f64();
+    let _ = phase_tx.send(Phase::Quiesce);
+    http_stop.cancel();
+    let drain_started = Instant::now();
+    let drained = if interrupted {
+        false
+    } else if clients.is_empty() {
+        true
+    } else {
+        let reading = || (LiveCounters::get(&ctx.live.received), stage.target.frames_out());
+        drain::until_still(reading, run.drain, cancel).await
+    };
+    interrupted |= cancel.is_cancelled();
+    let drain_s = drain_started.elapsed().as_secs_f64();
+    let _ = phase_tx.send(Phase::Disconnect);
+
+    // Every session ends within its close wait after the disconnect phase; the bound is a guard.
+    let join_bound = run.connect_timeout + Duration::from_secs(5);
+    let http_tallies = match http_done {
+        Some(tallies) => tallies,
+        None => {
+            let bound = join_bound
+                + stage
+                    .routes
+                    .iter()
+                    .map(|r| r.workload.timeout)
+                    .max()
+                    .unwrap_or_default();
+            let abort = http.abort_handle();
+            match timeout(bound, http).await {
+                Ok(Ok(tallies)) => tallies,
+                _ => {
+                    abort.abort();
+                    vec![Tally::default(); stage.routes.len()]
+                }
+            }
+        }
+    };
+    let mut sessions: Vec<SessionReport> = Vec::new();
+    for task in tasks {
+        let abort = task.abort_handle();
+        match timeout(join_bound, task).await {
+            Ok(Ok(reports)) => sessions.extend(reports),
+            Ok(Err(_)) => {}
+            Err(_) => abort.abort(),
+        }
+    }
+
+    let settle_started = Instant::now();
+    let settled = stage.target.settle(stage.probes, run.settle).await;
+    let settle_s = settle_started.elapsed().as_secs_f64();
+    let (after, failure) = match stage.probes.sample().await {
+        Ok(sample) => (sample, None),
+        Err(error) => (Default::default(), Some(error)),
+    };
+    let server_after = stage.target.stats().map(|mut stats| {
+        stats.layer.fault_dropped_envelopes.clear();
+        stats
+    });
+
+    let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock);
+    let all_rooms = SharedHistogram::default();
+    book.delivery.iter().for_each(|h| all_rooms.merge(h));
+    let figures = IterationFigures {
+        index,
+        warmup: index < run.warmup,
+        started_s: secs(started_ns),
+        send_s,
+        drain_s,
+        drained,
+        settle_s,
+        settled,
+        sessions: sessions.len() as u64,
+        connect_failures: LiveCounters::get(&ctx.live.connect_failures) - failures_before,
+        totals: loss.totals,
+        deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
+        delivery: all_rooms.summary(),
+        http: stage
+            .routes
+            .iter()
+            .zip(&http_tallies)
+            .map(|(route, tally)| tally.figures(route.name()))
+            .collect(),
+        server_after,
+        after,
+    };
+    let book = Arc::try_unwrap(book).unwrap_or_else(|shared| {
+        let copy = LatencyBook::new(ctx.rooms.len());
+        copy.merge(&shared);
+        copy
+    });
+    Outcome {
+        figures,
+        loss,
+        book,
+        http: http_tallies,
+        interrupted,
+        failure,
+    }
+}
+
+/// Runs every HTTP workload's workers for one iteration; one merged tally per route.
+fn http_workers(
+    ctx: &Arc<LoadContext>,
+    routes: &[Arc<Route>],
+    pool: Option<&WorkerPool>,
+    start: Instant,
+    duration: Duration,
+    stop: &CancellationToken,
+) -> impl std::future::Future<Output = Vec<Tally>> + Send + 'static {
+    let mut jobs = Vec::new();
+    for (index, route) in routes.iter().enumerate() {
+        let it = Arc::new(http_load::Iteration::new(
+            route.clone(),
+            ctx.clone(),
+            start,
+            start + duration,
+            stop.clone(),
+        ));
+        for worker in 0..route.workload.model.concurrency() {
+            jobs.push((index, it.clone(), worker));
+        }
+    }
+    let count = routes.len();
+    let running = pool.filter(|_| !jobs.is_empty()).map(|pool| pool.run(jobs));
+    async move {
+        let mut tallies = vec![Tally::default(); count];
+        if let Some(running) = running {
+            for (index, tally) in running.await {
+                tallies[index].merge(&tally);
+            }
+        }
+        tallies
+    }
+}

@@ -1,0 +1,135 @@
+//! What a run's iterations add up to — memory after each, latency, HTTP tallies, losses — and the
+//! three verdicts judged over them at the end.
+
+use std::sync::Arc;
+
+use super::iteration;
+use crate::load::http::Route;
+use crate::observe::analysis::{LossRecord, LossTotals};
+use crate::observe::http::Tally;
+use crate::observe::latency::LatencyBook;
+use crate::observe::sampler::Sample;
+use crate::results::{MAX_LOSS_RECORDS, RunResult};
+use crate::scenario::LoadedScenario;
+use crate::target::JudgedMemory;
+use crate::verdict::leak::IterationMemory;
+use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
+
+/// What the iterations add up to, judged at the end.
+pub struct Tallies {
+    pub(super) memory: Vec<IterationMemory>,
+    book: LatencyBook,
+    http: Vec<Tally>,
+    totals_per_room: Vec<LossTotals>,
+    pub(super) records: Vec<LossRecord>,
+    pub(super) total_records: u64,
+}
+
+impl Tallies {
+    /// Nothing yet, for `rooms` rooms and `routes` HTTP routes.
+    pub fn new(rooms: usize, routes: usize) -> Self {
+        Self {
+            memory: Vec::new(),
+            book: LatencyBook::new(rooms),
+            http: vec![Tally::default(); routes],
+            totals_per_room: vec![LossTotals::default(); rooms],
+            records: Vec::new(),
+            total_records: 0,
+        }
+    }
+
+    /// Adds one iteration's outcome; its figures go into the result.
+    pub fn add(&mut self, outcome: iteration::Outcome, connections_closed: u64, result: &mut RunResult) {
+        if !outcome.interrupted && outcome.failure.is_none() {
+            self.memory.push(IterationMemory {
+                index: outcome.figures.index,
+                warmup: outcome.figures.warmup,
+                after: outcome.figures.after.clone(),
+                connections_closed,
+                requests: outcome.http.iter().map(Tally::answers).sum(),
+                settled: outcome.figures.settled,
+            });
+        }
+        for (sum, route) in self.http.iter_mut().zip(&outcome.http) {
+            sum.add_iteration(route);
+        }
+        for (sum, room) in self.totals_per_room.iter_mut().zip(&outcome.loss.per_room) {
+            sum.add(room);
+        }
+        self.total_records += outcome.loss.records.len() as u64;
+        let room_left = MAX_LOSS_RECORDS.saturating_sub(self.records.len());
+        self.records.extend(outcome.loss.records.into_iter().take(room_left));
+        self.book.merge(&outcome.book);
+        result.iterations.push(outcome.figures);
+    }
+}
+
+/// The three verdicts over everything the iterations saw.
+pub fn judge(
+    loaded: &LoadedScenario,
+    tallies: &Tallies,
+    routes: &[Arc<Route>],
+    server: Option<&crate::server::ServerStats>,
+    before: &Sample,
+    memory: JudgedMemory,
+    result: &mut RunResult,
+) -> Verdicts {
+    let scenario = &loaded.scenario;
+    let rooms: Vec<&str> = scenario.rooms.iter().map(|r| r.name.as_str()).collect();
+    let mut totals = LossTotals::default();
+    tallies.totals_per_room.iter().for_each(|r| totals.add(r));
+    let per_room = rooms
+        .iter()
+        .zip(&tallies.totals_per_room)
+        .map(|(room, t)| RoomLoss {
+            room: room.to_string(),
+            totals: *t,
+        })
+        .collect();
+    let gaps = verdict::gaps::judge(
+        totals,
+        per_room,
+        verdict::gaps::LossRecords {
+            kept: &tallies.records,
+            complete: tallies.total_records == tallies.records.len() as u64,
+        },
+        server.map_or(0, |s| s.layer.dropped_full),
+        server.map_or(0, |s| s.layer.fault_dropped),
+        &scenario.thresholds,
+        scenario.expect.gaps,
+    );
+    let book = &tallies.book;
+    let delivery = rooms
+        .iter()
+        .zip(&book.delivery)
+        .map(|(room, h)| RoomLatency {
+            room: room.to_string(),
+            delivery: h.summary(),
+        })
+        .collect();
+    result.http = routes
+        .iter()
+        .zip(&tallies.http)
+        .map(|(route, tally)| tally.figures(route.name()))
+        .collect();
+    let latency = verdict::latency::judge(
+        delivery,
+        book.connect.summary(),
+        &result.http,
+        &scenario.thresholds,
+        scenario.expect.latency_breach,
+    );
+    let limits = &scenario.thresholds.leak;
+    let leak = match memory {
+        JudgedMemory::ExactHeap => verdict::leak::judge(before, &tallies.memory, limits, scenario.expect.leak),
+        JudgedMemory::Rss { source } => {
+            verdict::leak::judge_external(before, &tallies.memory, limits, scenario.expect.leak, &source)
+        }
+    };
+    let leak = if scenario.expect.retention {
+        leak.expect_retention()
+    } else {
+        leak
+    };
+    Verdicts { gaps, latency, leak }
+}

@@ -156,8 +156,8 @@ fn schema_tables(schema: &Value) -> Vec<(String, BTreeSet<String>)> {
         let node = node.get("items").unwrap_or(node);
         match node.get("$ref").and_then(Value::as_str) {
             Some(reference) => {
-                let name = reference.trim_start_matches("#/$defs/");
-                &schema["$defs"][name]
+                let name = reference.trim_start_matches("#/definitions/");
+                &schema["definitions"][name]
             }
             None => node,
         }
@@ -202,7 +202,7 @@ fn the_schema_names_the_keys_the_parser_reads() {
 fn the_schema_offers_the_choices_the_parser_takes() {
     let schema = schema();
     let choices = |table: &str, key: &str| -> Vec<String> {
-        schema["$defs"][table]["properties"][key]["enum"]
+        schema["definitions"][table]["properties"][key]["enum"]
             .as_array()
             .unwrap_or_else(|| panic!("{table}.{key} has no enum"))
             .iter()

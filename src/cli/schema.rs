@@ -10,13 +10,13 @@ use schemars::generate::SchemaSettings;
 use crate::exit::Exit;
 use crate::scenario::raw::RawScenario;
 
-/// The scenario format as a JSON Schema (draft 2020-12).
+/// The scenario format as a JSON Schema (draft-07).
 ///
 /// TOML has no null, so an optional key is absent rather than nullable. What the schema cannot say
 /// (ranges, which keys belong to which server target, durations' units) the parser still judges,
 /// with file, line and key.
 pub fn scenario_schema() -> serde_json::Value {
-    let generator = SchemaSettings::draft2020_12().into_generator();
+    let generator = SchemaSettings::draft07().into_generator();
     let mut schema = generator.into_root_schema_for::<RawScenario>();
     schema.insert("title".into(), "leakrun scenario".into());
     let mut value = schema.to_value();

@@ -148,13 +148,13 @@ pub struct RawCache {
     /// `"bounded"` (default: `max_items`, `ttl`) or `"unbounded"` (every key stays).
     #[schemars(with = "Option<String>", extend("enum" = ["bounded", "unbounded"]))]
     pub mode: Option<S<String>>,
-    /// Bounded: items kept; the oldest write goes first.
+    /// Bounded: items kept (default 1000); the oldest write goes first.
     #[schemars(with = "Option<i64>")]
     pub max_items: Option<S<i64>>,
-    /// Bounded: an entry lives this long after its last write, e.g. "60s".
+    /// Bounded: an entry lives this long after its last write (default "60s").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub ttl: Option<S<String>>,
-    /// Larger PUT bodies are answered 413.
+    /// Larger PUT bodies are answered 413 (default "1MiB").
     #[schemars(with = "Option<RawSize>")]
     pub max_body: Option<S<RawSize>>,
 }
@@ -257,13 +257,13 @@ pub struct RawClients {
     /// `cycle`: how long a client stays connected (default "1s").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub up: Option<S<String>>,
-    /// `cycle`: how long it stays away before reconnecting.
+    /// `cycle`: how long it stays away before reconnecting (default "100ms").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub down: Option<S<String>>,
     /// `cycle` and `tabs`: `"graceful"` (default, a close frame) or `"abrupt"`.
     #[schemars(with = "Option<String>", extend("enum" = ["graceful", "abrupt"]))]
     pub close: Option<S<String>>,
-    /// `tabs`: the time over which the wave's tabs open.
+    /// `tabs`: the time over which the wave's tabs open (default 0).
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub ramp: Option<S<String>>,
     /// `tabs`: how long the open tabs are held (default: until the iteration ends).
@@ -295,13 +295,13 @@ pub struct RawHttp {
     /// Bytes of random text per request (PUT and POST only).
     #[schemars(with = "Option<RawSize>")]
     pub body: Option<S<RawSize>>,
-    /// Closed model: workers, each sending its next request when the last is answered.
+    /// Closed model: workers, each sending its next request when the last is answered (default 1).
     #[schemars(with = "Option<i64>")]
     pub workers: Option<S<i64>>,
     /// Open model: requests per second on a schedule, latency from the intended time.
     #[schemars(with = "Option<f64>")]
     pub rate: Option<S<f64>>,
-    /// Open model: connections the scheduled requests go over.
+    /// Open model: connections the scheduled requests go over (default 32).
     #[schemars(with = "Option<i64>")]
     pub connections: Option<S<i64>>,
     /// Requests per iteration across the workers (default: as many as fit).
@@ -382,7 +382,7 @@ pub struct RawThresholds {
     /// Delivery latency p50 limit, e.g. "100ms".
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub delivery_p50: Option<S<String>>,
-    /// Delivery latency p99 limit, e.g. "500ms".
+    /// Delivery latency p99 limit (default "500ms").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub delivery_p99: Option<S<String>>,
     /// Delivery latency p99.9 limit.
@@ -391,7 +391,7 @@ pub struct RawThresholds {
     /// Delivery latency maximum.
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub delivery_max: Option<S<String>>,
-    /// Connect latency p99 limit, e.g. "1s".
+    /// Connect latency p99 limit (default "1s").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub connect_p99: Option<S<String>>,
     /// HTTP latency p99 limit, per route.

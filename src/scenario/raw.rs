@@ -245,7 +245,7 @@ pub struct RawClients {
     /// Clients in the group (default 1).
     #[schemars(with = "Option<i64>")]
     pub count: Option<S<i64>>,
-    /// Messages per second per client (0: listen only).
+    /// Messages per second per client (0: listen only; default 1, for `tabs` 0).
     #[schemars(with = "Option<f64>")]
     pub rate: Option<S<f64>>,
     /// Frame size: bytes as an integer or a string with a unit (default 64).

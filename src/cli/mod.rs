@@ -7,6 +7,7 @@ pub mod http_tools;
 pub mod isolate;
 pub mod progress;
 pub mod report;
+pub mod schema;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -142,10 +143,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of scenario files (for editors: `leakrun schema > scenario.schema.json`).
+    Schema,
 }
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
-const SUBCOMMANDS: &[&str] = &["run", "check", "diff", "list", "baseline", "serve", "load", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "run", "check", "diff", "list", "baseline", "serve", "load", "schema", "help",
+];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
 pub fn with_default_subcommand(mut args: Vec<String>) -> Vec<String> {
@@ -178,6 +183,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             }
         }
         Command::List { files, json } => list(&files, json),
+        Command::Schema => schema::print(),
         Command::Baseline { results, out } => match crate::diff::write_baselines(&results, &out) {
             Ok(written) => {
                 for path in written {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A size written either as an integer number of bytes or as a string with a unit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawSize {
     /// A plain number of bytes.
@@ -14,6 +14,10 @@ pub enum RawSize {
     /// A string such as `"10KiB"` or `"1 MB"`.
     Text(String),
 }
+
+/// What a duration looks like in the scenario's JSON Schema: numbers each with a unit, as `"30s"`,
+/// `"250ms"` or `"1m 30s"` (the parser, humantime, judges the units themselves).
+pub const DURATION_PATTERN: &str = r"^\s*([0-9]+\s*[A-Za-zµ]+\s*)+$";
 
 /// Parses a duration such as `"1s"`, `"250ms"` or `"1m 30s"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -8,54 +8,12 @@
 mod common;
 
 use std::io::Read as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::python_server::*;
 use common::*;
-
-/// The chat server's source.
-fn server_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/ws_chat_server.py")
-}
-
-/// The Python with `websockets`: `LEAKRUN_TEST_PYTHON`, else `target/pyenv` from
-/// `scripts/install-services`. Missing is a failure, never a skip.
-fn python() -> PathBuf {
-    let path = std::env::var_os("LEAKRUN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python"));
-    assert!(
-        path.exists(),
-        "no Python for the external-target tests at {}: run scripts/install-services (it makes target/pyenv with websockets from PyPI) or set LEAKRUN_TEST_PYTHON",
-        path.display()
-    );
-    path
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The server's command line as a TOML array.
-fn command(port: u16, switches: &[&str]) -> String {
-    let mut argv = vec![
-        python().display().to_string(),
-        server_script().display().to_string(),
-        "--port".into(),
-        port.to_string(),
-    ];
-    argv.extend(switches.iter().map(|s| s.to_string()));
-    format!(
-        "[{}]",
-        argv.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
-    )
-}
 
 /// A `sh -c` line that runs the chat server and keeps the shell waiting for it: the server is a
 /// grandchild of leakrun, and the process tree has two processes.
@@ -66,15 +24,6 @@ fn python_behind_a_shell(port: u16, pid_file: &Path) -> String {
         server_script().display().to_string(),
         pid_file.display().to_string()
     )
-}
-
-/// True while process `pid` exists and is not a zombie.
-fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 /// The parent of process `pid`.
@@ -118,15 +67,6 @@ impl Drop for KillOnDrop {
             let _ = Command::new("kill").args(["-9", &self.0.to_string()]).status();
         }
     }
-}
-
-fn stopped_server_pid(r: &serde_json::Value) -> u64 {
-    let pid = r["target"]["pid"].as_u64().expect("the result names the server's pid");
-    assert!(
-        !alive(pid),
-        "the server (pid {pid}) is still running after leakrun ended"
-    );
-    pid
 }
 
 const CHURN_ROOMS: &str = r#"

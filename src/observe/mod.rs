@@ -9,5 +9,6 @@ pub mod http;
 pub mod latency;
 pub mod ranges;
 pub mod sampler;
+pub mod sites;
 pub mod timeline;
 pub mod tracker;

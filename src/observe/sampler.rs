@@ -35,10 +35,14 @@ pub struct Sample {
     /// descendants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_processes: Option<u32>,
-    /// Live heap bytes of the server domain (embedded target with the counting allocator only).
+    /// Live heap bytes of the server: the embedded server's domain of the counting allocator, or
+    /// what a heap probe inside an external server reports (tracemalloc's traced bytes).
     pub heap_bytes: Option<i64>,
-    /// Live heap blocks of the server domain.
+    /// Live heap blocks of the server, where the source counts them.
     pub heap_blocks: Option<i64>,
+    /// How many processes `heap_bytes` sums (a heap probe in a server with workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_processes: Option<u32>,
     /// Live heap bytes of leakrun's own clients and observers, for reference; never judged.
     pub harness_heap_bytes: Option<i64>,
     /// State counters by name, judged by the leak verdict: each must return to its start.
@@ -86,6 +90,14 @@ pub enum SourceError {
         /// Its pid.
         pid: u32,
     },
+    /// The heap probe inside the server stopped answering.
+    #[error("server.heap = \"{probe}\": {reason}")]
+    HeapProbe {
+        /// Which probe.
+        probe: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// The server's `stats_url` did not answer a JSON document.
     #[error("stats_url {url}: {reason}")]
     Stats {
@@ -101,6 +113,27 @@ pub enum SourceError {
 pub trait StateSource: Send + Sync {
     /// Reads the counters; an error means the source is gone and says why.
     async fn read(&self) -> Result<StateReading, SourceError>;
+}
+
+/// The server's live heap at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeapReading {
+    /// Live bytes.
+    pub bytes: i64,
+    /// Live blocks, where the source counts them cheaply.
+    pub blocks: Option<i64>,
+    /// Live bytes of leakrun's own clients and observers (embedded target only), for reference.
+    pub harness_bytes: Option<i64>,
+    /// Processes the figures sum, where there can be several.
+    pub processes: Option<u32>,
+}
+
+/// A source of the server's live heap, read for every sample: the counting allocator for the
+/// embedded server, a probe inside an external one.
+#[async_trait::async_trait]
+pub trait HeapSource: Send + Sync {
+    /// The heap now; `None` when this build or target has none to offer.
+    async fn read(&self) -> Result<Option<HeapReading>, SourceError>;
 }
 
 /// Reads the resident set of one process, or of a process and all its descendants.
@@ -192,24 +225,26 @@ pub struct Probes {
     clock: RunClock,
     memory: MemoryProbe,
     sources: Vec<Box<dyn StateSource>>,
-    heap: bool,
+    heap: Option<Box<dyn HeapSource>>,
 }
 
 impl Probes {
-    /// Probes on `clock`, with the exact heap of the embedded server.
+    /// Probes on `clock` of resident memory and state, without a heap series.
     pub fn new(clock: RunClock, memory: MemoryProbe, sources: Vec<Box<dyn StateSource>>) -> Self {
         Self {
             clock,
             memory,
             sources,
-            heap: true,
+            heap: None,
         }
     }
 
-    /// The same without heap figures: the server runs outside leakrun's process, and the heap
-    /// leakrun counts is not the server's.
-    pub fn without_heap(self) -> Self {
-        Self { heap: false, ..self }
+    /// The same with the server's heap read from `heap`.
+    pub fn with_heap(self, heap: Box<dyn HeapSource>) -> Self {
+        Self {
+            heap: Some(heap),
+            ..self
+        }
     }
 
     /// A sample now; an error when a state source is gone.
@@ -221,26 +256,22 @@ impl Probes {
             state.extend(reading.state);
             info.extend(reading.info);
         }
-        let heap = if self.heap { heap::figures() } else { None };
+        let heap = match &self.heap {
+            Some(source) => source.read().await?,
+            None => None,
+        };
         let memory = self.memory.reading();
         Ok(Sample {
             at_s: secs(self.clock.now_ns()),
             rss_bytes: memory.map(|(rss, _)| rss),
             rss_processes: memory.filter(|_| self.memory.tree).map(|(_, n)| n),
-            heap_bytes: heap.map(|h| h.server_bytes),
-            heap_blocks: heap.map(|h| h.server_blocks),
-            harness_heap_bytes: heap.map(|h| h.harness_bytes),
+            heap_bytes: heap.map(|h| h.bytes),
+            heap_blocks: heap.and_then(|h| h.blocks),
+            heap_processes: heap.and_then(|h| h.processes),
+            harness_heap_bytes: heap.and_then(|h| h.harness_bytes),
             state,
             info,
         })
-    }
-
-    /// Live server heap bytes now, without the rest of a sample (for settle polling).
-    pub fn heap_bytes(&self) -> Option<i64> {
-        if !self.heap {
-            return None;
-        }
-        heap::figures().map(|h| h.server_bytes)
     }
 }
 

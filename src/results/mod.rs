@@ -139,6 +139,10 @@ pub struct IterationFigures {
     /// Embedded server counters after the settle (an external server's own are in `after.state`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_after: Option<ServerStats>,
+    /// What the heap probe inside an external server reported after the settle: traced bytes
+    /// and blocks per process, the sites that grew, how long the snapshot took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_probe: Option<crate::observe::sites::SiteReport>,
     /// Memory and state after the settle: the point the leak verdict judges.
     pub after: Sample,
 }

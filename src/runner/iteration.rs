@@ -148,11 +148,27 @@ pub async fn run(
 
     let settle_started = Instant::now();
     let settled = stage.target.settle(stage.probes, run.settle).await;
+    // A heap probe's snapshot holds the server while it is taken: only now, with every client
+    // gone, and the settle time includes it.
+    let heap_probe = stage.target.heap_sites().await;
     let settle_s = settle_started.elapsed().as_secs_f64();
-    let (after, failure) = match stage.probes.sample().await {
+    let (mut after, mut failure) = match stage.probes.sample().await {
         Ok(sample) => (sample, None),
         Err(error) => (Default::default(), Some(error)),
     };
+    let heap_probe = match heap_probe {
+        Ok(report) => report,
+        Err(error) => {
+            failure.get_or_insert(error);
+            None
+        }
+    };
+    if let Some(report) = &heap_probe {
+        // The snapshot's figures: its blocks are the only exact count, and its bytes go with them.
+        after.heap_bytes = Some(report.bytes);
+        after.heap_blocks = Some(report.blocks);
+        after.heap_processes = Some(report.processes.len() as u32);
+    }
     let server_after = stage.target.stats().map(|mut stats| {
         stats.layer.fault_dropped_envelopes.clear();
         stats
@@ -182,6 +198,7 @@ pub async fn run(
             .map(|(route, tally)| tally.figures(route.name()))
             .collect(),
         server_after,
+        heap_probe,
         after,
     };
     let book = Arc::try_unwrap(book).unwrap_or_else(|shared| {

@@ -242,6 +242,10 @@ async fn run_on(
         false => Some(WorkerPool::start().map_err(Failure::Workers)?),
     };
     target.settle(&probes, BEFORE_SETTLE).await;
+    // A heap probe's first report is the baseline the sites after each iteration are measured
+    // from; it comes before the first sample, so what the probe's own snapshot leaves in the
+    // server's resident memory is there from the start and never passes for the server's.
+    target.heap_sites().await.map_err(Failure::FirstSample)?;
     let before = probes.sample().await.map_err(Failure::FirstSample)?;
     let sampler = crate::observe::sampler::Sampler::start(probes.clone(), scenario.run.sample_interval);
     // Ends an iteration early: a signal, or a state source (a backend) that stopped answering.
@@ -259,7 +263,8 @@ async fn run_on(
             duration: scenario.run.duration,
             websocket: !rooms.is_empty(),
             http: !routes.is_empty(),
-            exact_heap: target.judged_memory(None) == JudgedMemory::ExactHeap && heap::figures().is_some(),
+            exact_heap: matches!(target.judged_memory(None), JudgedMemory::Heap { exact: true, .. })
+                && heap::figures().is_some(),
         };
         progress.started(&plan, ctx.clone());
     }

@@ -48,6 +48,7 @@ impl Tallies {
                 connections_closed,
                 requests: outcome.http.iter().map(Tally::answers).sum(),
                 settled: outcome.figures.settled,
+                sites: outcome.figures.heap_probe.as_ref().map(|r| r.sites.clone()),
             });
         }
         for (sum, route) in self.http.iter_mut().zip(&outcome.http) {
@@ -120,12 +121,7 @@ pub fn judge(
         scenario.expect.latency_breach,
     );
     let limits = &scenario.thresholds.leak;
-    let leak = match memory {
-        JudgedMemory::ExactHeap => verdict::leak::judge(before, &tallies.memory, limits, scenario.expect.leak),
-        JudgedMemory::Rss { source } => {
-            verdict::leak::judge_external(before, &tallies.memory, limits, scenario.expect.leak, &source)
-        }
-    };
+    let leak = verdict::leak::judge_memory(before, &tallies.memory, limits, scenario.expect.leak, &memory);
     let leak = if scenario.expect.retention {
         leak.expect_retention()
     } else {

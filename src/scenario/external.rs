@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::diagnostics::Collector;
 use super::model::*;
 use super::raw::*;
-use super::values::{duration_value, flag, int};
+use super::values::{choice, duration_value, flag, int};
 
 /// The token `send_template` replaces with the envelope.
 pub const ENVELOPE_PLACEHOLDER: &str = "{{envelope}}";
@@ -193,6 +193,7 @@ fn process(
             }
         }
     }
+    let heap = heap(server, started, c);
     if let (Some(_), Some(port)) = (&server.ready_url, &server.ready_port) {
         c.at(
             port.span(),
@@ -239,6 +240,7 @@ fn process(
                 DEFAULT_STOP_GRACE,
                 false,
             ),
+            heap,
         });
     }
     if let Some(pid) = &server.pid {
@@ -259,6 +261,60 @@ fn process(
         };
     }
     ProcessSpec::Pid { pid: 1 }
+}
+
+/// `server.heap`, `heap_frames`, `heap_sites`: a probe needs a server leakrun starts, and its
+/// settings need the probe.
+fn heap(server: &RawServer, started: bool, c: &mut Collector<'_>) -> HeapSpec {
+    let probe = choice(
+        c,
+        server.heap.as_ref(),
+        "server.heap",
+        &[("none", HeapProbe::None), ("python", HeapProbe::Python)],
+        HeapProbe::None,
+    );
+    if let Some(value) = &server.heap
+        && probe != HeapProbe::None
+        && !started
+    {
+        c.at(
+            value.span(),
+            "server.heap",
+            format!(
+                "\"{}\" needs a server leakrun starts (`server.command`): leakrun cannot add its heap probe to a process it did not start; valid with `pid` / `pid_file`: \"none\"",
+                value.get_ref()
+            ),
+        );
+    }
+    for (key, value) in [("heap_frames", &server.heap_frames), ("heap_sites", &server.heap_sites)] {
+        if let Some(value) = value
+            && probe == HeapProbe::None
+        {
+            c.at(
+                value.span(),
+                format!("server.{key}"),
+                "only applies with a heap probe, e.g. `heap = \"python\"`",
+            );
+        }
+    }
+    let default = HeapSpec::default();
+    HeapSpec {
+        probe,
+        frames: int(
+            c,
+            server.heap_frames.as_ref(),
+            "server.heap_frames",
+            default.frames.into(),
+            1..=64,
+        ) as u32,
+        sites: int(
+            c,
+            server.heap_sites.as_ref(),
+            "server.heap_sites",
+            default.sites as u64,
+            1..=1000,
+        ) as usize,
+    }
 }
 
 const EMPTY_COMMAND: &str =
@@ -282,6 +338,9 @@ fn external_keys(server: &RawServer) -> Vec<(&'static str, std::ops::Range<usize
         ("send_template", server.send_template.as_ref().map(|v| v.span())),
         ("stats_url", server.stats_url.as_ref().map(|v| v.span())),
         ("stats_counters", server.stats_counters.as_ref().map(|v| v.span())),
+        ("heap", server.heap.as_ref().map(|v| v.span())),
+        ("heap_frames", server.heap_frames.as_ref().map(|v| v.span())),
+        ("heap_sites", server.heap_sites.as_ref().map(|v| v.span())),
     ];
     spans
         .into_iter()

@@ -247,6 +247,38 @@ pub struct ExternalSpec {
     pub stats_counters: Vec<String>,
 }
 
+/// A heap probe leakrun adds to a server it starts, without changing the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeapProbe {
+    /// None: the server's resident memory is judged.
+    None,
+    /// tracemalloc in every Python process of the server, through a `sitecustomize` helper.
+    Python,
+}
+
+/// `server.heap` and its settings, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeapSpec {
+    /// Which probe.
+    pub probe: HeapProbe,
+    /// Traceback frames kept per allocation (Python).
+    pub frames: u32,
+    /// Allocation sites reported after each iteration.
+    pub sites: usize,
+}
+
+impl Default for HeapSpec {
+    /// No probe; one frame and ten sites when one is chosen.
+    fn default() -> Self {
+        Self {
+            probe: HeapProbe::None,
+            frames: 1,
+            sites: 10,
+        }
+    }
+}
+
 /// How leakrun gets hold of an external server's process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -284,6 +316,9 @@ pub struct CommandSpec {
     /// Time between SIGTERM and SIGKILL when stopping it.
     #[serde(with = "duration_text")]
     pub stop_grace: Duration,
+    /// The heap probe leakrun adds to it.
+    #[serde(default)]
+    pub heap: HeapSpec,
 }
 
 /// A command line as written.

@@ -135,6 +135,19 @@ pub struct RawServer {
     /// prefix): recorded, not judged.
     #[schemars(with = "Option<Vec<String>>")]
     pub stats_counters: Option<S<Vec<String>>>,
+    /// External, with `command`: a heap probe leakrun adds to the server without changing it:
+    /// `"python"` (tracemalloc, started by a `sitecustomize` on `PYTHONPATH`) or `"none"`
+    /// (default: resident memory only).
+    #[schemars(with = "Option<String>", extend("enum" = ["none", "python"]))]
+    pub heap: Option<S<String>>,
+    /// External, with `heap = "python"`: frames of each allocation's traceback kept (default 1:
+    /// the line that allocated; more: the call path, at more cost).
+    #[schemars(with = "Option<i64>")]
+    pub heap_frames: Option<S<i64>>,
+    /// External, with a heap probe: allocation sites reported after each iteration, largest
+    /// growth first (default 10).
+    #[schemars(with = "Option<i64>")]
+    pub heap_sites: Option<S<i64>>,
     /// `[server.cache]`: the embedded server's key/value cache behind `/cache/{key}`.
     #[schemars(with = "Option<RawCache>")]
     pub cache: Option<S<RawCache>>,

@@ -13,6 +13,11 @@ use crate::naming::is_valid_name;
 const NAME_RULE: &str = "1 to 99 letters, digits, `.`, `_` or `-`";
 /// Default live-heap growth per iteration that counts as a leak.
 pub const DEFAULT_HEAP_GROWTH: u64 = 1024;
+/// Default growth per iteration that counts as a leak for a heap probe inside a server (a Python
+/// heap): interpreter and library caches (interned strings, type caches, memo tables) move a clean
+/// server's traced heap by some KiB per wave of connections, where the exact embedded heap holds
+/// to the byte.
+pub const DEFAULT_PROBE_HEAP_GROWTH: u64 = 32 * 1024;
 /// Default resident-memory growth per iteration that counts as a leak where no heap series exists.
 pub const DEFAULT_RSS_GROWTH: u64 = 1024 * 1024;
 /// Largest frame sent to an external server.
@@ -87,13 +92,24 @@ pub fn validate(raw: &RawScenario, c: &mut Collector<'_>) -> Scenario {
             "contradicts expect.leak = true: the leak verdict is one of clean, retention or leak; expect either a leak or retention",
         );
     }
-    let thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
+    let mut thresholds = thresholds(raw.thresholds.as_ref().map(|t| t.get_ref()), c);
     // An external target whose keys have problems keeps the embedded defaults: the scenario is
     // not used while `c` holds problems.
     let server = match super::external::validate(raw, target, rooms.len(), c) {
         Some(external) => ServerSpec::External(external),
         None => ServerSpec::Embedded(embedded),
     };
+    let probe_heap = matches!(
+        server.external().map(|e| &e.process),
+        Some(ProcessSpec::Command(command)) if command.heap.probe != HeapProbe::None
+    );
+    let heap_growth_written = raw
+        .thresholds
+        .as_ref()
+        .is_some_and(|t| t.get_ref().heap_growth.is_some());
+    if probe_heap && !heap_growth_written {
+        thresholds.leak.heap_growth = DEFAULT_PROBE_HEAP_GROWTH;
+    }
     Scenario {
         name,
         description,

@@ -14,7 +14,9 @@ use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::{Endpoint, LiveCounters};
 use crate::observe::clock::RunClock;
-use crate::observe::sampler::{MemoryProbe, Probes, Sample, SourceError, StateReading, StateSource};
+use crate::observe::sampler::{
+    HeapReading, HeapSource, MemoryProbe, Probes, Sample, SourceError, StateReading, StateSource,
+};
 use crate::results::{BackendInfo, TargetInfo};
 use crate::scenario::{EmbeddedSpec, Scenario};
 use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
@@ -83,7 +85,7 @@ impl Target for Embedded {
         let caches = CacheSource::new(self.servers.iter().map(|s| s.state.cache.clone()).collect());
         let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(counters), Box::new(caches)];
         sources.extend(self.backend.state_source());
-        Ok(Probes::new(clock, MemoryProbe::own_process(), sources))
+        Ok(Probes::new(clock, MemoryProbe::own_process(), sources).with_heap(Box::new(CountedHeap)))
     }
 
     fn frames_out(&self) -> Option<u64> {
@@ -96,13 +98,13 @@ impl Target for Embedded {
         )
     }
 
-    async fn settle(&self, probes: &Probes, bound: Duration) -> bool {
+    async fn settle(&self, _probes: &Probes, bound: Duration) -> bool {
         let idle = || {
             self.servers
                 .iter()
                 .all(|s| LiveCounters::get(&s.state.counters.live_connections) == 0)
         };
-        settle::until_heap_still(idle, || probes.heap_bytes(), bound).await
+        settle::until_heap_still(idle, || heap::figures().map(|h| h.server_bytes), bound).await
     }
 
     fn closed_connections(&self) -> Option<u64> {
@@ -154,7 +156,10 @@ impl Target for Embedded {
     }
 
     fn judged_memory(&self, _last: Option<&Sample>) -> JudgedMemory {
-        JudgedMemory::ExactHeap
+        JudgedMemory::Heap {
+            what: "live heap".into(),
+            exact: true,
+        }
     }
 
     async fn stop(self: Box<Self>) -> Option<String> {
@@ -164,6 +169,22 @@ impl Target for Embedded {
         }
         backend.shutdown().await;
         None
+    }
+}
+
+/// The counting allocator's server domain: the embedded server's exact live heap (none when the
+/// binary is built without it).
+struct CountedHeap;
+
+#[async_trait::async_trait]
+impl HeapSource for CountedHeap {
+    async fn read(&self) -> Result<Option<HeapReading>, SourceError> {
+        Ok(heap::figures().map(|h| HeapReading {
+            bytes: h.server_bytes,
+            blocks: Some(h.server_blocks),
+            harness_bytes: Some(h.harness_bytes),
+            processes: None,
+        }))
     }
 }
 

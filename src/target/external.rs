@@ -8,28 +8,34 @@
 //! hold still. If the process exits mid-run, the next sample says so and the run ends with an
 //! error naming the exit status and the server's last output.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::http_probe::{self, StatsSource};
+use super::python_heap::{ProbeError, PythonHeap};
 use super::{JudgedMemory, Target, TargetError, settle};
 use crate::load::Endpoint;
 use crate::load::template::FrameTemplate;
 use crate::observe::clock::RunClock;
 use crate::observe::sampler::{MemoryProbe, Probes, Sample, SourceError, StateReading, StateSource};
+use crate::observe::sites::SiteReport;
 use crate::process::{ChildProcess, ExitWatch, Options, Output, Signal, SpawnError, Stopped, procfs};
 use crate::results::{BackendInfo, TargetInfo};
 use crate::scenario::external::ROOM_PLACEHOLDER;
-use crate::scenario::{CommandSpec, ExternalSpec, ProcessSpec, Readiness, Scenario};
+use crate::scenario::{CommandSpec, ExternalSpec, HeapProbe, ProcessSpec, Readiness, Scenario};
 
 /// Pause between readiness attempts.
 const READY_POLL: Duration = Duration::from_millis(100);
 /// Bound on one readiness attempt.
 const READY_ATTEMPT: Duration = Duration::from_secs(1);
 
+/// Bound on waiting for the heap probe's first answer after the server is ready.
+const HEAP_PROBE_START: Duration = Duration::from_secs(10);
 /// Lines of the server's output an error quotes.
 const TAIL_LINES: usize = 8;
 
@@ -55,6 +61,19 @@ pub enum ExternalError {
     /// The command could not be started.
     #[error("server.command: {0}")]
     Spawn(#[from] SpawnError),
+    /// The heap probe did not answer; the server was stopped.
+    #[error("{error}; the server was {stopped}; {tail}")]
+    HeapProbe {
+        /// Why.
+        error: ProbeError,
+        /// How the server was stopped.
+        stopped: String,
+        /// Its last output.
+        tail: String,
+    },
+    /// The heap probe's folder could not be prepared.
+    #[error(transparent)]
+    HeapFolder(#[from] ProbeError),
     /// `stats_url` cannot be read.
     #[error("server.stats_url: {0}")]
     StatsUrl(#[from] http_probe::GetError),
@@ -117,6 +136,8 @@ pub struct External {
     http_addr: SocketAddr,
     /// `http_url`'s path without its trailing `/`, put before every workload's path.
     http_prefix: String,
+    /// The heap probe inside the server, when the scenario asks for one.
+    python_heap: Option<Arc<PythonHeap>>,
 }
 
 impl External {
@@ -147,6 +168,7 @@ impl External {
             .iter()
             .map(|room| spec.ws_url.replace(ROOM_PLACEHOLDER, &room.name))
             .collect();
+        let mut python_heap = None;
         let (pid, process) = match &spec.process {
             ProcessSpec::Command(command) => {
                 std::fs::create_dir_all(out_dir).map_err(|source| ExternalError::LogFolder {
@@ -154,10 +176,24 @@ impl External {
                     source,
                 })?;
                 let log = out_dir.join(format!("{}.server.log", scenario.name));
-                let process = spawn(command, &log).map_err(ExternalError::from)?;
+                let heap = match command.heap.probe {
+                    HeapProbe::Python => Some(Arc::new(
+                        PythonHeap::prepare(command.heap).map_err(ExternalError::from)?,
+                    )),
+                    HeapProbe::None => None,
+                };
+                let process = spawn(command, &log, heap.as_deref()).map_err(ExternalError::from)?;
                 let check = Check::new(&command.ready, addr);
                 let pid = process.pid();
                 let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;
+                if let Some(heap) = &heap
+                    && let Err(error) = heap.wait_for_answer(HEAP_PROBE_START).await
+                {
+                    let tail = log_tail(&process.watch(), process.log());
+                    let stopped = describe(process.stop().await, command.stop_grace);
+                    return Err(ExternalError::HeapProbe { error, stopped, tail }.into());
+                }
+                python_heap = heap;
                 (pid, Some(process))
             }
             ProcessSpec::Pid { pid } => (watched(*pid, "server.pid")?, None),
@@ -171,6 +207,7 @@ impl External {
             room_urls,
             http_addr: http_addr.unwrap_or(addr),
             http_prefix,
+            python_heap,
         })
     }
 
@@ -213,7 +250,18 @@ impl Target for External {
             let stats = StatsSource::new(url, &self.spec.stats_counters).map_err(ExternalError::from)?;
             sources.push(Box::new(stats));
         }
-        Ok(Probes::new(clock, MemoryProbe::for_tree(self.pid), sources).without_heap())
+        let probes = Probes::new(clock, MemoryProbe::for_tree(self.pid), sources);
+        Ok(match &self.python_heap {
+            Some(heap) => probes.with_heap(Box::new(heap.clone())),
+            None => probes,
+        })
+    }
+
+    async fn heap_sites(&self) -> Result<Option<SiteReport>, SourceError> {
+        match &self.python_heap {
+            Some(heap) => heap.sites().await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn settle(&self, probes: &Probes, bound: Duration) -> bool {
@@ -253,8 +301,22 @@ impl Target for External {
     }
 
     fn judged_memory(&self, last: Option<&Sample>) -> JudgedMemory {
-        JudgedMemory::Rss {
-            source: memory_source(self.pid, last.and_then(|s| s.rss_processes)),
+        match &self.python_heap {
+            Some(_) => {
+                let processes = last.and_then(|s| s.heap_processes).unwrap_or(1);
+                let more = match processes {
+                    0 | 1 => String::new(),
+                    2 => " and 1 more process".into(),
+                    n => format!(" and {} more processes", n - 1),
+                };
+                JudgedMemory::Heap {
+                    what: format!("traced Python heap (tracemalloc in pid {}{more})", self.pid),
+                    exact: false,
+                }
+            }
+            None => JudgedMemory::Rss {
+                source: memory_source(self.pid, last.and_then(|s| s.rss_processes)),
+            },
         }
     }
 
@@ -271,11 +333,20 @@ impl Target for External {
     }
 }
 
-/// Starts `spec`'s command as a child of its own group, its output going to `log`.
-fn spawn(spec: &CommandSpec, log: &Path) -> Result<ChildProcess, SpawnError> {
+/// Starts `spec`'s command as a child of its own group, its output going to `log`, with the
+/// heap probe's variables when there is one.
+fn spawn(spec: &CommandSpec, log: &Path, heap: Option<&PythonHeap>) -> Result<ChildProcess, SpawnError> {
     let argv = spec.line.argv();
     let mut command = std::process::Command::new(&argv[0]);
     command.args(&argv[1..]).envs(&spec.env);
+    if let Some(heap) = heap {
+        let existing = spec
+            .env
+            .get("PYTHONPATH")
+            .map(OsString::from)
+            .or_else(|| std::env::var_os("PYTHONPATH"));
+        command.envs(heap.environment(existing));
+    }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }

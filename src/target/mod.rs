@@ -11,6 +11,7 @@
 pub mod embedded;
 pub mod external;
 pub mod http_probe;
+pub mod python_heap;
 pub mod settle;
 
 use std::path::Path;
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::load::Endpoint;
 use crate::load::template::FrameTemplate;
 use crate::observe::clock::RunClock;
-use crate::observe::sampler::{Probes, Sample};
+use crate::observe::sampler::{Probes, Sample, SourceError};
+use crate::observe::sites::SiteReport;
 use crate::results::{BackendInfo, TargetInfo};
 use crate::scenario::{Scenario, ServerSpec};
 use crate::server::ServerStats;
@@ -57,17 +59,7 @@ impl From<crate::backend::BackendError> for TargetError {
     }
 }
 
-/// Which memory series the leak verdict judges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JudgedMemory {
-    /// The exact live heap of the server (RSS beside it tells retention).
-    ExactHeap,
-    /// Resident memory only, described for the verdict (`rss of pid 123 and 2 child processes`).
-    Rss {
-        /// Where the RSS comes from, in words.
-        source: String,
-    },
-}
+pub use crate::verdict::leak::JudgedMemory;
 
 /// A server under test for the length of one run.
 #[async_trait::async_trait]
@@ -116,6 +108,13 @@ pub trait Target: Send + Sync {
 
     /// The memory series the leak verdict judges; `last` as for [`info`](Self::info).
     fn judged_memory(&self, last: Option<&Sample>) -> JudgedMemory;
+
+    /// Where the server's heap grew since the last call, when a heap probe can tell: asked after
+    /// each iteration has settled (never under load) and once before the first, which sets the
+    /// baseline.
+    async fn heap_sites(&self) -> Result<Option<SiteReport>, SourceError> {
+        Ok(None)
+    }
 
     /// Stops what leakrun started for the target; says how the server ended, when that is worth
     /// recording.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fit::theil_sen;
 use crate::observe::sampler::Sample;
+use crate::observe::sites::SiteGrowth;
 use crate::scenario::LeakLimits;
 
 /// Iterations after warm-up needed to fit a slope.
@@ -50,6 +51,23 @@ pub enum SeriesClass {
     NotJudged,
 }
 
+/// Which memory series the verdict judges, as the target offers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JudgedMemory {
+    /// A heap series (`heap_bytes`), with RSS beside it telling retention.
+    Heap {
+        /// What the heap is, in words (`live heap`, `traced Python heap (tracemalloc in pid 42)`).
+        what: String,
+        /// Counted by leakrun's own allocator in its own process (the embedded server).
+        exact: bool,
+    },
+    /// Resident memory only, described for the verdict (`rss of pid 123 and 2 child processes`).
+    Rss {
+        /// Where the RSS comes from, in words.
+        source: String,
+    },
+}
+
 /// One iteration's memory figures, as the verdict needs them.
 #[derive(Debug, Clone)]
 pub struct IterationMemory {
@@ -65,6 +83,8 @@ pub struct IterationMemory {
     pub requests: u64,
     /// The server reached zero connections and a still heap before the after sample.
     pub settled: bool,
+    /// Where the heap grew during the iteration, when a heap probe reported it.
+    pub sites: Option<Vec<SiteGrowth>>,
 }
 
 /// One judged series with its evidence.
@@ -125,6 +145,26 @@ pub struct LeakVerdict {
     pub bytes_per_request: Option<f64>,
     /// Every series.
     pub series: Vec<SeriesVerdict>,
+    /// Allocation sites whose live bytes grew, largest growth first (when a heap probe names
+    /// them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteVerdict>,
+}
+
+/// One allocation site's growth over the judged iterations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteVerdict {
+    /// `file:line`.
+    pub site: String,
+    /// The call path, innermost first, when the probe keeps more than one frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traceback: Vec<String>,
+    /// Live bytes it added per judged iteration.
+    pub bytes_per_iteration: f64,
+    /// Live blocks it added per judged iteration.
+    pub blocks_per_iteration: f64,
+    /// Bytes per iteration divided by the connections closed per iteration.
+    pub bytes_per_connection: Option<f64>,
 }
 
 impl LeakVerdict {
@@ -141,9 +181,13 @@ impl LeakVerdict {
     }
 }
 
-/// Judges the after-samples of `iterations` against `before` and `limits`.
+/// Judges the after-samples of `iterations` against `before` and `limits`, the live heap first.
 pub fn judge(before: &Sample, iterations: &[IterationMemory], limits: &LeakLimits, expect_leak: bool) -> LeakVerdict {
-    judge_memory(before, iterations, limits, expect_leak, None)
+    let memory = JudgedMemory::Heap {
+        what: "live heap".into(),
+        exact: true,
+    };
+    judge_memory(before, iterations, limits, expect_leak, &memory)
 }
 
 /// Judges an external server, whose memory is the resident set described by `memory_source`
@@ -156,16 +200,24 @@ pub fn judge_external(
     expect_leak: bool,
     memory_source: &str,
 ) -> LeakVerdict {
-    judge_memory(before, iterations, limits, expect_leak, Some(memory_source))
+    let memory = JudgedMemory::Rss {
+        source: memory_source.into(),
+    };
+    judge_memory(before, iterations, limits, expect_leak, &memory)
 }
 
-fn judge_memory(
+/// Judges the after-samples of `iterations` on the memory series the target offers.
+pub fn judge_memory(
     before: &Sample,
     iterations: &[IterationMemory],
     limits: &LeakLimits,
     expect_leak: bool,
-    external: Option<&str>,
+    memory: &JudgedMemory,
 ) -> LeakVerdict {
+    let (heap_what, external) = match memory {
+        JudgedMemory::Heap { what, .. } => (Some(what.as_str()), None),
+        JudgedMemory::Rss { source } => (None, Some(source.as_str())),
+    };
     let judged: Vec<&IterationMemory> = iterations.iter().filter(|i| !i.warmup).collect();
     let mean = |of: fn(&IterationMemory) -> u64| {
         if judged.is_empty() {
@@ -180,7 +232,7 @@ fn judge_memory(
     };
     let closed_per_iteration = per.connections;
     let has_heap =
-        external.is_none() && before.heap_bytes.is_some() && iterations.iter().all(|i| i.after.heap_bytes.is_some());
+        heap_what.is_some() && before.heap_bytes.is_some() && iterations.iter().all(|i| i.after.heap_bytes.is_some());
     let mut series = Vec::new();
 
     let heap = memory_series(
@@ -201,7 +253,12 @@ fn judge_memory(
     );
     let bytes_per_iteration;
     if has_heap {
-        let heap = judge_growth(heap, limits.heap_growth as f64, judged.len(), "live heap");
+        let heap = judge_growth(
+            heap,
+            limits.heap_growth as f64,
+            judged.len(),
+            heap_what.unwrap_or("live heap"),
+        );
         bytes_per_iteration = heap.slope_per_iteration;
         let rss = judge_retention(rss, &heap, before, iterations, limits);
         series.push(heap);
@@ -295,12 +352,25 @@ fn judge_memory(
     let bytes_per_request = bytes_per_iteration
         .filter(|_| per.requests > 0.0)
         .map(|b| b / per.requests);
+    let sites = if has_heap {
+        site_growth(&judged, closed_per_iteration)
+    } else {
+        Vec::new()
+    };
+    let top_site = sites
+        .first()
+        .zip(bytes_per_iteration.filter(|b| *b > 0.0))
+        .map(|(first, total)| {
+            let share = (first.bytes_per_iteration / total * 100.0).clamp(0.0, 100.0);
+            format!(", {share:.0}% of it at {}", first.site)
+        });
     let mut summary = summarize(
         outcome,
         &series,
         judged.len(),
         bytes_per_connection,
         bytes_per_request,
+        top_site.as_deref(),
         expect_leak,
     );
     let unsettled = judged.iter().filter(|i| !i.settled).count();
@@ -322,7 +392,46 @@ fn judge_memory(
         requests_per_iteration: per.requests,
         bytes_per_request,
         series,
+        sites,
     }
+}
+
+/// Most sites a verdict lists.
+const MAX_SITES: usize = 50;
+
+/// Per allocation site, its growth per judged iteration (an iteration whose report does not name
+/// it counts as no growth), largest first; only sites that grew.
+fn site_growth(judged: &[&IterationMemory], closed_per_iteration: f64) -> Vec<SiteVerdict> {
+    let reported: Vec<&Vec<SiteGrowth>> = judged.iter().filter_map(|i| i.sites.as_ref()).collect();
+    if reported.is_empty() {
+        return Vec::new();
+    }
+    let n = reported.len() as f64;
+    let mut sums: std::collections::BTreeMap<(&str, &[String]), (i64, i64)> = Default::default();
+    for report in &reported {
+        for site in report.iter() {
+            let sum = sums.entry((site.site.as_str(), site.traceback.as_slice())).or_default();
+            sum.0 = sum.0.saturating_add(site.bytes);
+            sum.1 = sum.1.saturating_add(site.blocks);
+        }
+    }
+    let mut sites: Vec<SiteVerdict> = sums
+        .into_iter()
+        .filter(|(_, (bytes, _))| *bytes > 0)
+        .map(|((site, traceback), (bytes, blocks))| {
+            let per_iteration = bytes as f64 / n;
+            SiteVerdict {
+                site: site.to_string(),
+                traceback: traceback.to_vec(),
+                bytes_per_iteration: per_iteration,
+                blocks_per_iteration: blocks as f64 / n,
+                bytes_per_connection: (closed_per_iteration > 0.0).then(|| per_iteration / closed_per_iteration),
+            }
+        })
+        .collect();
+    sites.sort_by(|a, b| b.bytes_per_iteration.total_cmp(&a.bytes_per_iteration));
+    sites.truncate(MAX_SITES);
+    sites
 }
 
 /// Mean work per judged iteration that a slope is divided by.
@@ -508,6 +617,7 @@ fn summarize(
     judged: usize,
     per_connection: Option<f64>,
     per_request: Option<f64>,
+    top_site: Option<&str>,
     expect_leak: bool,
 ) -> String {
     let of = |class: SeriesClass| {
@@ -522,10 +632,10 @@ fn summarize(
         LeakOutcome::Leak => format!("leak: {}", of(SeriesClass::Leak)),
         LeakOutcome::Retention => format!(
             "retention, not a leak: {}; {}",
-            of(SeriesClass::Clean)
-                .split("; ")
-                .find(|e| e.starts_with("live heap"))
-                .unwrap_or("state released"),
+            series
+                .iter()
+                .find(|s| s.name == "heap_bytes" && s.class == SeriesClass::Clean)
+                .map_or("state released", |s| s.evidence.split("; ").next().unwrap_or_default()),
             of(SeriesClass::Retention)
         ),
         LeakOutcome::Clean => {
@@ -556,6 +666,11 @@ fn summarize(
         && !line.contains("per request")
     {
         line.push_str(&format!(" ({} per request)", signed_bytes(b)));
+    }
+    if outcome == LeakOutcome::Leak
+        && let Some(site) = top_site
+    {
+        line.push_str(site);
     }
     line.push_str(super::expectation_note(outcome == LeakOutcome::Leak, expect_leak));
     line
@@ -638,8 +753,66 @@ mod tests {
                 connections_closed: closed,
                 requests: 0,
                 settled: true,
+                sites: None,
             })
             .collect()
+    }
+
+    fn site(name: &str, bytes: i64) -> SiteGrowth {
+        SiteGrowth {
+            site: name.into(),
+            traceback: Vec::new(),
+            bytes,
+            blocks: bytes / 4096,
+        }
+    }
+
+    #[test]
+    fn a_leaking_probe_heap_names_its_largest_site_and_its_share() {
+        let before = sample(10_000_000, 50 << 20, 0);
+        // 4 KiB per each of 20 closed connections per iteration, nearly all at one line.
+        let mut its = run(|i| sample(10_000_000 + 81_920 * i as i64, 60 << 20, 0), 6, 20);
+        for it in its.iter_mut() {
+            it.sites = Some(vec![
+                site("chat/consumers.py:41", 78_000),
+                site("twisted/base.py:953", 900),
+            ]);
+        }
+        // A site only one iteration reports counts as no growth in the others.
+        its[3].sites.as_mut().unwrap().push(site("once.py:1", 5_000));
+        let memory = JudgedMemory::Heap {
+            what: "traced Python heap (tracemalloc in pid 7)".into(),
+            exact: false,
+        };
+        let v = judge_memory(&before, &its, &limits(), true, &memory);
+        assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
+        assert!(
+            v.summary.contains("4.0 KiB per closed connection")
+                && v.summary
+                    .ends_with("95% of it at chat/consumers.py:41 (expected: positive control)"),
+            "{}",
+            v.summary
+        );
+        assert_eq!(
+            v.sites.iter().map(|s| s.site.as_str()).collect::<Vec<_>>(),
+            ["chat/consumers.py:41", "once.py:1", "twisted/base.py:953"]
+        );
+        assert_eq!(v.sites[0].bytes_per_iteration, 78_000.0);
+        assert_eq!(v.sites[0].bytes_per_connection, Some(3_900.0));
+        assert_eq!(v.sites[1].bytes_per_iteration, 1_000.0);
+        assert!(
+            v.series[0]
+                .evidence
+                .starts_with("traced Python heap (tracemalloc in pid 7)")
+        );
+        // Without reports there are no sites; RSS alone has none either.
+        let bare = run(|i| sample(10_000_000 + 81_920 * i as i64, 60 << 20, 0), 6, 20);
+        assert!(judge_memory(&before, &bare, &limits(), true, &memory).sites.is_empty());
+        assert!(
+            judge_external(&before, &its, &limits(), true, "rss of pid 7")
+                .sites
+                .is_empty()
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! server on loopback and read the JSON it writes.
 #![allow(dead_code)]
 
+pub mod python_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -7,6 +7,10 @@ leakrun's embedded server does). Fault switches exist to prove leakrun's detecto
 
   --drop-one-in N          drop every Nth delivery (one frame to one member), counted as "dropped"
   --leak-per-connection B  keep B bytes (a bytearray) for every closed connection: a real leak
+  --hold-per-connection B  hold B bytes (in 4 KiB blocks) while a connection is open, all freed
+                           on close: resident memory stays up, the traced heap does not (retention)
+  --workers N              fork N worker processes serving the same port (SO_REUSEPORT); rooms
+                           are per worker
   --chat-json              behave like the Django Channels tutorial consumer: read
                            {"message": ...} and send {"message": ...} back, re-encoded
   --greet                  send a frame without any envelope to each new connection
@@ -54,6 +58,8 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--drop-one-in", type=int, default=0)
     parser.add_argument("--leak-per-connection", type=int, default=0)
+    parser.add_argument("--hold-per-connection", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--chat-json", action="store_true")
     parser.add_argument("--greet", action="store_true")
     parser.add_argument("--pid-file")
@@ -61,7 +67,40 @@ def main():
     if args.pid_file:
         with open(args.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
+    if args.workers:
+        return supervise(args)
     asyncio.run(serve_until_stopped(args))
+
+
+def supervise(args):
+    """Forks the workers, passes SIGTERM and SIGINT on to them, and waits for them all."""
+    workers = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            asyncio.run(serve_until_stopped(args))
+            os._exit(0)
+        workers.append(pid)
+
+    def stop(signum, _frame):
+        for pid in workers:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"supervising {len(workers)} workers on {args.host}:{args.port}", flush=True)
+    for pid in workers:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
 
 
 async def serve_until_stopped(args):
@@ -76,6 +115,7 @@ async def serve_until_stopped(args):
         room = ROOMS.setdefault(ws.request.path, set())
         room.add(ws)
         COUNTS["opened"] += 1
+        held = [bytearray(4096) for _ in range(args.hold_per_connection // 4096)]
         try:
             if args.greet:
                 await ws.send(json.dumps({"type": "welcome", "room": ws.request.path}))
@@ -102,13 +142,21 @@ async def serve_until_stopped(args):
         finally:
             room.discard(ws)
             COUNTS["closed"] += 1
+            held.clear()
             if args.leak_per_connection:
                 LEAKED.append(bytearray(args.leak_per_connection))
 
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    async with serve(handler, args.host, args.port, process_request=process_request, max_size=2**20):
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        process_request=process_request,
+        max_size=2**20,
+        reuse_port=bool(args.workers),
+    ):
         print(f"listening on {args.host}:{args.port}", flush=True)
         await stop
     print("stats " + json.dumps(stats()), flush=True)

@@ -399,7 +399,12 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
         };
         c.at(span, key, format!("{WHY}{detail}"));
     }
-    if let Some(thresholds) = &raw.thresholds {
+    let probe = raw
+        .server
+        .as_ref()
+        .and_then(|s| s.get_ref().heap.as_ref())
+        .is_some_and(|h| h.get_ref() != "none");
+    if let Some(thresholds) = raw.thresholds.as_ref().filter(|_| !probe) {
         let t = thresholds.get_ref();
         for (key, span) in [
             ("thresholds.heap_growth", t.heap_growth.as_ref().map(|v| v.span())),
@@ -409,7 +414,7 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
                 c.at(
                     span,
                     key,
-                    "needs the exact heap of the embedded server; an external server is judged by its resident memory: use `thresholds.rss_growth`",
+                    "needs a heap series: the embedded server's, or a heap probe in the external one (`server.heap = \"python\"`); without one an external server is judged by its resident memory: use `thresholds.rss_growth`",
                 );
             }
         }
@@ -525,6 +530,49 @@ mod tests {
             "pid = 42\nready_port = 1\nws_url = \"ws://127.0.0.1:1/{room}\"",
         ));
         assert_eq!(watched[0].key, "server.ready_port", "{watched:?}");
+    }
+
+    #[test]
+    fn a_heap_probe_needs_a_started_server_and_brings_its_heap_thresholds() {
+        let probed = server(
+            "command = \"python3 app.py\"\nws_url = \"ws://127.0.0.1:1/{room}\"\nheap = \"python\"\nheap_frames = 4\n[thresholds]\nheap_growth = \"64KiB\"\nretention = \"8MiB\"",
+        );
+        let s = parse(Path::new("t.toml"), &probed).expect("valid");
+        let Some(ProcessSpec::Command(command)) = s.server.external().map(|e| &e.process) else {
+            panic!("a command");
+        };
+        assert_eq!(command.heap.probe, HeapProbe::Python);
+        assert_eq!((command.heap.frames, command.heap.sites), (4, 10));
+        assert_eq!(s.thresholds.leak.heap_growth, 64 * 1024);
+        let default = server("command = \"python3 app.py\"\nws_url = \"ws://127.0.0.1:1/{room}\"\nheap = \"python\"");
+        let s = parse(Path::new("t.toml"), &default).expect("valid");
+        assert_eq!(
+            s.thresholds.leak.heap_growth,
+            super::super::validate::DEFAULT_PROBE_HEAP_GROWTH
+        );
+        let keys = |text: &str| problems(text).into_iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(&server(
+                "pid = 42\nws_url = \"ws://127.0.0.1:1/{room}\"\nheap = \"python\""
+            )),
+            ["server.heap"]
+        );
+        assert_eq!(
+            keys(&server(
+                "command = \"x\"\nws_url = \"ws://127.0.0.1:1/{room}\"\nheap_sites = 5"
+            )),
+            ["server.heap_sites"]
+        );
+        assert_eq!(
+            keys(&server(
+                "command = \"x\"\nws_url = \"ws://127.0.0.1:1/{room}\"\nheap = \"ruby\""
+            )),
+            ["server.heap"]
+        );
+        assert_eq!(
+            keys(&format!("name = \"x\"\n[server]\nheap = \"python\"\n{ROOMS}")),
+            ["server.heap"]
+        );
     }
 
     #[test]

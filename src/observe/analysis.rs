@@ -305,16 +305,15 @@ impl Health<'_> {
         if p99 > self.p99_limit_us {
             return (Cause::UnderBacklog, p99, peak);
         }
-        // Climbing: p99 never fell over the windows before, and grew fourfold to a quarter of the
-        // limit at least.
+        // Climbing: over the windows before, p99 never fell by more than a tenth from one window
+        // to the next and rose by a quarter of the limit at least.
         let before: Vec<u64> = (index.saturating_sub(CLIMB_WINDOWS)..=index)
             .filter_map(sketch_of)
             .map(|s| s.quantile(0.99))
             .collect();
         let climbing = before.len() as u64 > CLIMB_WINDOWS / 2
-            && before.windows(2).all(|w| w[1] >= w[0])
-            && before[before.len() - 1] >= before[0].saturating_mul(4)
-            && before[before.len() - 1] >= self.p99_limit_us / 4;
+            && before.windows(2).all(|w| w[1] >= w[0] - w[0] / 10)
+            && before[before.len() - 1].saturating_sub(before[0]) >= self.p99_limit_us / 4;
         if climbing {
             (Cause::UnderBacklog, p99, peak)
         } else {

@@ -143,13 +143,12 @@ pub async fn build(spec: &BackendSpec, server: &EmbeddedSpec) -> Result<Backend,
         }
     };
     let faults = &server.faults;
-    if faults.drop_one_in.is_some() || faults.keep_membership_on_disconnect {
+    if faults.drop_one_in.is_some() || faults.keep_membership_on_disconnect || faults.delay_group_send.is_some() {
         let wrap = |layer: Arc<dyn ChannelLayer>| -> Arc<dyn ChannelLayer> {
-            Arc::new(FaultyLayer::new(
-                layer,
-                faults.drop_one_in,
-                faults.keep_membership_on_disconnect,
-            ))
+            Arc::new(
+                FaultyLayer::new(layer, faults.drop_one_in, faults.keep_membership_on_disconnect)
+                    .with_send_delay(faults.delay_group_send),
+            )
         };
         backend.layers = if backend.shared {
             vec![wrap(backend.layers[0].clone()); instances]

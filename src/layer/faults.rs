@@ -19,6 +19,7 @@ pub struct FaultyLayer {
     inner: Arc<dyn ChannelLayer>,
     drop_one_in: Option<u64>,
     keep_membership_on_disconnect: bool,
+    send_delay: Option<std::time::Duration>,
     sends: AtomicU64,
     dropped: AtomicU64,
     dropped_envelopes: Mutex<Vec<[u64; 2]>>,
@@ -34,11 +35,19 @@ impl FaultyLayer {
             inner,
             drop_one_in,
             keep_membership_on_disconnect,
+            send_delay: None,
             sends: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             dropped_envelopes: Mutex::new(Vec::new()),
             kept_channels: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Delays each group send by `delay` before it is passed on (a slow server: the connection
+    /// that sends cannot write out its own channel meanwhile, so channels fill under load).
+    pub fn with_send_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.send_delay = delay;
+        self
     }
 }
 
@@ -60,6 +69,9 @@ impl ChannelLayer for FaultyLayer {
     }
 
     async fn group_send(&self, group: &str, message: Bytes) -> Result<(), LayerError> {
+        if let Some(delay) = self.send_delay {
+            tokio::time::sleep(delay).await;
+        }
         if let Some(n) = self.drop_one_in {
             let count = self.sends.fetch_add(1, Ordering::Relaxed) + 1;
             if count % n == 0 {

@@ -69,9 +69,8 @@ pub async fn run(
     ctx.events.record(connected_ns, EventKind::Connect, plan.client, id);
 
     let room_name = ctx.rooms[plan.room].as_str();
-    let delivery = &book.delivery[plan.room];
-    let mut tracker = SeqTracker::default();
-    let mut latencies = DeliveryBatch::default();
+    let mut tracker = SeqTracker::for_run(ctx.clock.nonce());
+    let mut latencies = DeliveryBatch::for_room(plan.room);
     let interval_ns = if plan.rate > 0.0 { (1e9 / plan.rate) as u64 } else { 0 };
     let send_start_ns = connected_ns;
     let mut sent: u64 = 0;
@@ -98,7 +97,7 @@ pub async fn run(
             _ = sleep_until_opt(plan.close_at) => break,
             frame = socket.next(), if reading => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    observe(ctx, &mut tracker, &mut latencies, delivery, room_name, &text, plan.client, id);
+                    observe(ctx, &mut tracker, &mut latencies, book, room_name, &text, plan.client, id);
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     ended_by_server = true;
@@ -108,6 +107,7 @@ pub async fn run(
             },
             _ = sleep_until(Instant::from_std(next_send)), if sending => {
                 let envelope = Envelope {
+                    nonce: ctx.clock.nonce(),
                     sender: id,
                     seq: sent,
                     room: room_name,
@@ -141,7 +141,7 @@ pub async fn run(
                                 ctx,
                                 &mut tracker,
                                 &mut latencies,
-                                delivery,
+                                book,
                                 room_name,
                                 &text,
                                 plan.client,
@@ -157,7 +157,7 @@ pub async fn run(
     };
     // Abrupt: the socket is dropped here without a close frame, as a killed process would.
     drop(socket);
-    latencies.flush(delivery);
+    latencies.flush(book);
     let closed_ns = ctx.clock.now_ns();
     ctx.events.record(closed_ns, kind, plan.client, id);
     Some(SessionReport {
@@ -170,6 +170,7 @@ pub async fn run(
         send_start_ns,
         interval_ns,
         sent,
+        ended: kind,
         tracker,
     })
 }
@@ -180,7 +181,7 @@ fn observe(
     ctx: &LoadContext,
     tracker: &mut SeqTracker,
     latencies: &mut DeliveryBatch,
-    delivery: &crate::observe::latency::SharedHistogram,
+    book: &LatencyBook,
     room: &str,
     text: &str,
     client: &str,
@@ -193,20 +194,23 @@ fn observe(
             continue;
         }
         let now_ns = ctx.clock.now_ns();
-        if tracker.first_receipt_ns.is_none() {
+        let subscribed = tracker.first_receipt_ns.is_some();
+        let issued = ctx.next_session.load(std::sync::atomic::Ordering::Relaxed);
+        let arrival = tracker.observe(&envelope, room, now_ns, issued);
+        if !subscribed && tracker.first_receipt_ns.is_some() {
             ctx.events.record(now_ns, EventKind::Subscribed, client, id);
         }
-        match tracker.observe(&envelope, room, now_ns) {
+        match arrival {
             Arrival::Jump(missing) => {
                 ctx.live
                     .suspected_gaps
                     .fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
             }
-            Arrival::Misrouted | Arrival::Duplicate => continue,
-            _ => {}
+            Arrival::Misrouted | Arrival::Duplicate | Arrival::Forged | Arrival::Foreign => continue,
+            Arrival::InOrder | Arrival::Reordered => {}
         }
         ctx.live.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        latencies.push((now_ns / 1000).saturating_sub(envelope.intended_us), delivery);
+        latencies.push(now_ns, (now_ns / 1000).saturating_sub(envelope.intended_us), book);
     }
     if previous.is_none() {
         tracker.without_envelope += 1;

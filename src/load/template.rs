@@ -48,6 +48,7 @@ mod tests {
     #[test]
     fn frames_wrap_the_token_and_keep_the_payload_size() {
         let envelope = Envelope {
+            nonce: 0x10,
             sender: 3,
             seq: 7,
             room: "lobby",
@@ -57,7 +58,10 @@ mod tests {
         let mut frame = String::new();
         template.encode_into(&envelope, 128, &mut frame);
         assert_eq!(frame.len(), 128);
-        assert!(frame.starts_with(r#"{"message": "lr1|3|7|lobby|11|xx"#), "{frame}");
+        assert!(
+            frame.starts_with(r#"{"message": "lr2|0000000000000010|3|7|lobby|11|xx"#),
+            "{frame}"
+        );
         assert!(frame.ends_with("xx\"}"), "{frame}");
         let json: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(Envelope::find(json["message"].as_str().unwrap()), Some(envelope));

@@ -1,5 +1,7 @@
 //! One clock for the whole run: message intended times, receipt times, samples and churn events
-//! are all nanoseconds since the run's epoch, so they line up in the results.
+//! are all nanoseconds since the run's epoch, so they line up in the results. The clock also
+//! carries the run's nonce, which every envelope of the run repeats, so a token from another run
+//! (a server's stale buffer, a replay) is told apart from this run's.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct RunClock {
     epoch: Instant,
     wall_epoch: SystemTime,
+    nonce: u64,
 }
 
 impl RunClock {
@@ -16,7 +19,13 @@ impl RunClock {
         Self {
             epoch: Instant::now(),
             wall_epoch: SystemTime::now(),
+            nonce: fastrand::u64(..),
         }
+    }
+
+    /// The run's nonce: random per run, carried by every envelope it sends.
+    pub fn nonce(&self) -> u64 {
+        self.nonce
     }
 
     /// Nanoseconds since the epoch.

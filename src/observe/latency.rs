@@ -1,7 +1,14 @@
 //! Latency histograms: delivery per room (intended send time to receipt, so a stalled sender
-//! cannot hide a stall: no coordinated omission) and connect time. Clients record into a small
-//! local batch and flush it under the lock, so the per-message path takes no lock.
+//! cannot hide a stall: no coordinated omission) and connect time, and delivery latency per
+//! window of run time (`LatencyWindows`), which tells a loss while the server kept up from one
+//! while it fell behind. Clients record into a small local batch and flush it under the lock, so
+//! the per-message path takes no lock.
+//!
+//! The windows are bounded: each holds a fixed log-bucketed sketch (eight buckets per power of
+//! two, a value within 12.5%), and past [`MAX_WINDOWS`] windows their width doubles and
+//! neighbours merge, as the sample timeline does.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -92,12 +99,14 @@ impl SharedHistogram {
     }
 }
 
-/// Delivery histograms per room and one for connect time.
+/// Delivery histograms per room, one for connect time, and delivery latency per window of time.
 pub struct LatencyBook {
     /// Delivery latency, indexed like the scenario's rooms.
     pub delivery: Vec<SharedHistogram>,
     /// WebSocket connect time (TCP and handshake).
     pub connect: SharedHistogram,
+    /// Delivery latency over all rooms, per window of receipt time.
+    pub windows: Mutex<LatencyWindows>,
 }
 
 impl LatencyBook {
@@ -106,6 +115,7 @@ impl LatencyBook {
         Self {
             delivery: (0..rooms).map(|_| SharedHistogram::default()).collect(),
             connect: SharedHistogram::default(),
+            windows: Mutex::new(LatencyWindows::default()),
         }
     }
 
@@ -115,37 +125,241 @@ impl LatencyBook {
             mine.merge(theirs);
         }
         self.connect.merge(&other.connect);
+        let theirs = other.windows_snapshot();
+        self.lock_windows().merge(&theirs);
+    }
+
+    fn lock_windows(&self) -> std::sync::MutexGuard<'_, LatencyWindows> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the windows.
+    pub fn windows_snapshot(&self) -> LatencyWindows {
+        self.lock_windows().clone()
     }
 }
 
 /// A client's local buffer of delivery latencies for one room.
 pub struct DeliveryBatch {
+    room: usize,
     values: Vec<u64>,
-}
-
-impl Default for DeliveryBatch {
-    fn default() -> Self {
-        Self {
-            values: Vec::with_capacity(BATCH),
-        }
-    }
+    at_ns: Vec<u64>,
 }
 
 impl DeliveryBatch {
-    /// Adds a value, flushing into `into` when the batch is full.
-    pub fn push(&mut self, micros: u64, into: &SharedHistogram) {
-        self.values.push(micros);
-        if self.values.len() == BATCH {
-            self.flush(into);
+    /// An empty batch for room `room` (its index in the scenario).
+    pub fn for_room(room: usize) -> Self {
+        Self {
+            room,
+            values: Vec::with_capacity(BATCH),
+            at_ns: Vec::with_capacity(BATCH),
         }
     }
 
-    /// Moves what is buffered into `into`.
-    pub fn flush(&mut self, into: &SharedHistogram) {
-        if !self.values.is_empty() {
-            into.record_all(&self.values);
-            self.values.clear();
+    /// Adds a value received at run-clock `at_ns`, flushing into `book` when the batch is full.
+    pub fn push(&mut self, at_ns: u64, micros: u64, book: &LatencyBook) {
+        self.values.push(micros);
+        self.at_ns.push(at_ns);
+        if self.values.len() == BATCH {
+            self.flush(book);
         }
+    }
+
+    /// Moves what is buffered into `book`.
+    pub fn flush(&mut self, book: &LatencyBook) {
+        if self.values.is_empty() {
+            return;
+        }
+        if let Some(room) = book.delivery.get(self.room) {
+            room.record_all(&self.values);
+        }
+        let mut windows = book.lock_windows();
+        for (&at, &us) in self.at_ns.iter().zip(&self.values) {
+            windows.record(at, us);
+        }
+        drop(windows);
+        self.values.clear();
+        self.at_ns.clear();
+    }
+}
+
+/// Most windows kept; past it the width doubles.
+pub const MAX_WINDOWS: usize = 512;
+/// Width of a window before any doubling.
+pub const BASE_WINDOW_NS: u64 = 100_000_000;
+const SUB_BUCKETS: u32 = 8;
+const EXACT_BELOW: u64 = 16;
+const BUCKETS: usize = EXACT_BELOW as usize + (64 - 4) * SUB_BUCKETS as usize;
+
+/// Bucket of `us`: exact below 16, then eight per power of two.
+fn bucket_of(us: u64) -> usize {
+    if us < EXACT_BELOW {
+        return us as usize;
+    }
+    let e = 63 - us.leading_zeros();
+    let mantissa = ((us >> (e - 3)) & 7) as usize;
+    EXACT_BELOW as usize + (e as usize - 4) * SUB_BUCKETS as usize + mantissa
+}
+
+/// The largest value bucket `i` holds.
+fn bucket_top(i: usize) -> u64 {
+    if i < EXACT_BELOW as usize {
+        return i as u64;
+    }
+    let j = i - EXACT_BELOW as usize;
+    let e = (j / SUB_BUCKETS as usize) as u32 + 4;
+    let mantissa = (j % SUB_BUCKETS as usize) as u64;
+    let low = (8 + mantissa) << (e - 3);
+    low.saturating_add((1u64 << (e - 3)) - 1)
+}
+
+/// Delivery latencies of one window: a fixed-size log histogram.
+#[derive(Debug, Clone)]
+pub struct WindowSketch {
+    counts: Box<[u32]>,
+    count: u64,
+    max_us: u64,
+}
+
+impl Default for WindowSketch {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+            count: 0,
+            max_us: 0,
+        }
+    }
+}
+
+impl WindowSketch {
+    fn record(&mut self, us: u64) {
+        let slot = &mut self.counts[bucket_of(us)];
+        *slot = slot.saturating_add(1);
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    fn merge(&mut self, other: &WindowSketch) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// The value at quantile `q` (0..=1), at most 12.5% high; never above the maximum.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += u64::from(c);
+            if seen >= rank {
+                return bucket_top(i).min(self.max_us);
+            }
+        }
+        self.max_us
+    }
+}
+
+/// Delivery latency of one window of run time, as the result reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyWindow {
+    /// Seconds since the run started, at the window's start.
+    pub at_s: f64,
+    /// The window's width in seconds.
+    pub width_s: f64,
+    /// Deliveries received in it.
+    pub count: u64,
+    /// Median delivery latency (within 12.5%).
+    pub p50_us: u64,
+    /// 99th percentile (within 12.5%).
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// Delivery latency per window of receipt time, at most [`MAX_WINDOWS`] windows.
+#[derive(Debug, Clone)]
+pub struct LatencyWindows {
+    width_ns: u64,
+    windows: BTreeMap<u64, WindowSketch>,
+}
+
+impl Default for LatencyWindows {
+    fn default() -> Self {
+        Self {
+            width_ns: BASE_WINDOW_NS,
+            windows: BTreeMap::new(),
+        }
+    }
+}
+
+impl LatencyWindows {
+    /// Records a delivery of `us` microseconds received at run-clock `at_ns`.
+    pub fn record(&mut self, at_ns: u64, us: u64) {
+        self.windows.entry(at_ns / self.width_ns).or_default().record(us);
+        self.bound();
+    }
+
+    /// Doubles the width until at most [`MAX_WINDOWS`] windows remain.
+    fn bound(&mut self) {
+        while self.windows.len() > MAX_WINDOWS {
+            self.widen();
+        }
+    }
+
+    fn widen(&mut self) {
+        let old = std::mem::take(&mut self.windows);
+        self.width_ns = self.width_ns.saturating_mul(2);
+        for (index, sketch) in old {
+            self.windows.entry(index / 2).or_default().merge(&sketch);
+        }
+    }
+
+    /// Adds `other`'s windows (widths are the base times a power of two, so they align).
+    pub fn merge(&mut self, other: &LatencyWindows) {
+        while self.width_ns < other.width_ns {
+            self.widen();
+        }
+        let ratio = (self.width_ns / other.width_ns.max(1)).max(1);
+        for (&index, sketch) in &other.windows {
+            self.windows.entry(index / ratio).or_default().merge(sketch);
+        }
+        self.bound();
+    }
+
+    /// The width of a window now.
+    pub fn width_ns(&self) -> u64 {
+        self.width_ns
+    }
+
+    /// The sketch of the window holding run-clock `at_ns`, if anything arrived in it.
+    pub fn at(&self, at_ns: u64) -> Option<&WindowSketch> {
+        self.windows.get(&(at_ns / self.width_ns))
+    }
+
+    /// The first window with deliveries after the one holding `at_ns`.
+    pub fn next_after(&self, at_ns: u64) -> Option<&WindowSketch> {
+        let index = at_ns / self.width_ns;
+        self.windows.range(index + 1..).next().map(|(_, sketch)| sketch)
+    }
+
+    /// Every window with deliveries, oldest first.
+    pub fn summaries(&self) -> Vec<LatencyWindow> {
+        self.windows
+            .iter()
+            .map(|(&index, sketch)| LatencyWindow {
+                at_s: super::clock::secs(index * self.width_ns),
+                width_s: super::clock::secs(self.width_ns),
+                count: sketch.count,
+                p50_us: sketch.quantile(0.5),
+                p99_us: sketch.quantile(0.99),
+                max_us: sketch.max_us,
+            })
+            .collect()
     }
 }
 
@@ -164,19 +378,59 @@ mod tests {
 
     #[test]
     fn records_the_values_it_is_given() {
-        let h = SharedHistogram::default();
-        let mut batch = DeliveryBatch::default();
+        let book = LatencyBook::new(1);
+        let mut batch = DeliveryBatch::for_room(0);
         for v in 1..=10_000u64 {
-            batch.push(v * 100, &h);
+            batch.push(v * 1_000_000, v * 100, &book);
         }
-        batch.flush(&h);
+        batch.flush(&book);
+        let h = &book.delivery[0];
         let s = h.summary();
         assert_eq!(s.count, 10_000);
         assert!((499_000..=501_000).contains(&s.p50_us), "{s:?}");
         assert!((989_000..=991_000).contains(&s.p99_us), "{s:?}");
         assert!((999_000..=1_001_000).contains(&s.max_us), "{s:?}");
         let merged = SharedHistogram::default();
-        merged.merge(&h);
+        merged.merge(h);
         assert_eq!(merged.summary(), s);
+        // 10 s of receipts in 100 ms windows: 100 windows, each of 100 values.
+        let windows = book.windows_snapshot().summaries();
+        assert_eq!(windows.len(), 101, "{:?}", &windows[..3]);
+        assert_eq!(windows.iter().map(|w| w.count).sum::<u64>(), 10_000);
+        let w = windows[50];
+        assert!((500_000..=510_000).contains(&w.max_us), "{w:?}");
+        assert!(w.p50_us >= 500_000 * 9 / 10 && w.p50_us <= w.max_us, "{w:?}");
+    }
+
+    #[test]
+    fn sketch_quantiles_are_within_an_eighth() {
+        let mut sketch = WindowSketch::default();
+        for v in 1..=100_000u64 {
+            sketch.record(v);
+        }
+        for (q, exact) in [(0.5, 50_000u64), (0.99, 99_000), (1.0, 100_000)] {
+            let got = sketch.quantile(q);
+            assert!(got >= exact && got <= exact + exact / 8, "q{q}: {got} for {exact}");
+        }
+        for v in [0, 1, 15, 16, 17, 1000, u64::MAX / 3, u64::MAX] {
+            let i = bucket_of(v);
+            assert!(i < BUCKETS && bucket_top(i) >= v, "{v}");
+        }
+    }
+
+    #[test]
+    fn windows_stay_bounded_and_merge_aligned() {
+        let mut long = LatencyWindows::default();
+        for s in 0..10_000u64 {
+            long.record(s * 100_000_000, 1000 + s);
+        }
+        assert!(long.summaries().len() <= MAX_WINDOWS);
+        assert_eq!(long.width_ns(), 32 * BASE_WINDOW_NS);
+        assert_eq!(long.summaries().iter().map(|w| w.count).sum::<u64>(), 10_000);
+        let mut short = LatencyWindows::default();
+        short.record(5, 7);
+        short.merge(&long);
+        assert_eq!(short.width_ns(), long.width_ns());
+        assert_eq!(short.summaries().iter().map(|w| w.count).sum::<u64>(), 10_001);
     }
 }

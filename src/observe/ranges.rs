@@ -1,6 +1,7 @@
 //! A set of `u64` kept as sorted, disjoint half-open ranges: what a receiver remembers of a
 //! sender's sequence numbers. In-order arrival extends the last range in place, so memory grows
-//! with the number of holes, never with the number of messages.
+//! with the number of holes, never with the number of messages. `u64::MAX` cannot be stored (a
+//! half-open range could not end after it); inserting it is refused, never an overflow.
 
 /// Sorted, disjoint, non-adjacent half-open ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -9,8 +10,11 @@ pub struct RangeSet {
 }
 
 impl RangeSet {
-    /// Adds `x`; false when it was already present.
+    /// Adds `x`; false when it was already present, or is `u64::MAX`.
     pub fn insert(&mut self, x: u64) -> bool {
+        if x == u64::MAX {
+            return false;
+        }
         // Fast path: the next value after the last range, or past it.
         if let Some(last) = self.ranges.last_mut() {
             if x == last.1 {
@@ -91,6 +95,11 @@ impl RangeSet {
             .sum()
     }
 
+    /// The stored ranges, in order: `(first, end exclusive)`.
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
     /// Number of stored ranges (the memory it holds).
     pub fn range_count(&self) -> usize {
         self.ranges.len()
@@ -110,6 +119,9 @@ mod tests {
         assert_eq!(set.range_count(), 1);
         assert_eq!(set.len(), 100_000);
         assert!(!set.insert(500));
+        assert!(!set.insert(u64::MAX), "the one value a half-open range cannot hold");
+        assert!(set.insert(u64::MAX - 1));
+        assert_eq!(set.max(), Some(u64::MAX - 1));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! For each sender it keeps the sequence numbers seen as a [`RangeSet`] and the holes it saw open
 //! (with when), and counts duplicates, reordered and misrouted messages as they arrive. Deciding
 //! what was lost needs the senders' side too and happens after the iteration in `analysis`.
+//!
+//! Tokens come from the network and are not trusted: one with another run's nonce is counted as
+//! `foreign`, one whose sender was never issued (or whose seq no sender can reach) as `forged`,
+//! and neither is tracked, so a hostile server cannot grow this state with made-up senders.
 
 use rustc_hash::FxHashMap;
 
@@ -14,7 +18,8 @@ use crate::envelope::Envelope;
 pub struct SenderSeen {
     /// Sequence numbers received.
     pub seen: RangeSet,
-    /// Holes as they opened: `(first missing, end exclusive, run-clock ns)`.
+    /// Holes as they opened: `(first missing, end exclusive, run-clock ns)`, in increasing order
+    /// (a hole opens only past the newest seq seen), so one can be found by binary search.
     pub jumps: Vec<(u64, u64, u64)>,
 }
 
@@ -44,6 +49,10 @@ pub enum Arrival {
     Reordered,
     /// From another room.
     Misrouted,
+    /// A token of this run that no sender of it sent: an unknown sender, or an impossible seq.
+    Forged,
+    /// A token with another run's nonce.
+    Foreign,
 }
 
 const MAX_MISROUTE_SAMPLES: usize = 16;
@@ -51,6 +60,7 @@ const MAX_MISROUTE_SAMPLES: usize = 16;
 /// Sequence bookkeeping for one receiver session.
 #[derive(Debug, Default)]
 pub struct SeqTracker {
+    nonce: u64,
     senders: FxHashMap<u64, SenderSeen>,
     /// Messages accepted (not misrouted, not duplicate).
     pub received: u64,
@@ -66,11 +76,32 @@ pub struct SeqTracker {
     pub first_receipt_ns: Option<u64>,
     /// Text frames that held no envelope (a server's own notices, say): counted, not judged.
     pub without_envelope: u64,
+    /// Tokens of this run from a sender never issued, or with a seq no sender reaches.
+    pub forged: u64,
+    /// Tokens with another run's nonce: ignored and counted.
+    pub foreign: u64,
 }
 
 impl SeqTracker {
-    /// Records one message received at `now_ns` by a receiver in `own_room`.
-    pub fn observe(&mut self, envelope: &Envelope<'_>, own_room: &str, now_ns: u64) -> Arrival {
+    /// A tracker for a receiver of the run whose nonce is `nonce`.
+    pub fn for_run(nonce: u64) -> Self {
+        Self {
+            nonce,
+            ..Self::default()
+        }
+    }
+
+    /// Records one message received at `now_ns` by a receiver in `own_room`, when the run has
+    /// issued sender ids up to `issued` (ids are 1-based).
+    pub fn observe(&mut self, envelope: &Envelope<'_>, own_room: &str, now_ns: u64, issued: u64) -> Arrival {
+        if envelope.nonce != self.nonce {
+            self.foreign += 1;
+            return Arrival::Foreign;
+        }
+        if envelope.sender == 0 || envelope.sender > issued || envelope.seq == u64::MAX {
+            self.forged += 1;
+            return Arrival::Forged;
+        }
         self.first_receipt_ns.get_or_insert(now_ns);
         if envelope.room != own_room {
             self.misrouted += 1;
@@ -104,6 +135,13 @@ impl SeqTracker {
         }
     }
 
+    /// The first hole opened at or after `first` in `seen`'s jumps, and when: the moment a hole
+    /// starting at `first` was first seen. Binary search over the jumps.
+    pub fn opened_at(seen: &SenderSeen, first: u64) -> Option<u64> {
+        let i = seen.jumps.partition_point(|&(_, end, _)| end <= first);
+        seen.jumps.get(i).filter(|j| j.0 <= first).map(|j| j.2)
+    }
+
     /// Per-sender state, for the analysis after the iteration.
     pub fn senders(&self) -> &FxHashMap<u64, SenderSeen> {
         &self.senders
@@ -116,6 +154,7 @@ mod tests {
 
     fn env(sender: u64, seq: u64, room: &str) -> Envelope<'_> {
         Envelope {
+            nonce: 0,
             sender,
             seq,
             room,
@@ -126,16 +165,36 @@ mod tests {
     #[test]
     fn classifies_arrivals() {
         let mut t = SeqTracker::default();
-        assert_eq!(t.observe(&env(1, 5, "a"), "a", 10), Arrival::InOrder);
-        assert_eq!(t.observe(&env(1, 6, "a"), "a", 11), Arrival::InOrder);
-        assert_eq!(t.observe(&env(1, 9, "a"), "a", 12), Arrival::Jump(2));
-        assert_eq!(t.observe(&env(1, 7, "a"), "a", 13), Arrival::Reordered);
-        assert_eq!(t.observe(&env(1, 7, "a"), "a", 14), Arrival::Duplicate);
-        assert_eq!(t.observe(&env(2, 0, "b"), "a", 15), Arrival::Misrouted);
+        assert_eq!(t.observe(&env(1, 5, "a"), "a", 10, 2), Arrival::InOrder);
+        assert_eq!(t.observe(&env(1, 6, "a"), "a", 11, 2), Arrival::InOrder);
+        assert_eq!(t.observe(&env(1, 9, "a"), "a", 12, 2), Arrival::Jump(2));
+        assert_eq!(t.observe(&env(1, 7, "a"), "a", 13, 2), Arrival::Reordered);
+        assert_eq!(t.observe(&env(1, 7, "a"), "a", 14, 2), Arrival::Duplicate);
+        assert_eq!(t.observe(&env(2, 0, "b"), "a", 15, 2), Arrival::Misrouted);
         assert_eq!((t.received, t.duplicates, t.reordered, t.misrouted), (4, 1, 1, 1));
         assert_eq!(t.first_receipt_ns, Some(10));
         let seen = &t.senders()[&1];
         assert_eq!(seen.seen.holes().collect::<Vec<_>>(), [(8, 9)]);
         assert_eq!(seen.jumps, [(7, 9, 12)]);
+        assert_eq!(SeqTracker::opened_at(seen, 8), Some(12));
+        assert_eq!(SeqTracker::opened_at(seen, 9), None);
+    }
+
+    #[test]
+    fn forged_and_foreign_tokens_are_counted_and_not_tracked() {
+        let mut t = SeqTracker::for_run(7);
+        let own = |sender, seq| Envelope {
+            nonce: 7,
+            ..env(sender, seq, "a")
+        };
+        assert_eq!(t.observe(&own(1, u64::MAX), "a", 1, 3), Arrival::Forged);
+        assert_eq!(t.observe(&own(4, 0), "a", 1, 3), Arrival::Forged, "never issued");
+        assert_eq!(t.observe(&own(0, 0), "a", 1, 3), Arrival::Forged);
+        assert_eq!(t.observe(&env(1, 0, "a"), "a", 1, 3), Arrival::Foreign);
+        assert_eq!(t.observe(&own(1, u64::MAX - 1), "a", 2, 3), Arrival::InOrder);
+        assert_eq!(t.observe(&own(1, u64::MAX - 1), "a", 2, 3), Arrival::Duplicate);
+        assert_eq!((t.forged, t.foreign, t.received), (3, 1, 1));
+        assert_eq!(t.first_receipt_ns, Some(2), "untrusted tokens prove no subscription");
+        assert_eq!(t.senders().len(), 1);
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::observe::analysis::{LossRecord, LossTotals};
 use crate::observe::events::ChurnEvent;
 pub use crate::observe::http::RouteFigures;
-use crate::observe::latency::LatencySummary;
+use crate::observe::latency::{LatencySummary, LatencyWindow};
 use crate::observe::sampler::Sample;
 pub use crate::observe::timeline::Timeline;
 use crate::scenario::Scenario;
@@ -24,8 +24,8 @@ pub use host::HostFacts;
 /// Version of this document's shape; `diff` refuses to compare different versions.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// Most loss records kept in a result.
-pub const MAX_LOSS_RECORDS: usize = 1000;
+/// Most loss records kept in a result (the earliest).
+pub const MAX_LOSS_RECORDS: usize = crate::observe::analysis::MAX_KEPT_RECORDS;
 
 /// Overall status of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +152,7 @@ pub struct IterationFigures {
 pub struct LossLog {
     /// Records in time order, at most [`MAX_LOSS_RECORDS`].
     pub records: Vec<LossRecord>,
-    /// Records found in all.
+    /// Records found in all (kept or only counted).
     pub total_records: u64,
     /// Some records were left out.
     pub truncated: bool,
@@ -210,6 +210,10 @@ pub struct RunResult {
     pub before: Option<Sample>,
     /// Memory and state every `run.sample_interval`, down-sampled to a bounded length.
     pub timeline: Timeline<Sample>,
+    /// Delivery latency (p50, p99, max) per window of receipt time over the whole run, at most
+    /// `observe::latency::MAX_WINDOWS` windows: what the losses' causes were judged from.
+    #[serde(default)]
+    pub delivery_timeline: Vec<LatencyWindow>,
     /// HTTP figures per route over the whole run: latency, statuses, failures by kind, rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<RouteFigures>,

@@ -33,6 +33,9 @@ pub struct Stage<'a> {
     pub routes: &'a [Arc<Route>],
     /// The HTTP worker threads, when there are workloads.
     pub pool: Option<&'a WorkerPool>,
+    /// The delivery p99 past which the server is behind: what tells a loss `while_healthy` from
+    /// one `under_backlog`.
+    pub delivery_p99_limit: Duration,
 }
 
 /// What one iteration gave.
@@ -174,7 +177,12 @@ pub async fn run(
         stats
     });
 
-    let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock);
+    let windows = book.windows_snapshot();
+    let health = analysis::Health {
+        windows: &windows,
+        p99_limit_us: stage.delivery_p99_limit.as_micros() as u64,
+    };
+    let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock, health);
     let all_rooms = SharedHistogram::default();
     book.delivery.iter().for_each(|h| all_rooms.merge(h));
     let figures = IterationFigures {

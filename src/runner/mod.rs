@@ -155,6 +155,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         server: None,
         before: None,
         timeline: Timeline::new(2),
+        delivery_timeline: Vec::new(),
         http: Vec::new(),
     };
 
@@ -273,6 +274,7 @@ async fn run_on(
         probes: &probes,
         routes: &routes,
         pool: pool.as_ref(),
+        delivery_p99_limit: scenario.thresholds.delivery.p99.unwrap_or(Duration::from_millis(500)),
     };
     let mut tallies = tally::Tallies::new(rooms.len(), routes.len());
     let mut closed_so_far = target.closed_connections();

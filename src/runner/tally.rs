@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::iteration;
 use crate::load::http::Route;
-use crate::observe::analysis::{LossRecord, LossTotals};
+use crate::observe::analysis::{Forensics, LossRecord, LossTotals};
 use crate::observe::http::Tally;
 use crate::observe::latency::LatencyBook;
 use crate::observe::sampler::Sample;
@@ -23,6 +23,7 @@ pub struct Tallies {
     totals_per_room: Vec<LossTotals>,
     pub(super) records: Vec<LossRecord>,
     pub(super) total_records: u64,
+    forensics: Forensics,
 }
 
 impl Tallies {
@@ -35,6 +36,7 @@ impl Tallies {
             totals_per_room: vec![LossTotals::default(); rooms],
             records: Vec::new(),
             total_records: 0,
+            forensics: Forensics::default(),
         }
     }
 
@@ -57,7 +59,8 @@ impl Tallies {
         for (sum, room) in self.totals_per_room.iter_mut().zip(&outcome.loss.per_room) {
             sum.add(room);
         }
-        self.total_records += outcome.loss.records.len() as u64;
+        self.total_records += outcome.loss.total_records;
+        self.forensics.add(&outcome.loss.forensics);
         let room_left = MAX_LOSS_RECORDS.saturating_sub(self.records.len());
         self.records.extend(outcome.loss.records.into_iter().take(room_left));
         self.book.merge(&outcome.book);
@@ -90,16 +93,15 @@ pub fn judge(
     let gaps = verdict::gaps::judge(
         totals,
         per_room,
-        verdict::gaps::LossRecords {
-            kept: &tallies.records,
-            complete: tallies.total_records == tallies.records.len() as u64,
-        },
+        &tallies.records,
+        &tallies.forensics,
         server.map_or(0, |s| s.layer.dropped_full),
         server.map_or(0, |s| s.layer.fault_dropped),
         &scenario.thresholds,
         scenario.expect.gaps,
     );
     let book = &tallies.book;
+    result.delivery_timeline = book.windows_snapshot().summaries();
     let delivery = rooms
         .iter()
         .zip(&book.delivery)

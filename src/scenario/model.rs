@@ -368,6 +368,10 @@ fn loopback() -> IpAddr {
 pub struct Faults {
     /// Silently drop every Nth group message in the channel layer.
     pub drop_one_in: Option<u64>,
+    /// Delay each group send in the channel layer by this long: a slow server, whose connection
+    /// cannot write out its channel while it sends.
+    #[serde(default, with = "option_duration_text")]
+    pub delay_group_send: Option<Duration>,
     /// Keep a closed connection's group membership and channel buffer.
     pub keep_membership_on_disconnect: bool,
     /// Bytes the server keeps for good after each closed connection (0: off): the known-size leak
@@ -737,6 +741,10 @@ pub struct Thresholds {
     pub reordered: u64,
     /// Deliveries from another room allowed.
     pub misrouted: u64,
+    /// Unconfirmed deliveries allowed (messages an abruptly closed sender may never have had
+    /// read); `None`: counted, not judged.
+    #[serde(default)]
+    pub unconfirmed: Option<u64>,
     /// Delivery latency limits, per room.
     pub delivery: LatencyLimits,
     /// Limit on the p99 of WebSocket connect time.

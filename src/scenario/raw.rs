@@ -193,6 +193,9 @@ pub struct RawFaults {
     /// The layer silently drops every Nth group message.
     #[schemars(with = "Option<i64>")]
     pub drop_one_in: Option<S<i64>>,
+    /// Each group send is delayed by this long, e.g. "20ms" (a slow server).
+    #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
+    pub delay_group_send: Option<S<String>>,
     /// Memberships and channels are kept after a client disconnects.
     #[schemars(with = "Option<bool>")]
     pub keep_membership_on_disconnect: Option<S<bool>>,
@@ -392,6 +395,10 @@ pub struct RawThresholds {
     /// Misrouted messages (from another room) allowed (default 0).
     #[schemars(with = "Option<i64>")]
     pub misrouted: Option<S<i64>>,
+    /// Unconfirmed messages (abruptly closed senders' frames nobody received) allowed; not judged
+    /// unless set.
+    #[schemars(with = "Option<i64>")]
+    pub unconfirmed: Option<S<i64>>,
     /// Delivery latency p50 limit, e.g. "100ms".
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub delivery_p50: Option<S<String>>,

@@ -149,6 +149,9 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> (Target, EmbeddedSp
         drop_one_in: faults
             .and_then(|f| f.drop_one_in.as_ref())
             .map(|n| int(c, Some(n), "server.faults.drop_one_in", 0, 2..=1_000_000_000)),
+        delay_group_send: faults
+            .and_then(|f| f.delay_group_send.as_ref())
+            .map(|d| duration_value(c, Some(d), "server.faults.delay_group_send", Duration::ZERO, true)),
         keep_membership_on_disconnect: flag(faults.and_then(|f| f.keep_membership_on_disconnect.as_ref()), false),
         leak_per_connection: size_value(
             c,
@@ -574,6 +577,10 @@ fn thresholds(raw: Option<&RawThresholds>, c: &mut Collector<'_>) -> Thresholds 
         ),
         reordered: int(c, t.reordered.as_ref(), "thresholds.reordered", 0, 0..=i64::MAX as u64),
         misrouted: int(c, t.misrouted.as_ref(), "thresholds.misrouted", 0, 0..=i64::MAX as u64),
+        unconfirmed: t
+            .unconfirmed
+            .as_ref()
+            .map(|n| int(c, Some(n), "thresholds.unconfirmed", 0, 0..=i64::MAX as u64)),
         delivery: LatencyLimits {
             p50: limit(c, t.delivery_p50.as_ref(), "thresholds.delivery_p50", None),
             p99: limit(

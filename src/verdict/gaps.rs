@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::observe::analysis::{LossRecord, LossTotals};
+use crate::observe::analysis::{AFTER_DISCONNECT_NS, Causes, Forensics, LossRecord, LossTotals, MissedBy, Signature};
+use crate::observe::latency::fmt_us;
 use crate::scenario::Thresholds;
 
 /// Outcome of the gaps verdict.
@@ -44,47 +45,58 @@ pub struct GapsVerdict {
     /// Messages the `drop_one_in` fault switch dropped.
     pub server_fault_dropped: u64,
     /// Distinct messages (sender, seq) behind the lost deliveries: one dropped group message is
-    /// one message lost by every member. `None` when the loss records were cut short.
+    /// one message lost by every member. (`None` only in results written before it was counted
+    /// over every loss.)
     #[serde(default)]
     pub distinct_lost: Option<u64>,
+    /// Distinct messages unconfirmed: sent by an abruptly closed sender after the last of its
+    /// messages anyone received.
+    #[serde(default)]
+    pub distinct_unconfirmed: u64,
+    /// Distinct lost messages by cause: lost while the server kept up, or while it fell behind.
+    #[serde(default)]
+    pub causes: Causes,
+    /// Distinct lost messages by how many of the receivers owed each one missed it.
+    #[serde(default)]
+    pub missed_by: MissedBy,
+    /// How loss times line up across rooms and with disconnects.
+    #[serde(default)]
+    pub signature: Signature,
     /// The first loss records (the full list is in `losses`).
     pub first_losses: Vec<LossRecord>,
 }
 
-/// The loss records a run kept, and whether they are all of them.
-#[derive(Debug, Clone, Copy)]
-pub struct LossRecords<'a> {
-    /// The records, in the order found.
-    pub kept: &'a [LossRecord],
-    /// False when the log was cut at its cap.
-    pub complete: bool,
-}
-
-/// Judges `totals` against `thresholds`.
+/// Judges `totals` against `thresholds`; `records` are the kept loss records in time order and
+/// `forensics` the figures over every loss.
+#[allow(clippy::too_many_arguments)]
 pub fn judge(
     totals: LossTotals,
     per_room: Vec<RoomLoss>,
-    records: LossRecords<'_>,
+    records: &[LossRecord],
+    forensics: &Forensics,
     server_dropped_full: u64,
     server_fault_dropped: u64,
     thresholds: &Thresholds,
     expect_gaps: bool,
 ) -> GapsVerdict {
-    let distinct_lost = records.complete.then(|| distinct_messages(records.kept));
-    let records = records.kept;
+    let distinct = forensics.distinct_lost;
     let mut breaches = Vec::new();
     if totals.lost() > thresholds.gaps {
-        let distinct = match distinct_lost {
-            Some(n) if n != totals.lost() => format!(" of {n} distinct messages"),
-            _ => String::new(),
+        let of = if distinct != totals.lost() {
+            format!(" of {distinct} distinct messages")
+        } else {
+            String::new()
         };
         breaches.push(format!(
-            "{} lost{distinct} ({} gaps, {} tail loss; allowed {})",
+            "{} lost{of} ({} gaps, {} tail loss; allowed {})",
             totals.lost(),
             totals.gaps,
             totals.tail_loss,
             thresholds.gaps
         ));
+    }
+    if let Some(allowed) = thresholds.unconfirmed.filter(|&n| totals.unconfirmed > n) {
+        breaches.push(format!("{} unconfirmed (allowed {allowed})", totals.unconfirmed));
     }
     if totals.duplicates > thresholds.duplicates {
         breaches.push(format!(
@@ -121,7 +133,13 @@ pub fn judge(
         )
     } else {
         let mut line = format!("gaps: {}", breaches.join(", "));
-        if let Some(first) = records.first() {
+        if distinct > 0 {
+            line.push_str(&format!("; {}", diagnosis(forensics)));
+        }
+        if let Some(first) = records
+            .iter()
+            .find(|r| r.kind != crate::observe::analysis::LossKind::Unconfirmed)
+        {
             line.push_str(&format!(
                 "; first: {} missed seq {}..={} from {} at {:.3}s",
                 first.receiver_client, first.first_seq, first.last_seq, first.sender_client, first.at_s
@@ -129,8 +147,20 @@ pub fn judge(
         }
         line
     };
+    if totals.unconfirmed > 0 && thresholds.unconfirmed.is_none() {
+        summary.push_str(&format!(
+            "; {} unconfirmed ({} distinct messages abruptly closed senders sent after the last of theirs anyone received: the server may never have read them; not judged)",
+            totals.unconfirmed, forensics.distinct_unconfirmed
+        ));
+    }
     if server_dropped_full > 0 {
         summary.push_str(&format!("; server dropped {server_dropped_full} for full channels"));
+    }
+    if totals.forged + totals.foreign > 0 {
+        summary.push_str(&format!(
+            "; {} forged token(s) (no sender of this run sent them) and {} from another run, ignored",
+            totals.forged, totals.foreign
+        ));
     }
     if totals.frames_without_envelope > 0 {
         summary.push_str(&format!(
@@ -148,35 +178,58 @@ pub fn judge(
         per_room,
         server_dropped_full,
         server_fault_dropped,
-        distinct_lost,
+        distinct_lost: Some(distinct),
+        distinct_unconfirmed: forensics.distinct_unconfirmed,
+        causes: forensics.causes,
+        missed_by: forensics.missed_by,
+        signature: forensics.signature,
         first_losses: records.iter().take(20).cloned().collect(),
     }
 }
 
-/// How many distinct (sender, seq) messages the loss records cover: each sender's missing ranges,
-/// merged across receivers.
-fn distinct_messages(records: &[LossRecord]) -> u64 {
-    let mut ranges: Vec<(u64, u64, u64)> = records.iter().map(|r| (r.sender, r.first_seq, r.last_seq)).collect();
-    ranges.sort_unstable();
-    let mut total = 0;
-    let mut current: Option<(u64, u64, u64)> = None;
-    for (sender, first, last) in ranges {
-        match current {
-            Some((s, start, end)) if s == sender && first <= end.saturating_add(1) => {
-                current = Some((s, start, end.max(last)));
-            }
-            _ => {
-                if let Some((_, start, end)) = current {
-                    total += end - start + 1;
-                }
-                current = Some((sender, first, last));
-            }
-        }
+/// What the losses looked like, for the summary: cause, who missed them, rooms, disconnects.
+pub fn diagnosis(f: &Forensics) -> String {
+    let c = &f.causes;
+    let mut parts = Vec::new();
+    let cause = match (c.while_healthy, c.under_backlog) {
+        (h, 0) => format!(
+            "{h} distinct lost while delivery p99 stayed under {}: a silent drop",
+            fmt_us(c.healthy_p99_us.max(1))
+        ),
+        (0, b) => format!(
+            "{b} distinct lost after delivery latency had climbed to {}: the server fell behind",
+            fmt_us(c.backlog_peak_us)
+        ),
+        (h, b) => format!(
+            "{h} distinct lost while delivery p99 stayed under {} (a silent drop), {b} after it had climbed to {} (the server fell behind)",
+            fmt_us(c.healthy_p99_us.max(1)),
+            fmt_us(c.backlog_peak_us)
+        ),
+    };
+    parts.push(cause);
+    let m = &f.missed_by;
+    parts.push(format!(
+        "missed by every receiver owed it: {}, by some: {}, by one: {}",
+        m.every, m.some, m.one
+    ));
+    let g = &f.signature;
+    if g.loss_windows > 0 {
+        parts.push(format!(
+            "{} of {} {}ms windows with a loss had losses in more than one room",
+            g.loss_windows_several_rooms,
+            g.loss_windows,
+            crate::observe::analysis::TOGETHER_NS / 1_000_000
+        ));
     }
-    if let Some((_, start, end)) = current {
-        total += end - start + 1;
+    if let Some((share, random)) = g.after_disconnect_shares() {
+        parts.push(format!(
+            "{:.0}% within {}ms after a disconnect (random times: {:.0}%)",
+            share * 100.0,
+            AFTER_DISCONNECT_NS / 1_000_000,
+            random * 100.0
+        ));
     }
-    total
+    parts.join("; ")
 }
 
 #[cfg(test)]
@@ -200,63 +253,86 @@ mod tests {
         }
     }
 
-    /// The thresholds of a scenario that names none: nothing lost allowed.
-    fn default_thresholds() -> Thresholds {
-        let text = "name = \"t\"\n[[rooms]]\nname = \"r\"\n  [[rooms.clients]]\n  count = 1\n";
-        crate::scenario::parse(std::path::Path::new("t.toml"), text)
+    /// The thresholds of a scenario that names none (nothing lost allowed), with `extra` lines.
+    fn thresholds(extra: &str) -> Thresholds {
+        let text =
+            format!("name = \"t\"\n[[rooms]]\nname = \"r\"\n  [[rooms.clients]]\n  count = 1\n[thresholds]\n{extra}\n");
+        crate::scenario::parse(std::path::Path::new("t.toml"), &text)
             .expect("a minimal scenario")
             .thresholds
     }
 
+    fn forensics(distinct: u64, healthy: u64, backlog: u64) -> Forensics {
+        Forensics {
+            distinct_lost: distinct,
+            causes: Causes {
+                while_healthy: healthy,
+                under_backlog: backlog,
+                healthy_p99_us: 12_000,
+                backlog_peak_us: 71_000_000,
+            },
+            missed_by: MissedBy {
+                every: distinct,
+                ..MissedBy::default()
+            },
+            ..Forensics::default()
+        }
+    }
+
     #[test]
-    fn one_message_missed_by_every_receiver_counts_once() {
-        // Sender 1's seq 33 missed by three receivers; sender 2's 5..=7 and 6..=9 overlap.
-        let records = [
-            record(10, 1, 33, 33),
-            record(11, 1, 33, 33),
-            record(12, 1, 33, 33),
-            record(10, 2, 5, 7),
-            record(11, 2, 6, 9),
-            record(11, 3, 6, 9),
-        ];
-        assert_eq!(distinct_messages(&records), 1 + 5 + 4);
+    fn the_summary_names_the_distinct_messages_and_the_cause() {
+        let records = [record(10, 1, 33, 33), record(11, 1, 33, 33), record(12, 1, 33, 33)];
         let totals = LossTotals {
             sent: 100,
             received: 280,
-            gaps: records.iter().map(|r| r.count).sum(),
+            gaps: 3,
             ..LossTotals::default()
         };
-        let v = judge(
-            totals,
-            Vec::new(),
-            LossRecords {
-                kept: &records,
-                complete: true,
-            },
-            0,
-            0,
-            &default_thresholds(),
-            false,
-        );
-        assert_eq!(v.distinct_lost, Some(10));
+        let judge_with = |f: &Forensics| judge(totals, Vec::new(), &records, f, 0, 0, &thresholds(""), false);
+        let silent = judge_with(&forensics(1, 1, 0));
+        assert_eq!(silent.outcome, GapOutcome::Gaps);
+        assert_eq!(silent.distinct_lost, Some(1));
         assert!(
-            v.summary.starts_with("gaps: 14 lost of 10 distinct messages"),
+            silent.summary.starts_with("gaps: 3 lost of 1 distinct messages"),
             "{}",
-            v.summary
+            silent.summary
         );
-        let cut = judge(
-            totals,
-            Vec::new(),
-            LossRecords {
-                kept: &records,
-                complete: false,
-            },
-            0,
-            0,
-            &default_thresholds(),
-            false,
+        assert!(
+            silent.summary.contains("p99 stayed under 12.0ms: a silent drop"),
+            "{}",
+            silent.summary
         );
-        assert_eq!(cut.distinct_lost, None);
-        assert!(cut.summary.starts_with("gaps: 14 lost ("), "{}", cut.summary);
+        let behind = judge_with(&forensics(1, 0, 1));
+        assert!(
+            behind.summary.contains("climbed to 71.00s: the server fell behind"),
+            "{}",
+            behind.summary
+        );
+    }
+
+    #[test]
+    fn unconfirmed_is_counted_and_judged_only_when_a_threshold_says_so() {
+        let totals = LossTotals {
+            sent: 100,
+            received: 100,
+            unconfirmed: 6,
+            ..LossTotals::default()
+        };
+        let f = Forensics {
+            distinct_unconfirmed: 2,
+            ..Forensics::default()
+        };
+        let free = judge(totals, Vec::new(), &[], &f, 0, 0, &thresholds(""), false);
+        assert_eq!(free.outcome, GapOutcome::Clean, "{}", free.summary);
+        assert!(free.summary.contains("6 unconfirmed (2 distinct"), "{}", free.summary);
+        let strict = judge(totals, Vec::new(), &[], &f, 0, 0, &thresholds("unconfirmed = 5"), false);
+        assert_eq!(strict.outcome, GapOutcome::Gaps, "{}", strict.summary);
+        assert!(
+            strict.summary.contains("6 unconfirmed (allowed 5)"),
+            "{}",
+            strict.summary
+        );
+        let loose = judge(totals, Vec::new(), &[], &f, 0, 0, &thresholds("unconfirmed = 6"), false);
+        assert_eq!(loose.outcome, GapOutcome::Clean, "{}", loose.summary);
     }
 }

@@ -1,0 +1,258 @@
+//! Loss forensics against the real server and clients: an abruptly closed sender's in-flight
+//! frames are unconfirmed, not lost; a silent drop is lost `while_healthy` and missed by every
+//! receiver; a server that falls behind until its channels fill loses `under_backlog`; forged and
+//! foreign tokens are counted and never panic the (debug) binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+fn gaps(r: &serde_json::Value) -> &serde_json::Value {
+    &r["verdicts"]["gaps"]
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// Churners that send fast and drop their TCP connection while the server, 30ms per group
+/// send, is still behind on what they wrote.
+const SLOW_CHURN: &str = r#"
+[server.faults]
+delay_group_send = "30ms"
+[[rooms]]
+name = "room_a"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 2
+  rate = 5
+  [[rooms.clients]]
+  pattern = "cycle"
+  count = 4
+  rate = 100
+  up = "150ms"
+  down = "50ms"
+  close = "abrupt"
+[run]
+duration = "3s"
+"#;
+
+#[test]
+fn an_abrupt_senders_in_flight_frames_are_unconfirmed_not_lost() {
+    let dir = scratch();
+    let text = format!("name = \"inflight\"\n{SLOW_CHURN}");
+    let output = run_scenario(&scenario(dir.path(), "inflight", &text), dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(dir.path(), "inflight");
+    let g = gaps(&r);
+    let totals = &g["totals"];
+    assert_eq!(g["outcome"], "clean", "{}", g["summary"]);
+    assert_eq!(u(&totals["gaps"]) + u(&totals["tail_loss"]), 0, "{totals}");
+    assert!(
+        u(&totals["unconfirmed"]) > 0 && u(&g["distinct_unconfirmed"]) > 0,
+        "the slow server had frames in flight when churners dropped: {totals}"
+    );
+    assert!(
+        g["summary"].as_str().unwrap().contains("unconfirmed"),
+        "{}",
+        g["summary"]
+    );
+    let kinds: Vec<&str> = r["losses"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.iter().all(|&k| k == "unconfirmed"), "{kinds:?}");
+    eprintln!(
+        "inflight: {} unconfirmed deliveries of {} distinct messages, {} sent",
+        totals["unconfirmed"], g["distinct_unconfirmed"], totals["sent"]
+    );
+}
+
+#[test]
+fn a_threshold_on_unconfirmed_judges_them() {
+    let dir = scratch();
+    let text = format!("name = \"strict\"\n[thresholds]\nunconfirmed = 0\n[expect]\ngaps = true\n{SLOW_CHURN}");
+    let output = run_scenario(&scenario(dir.path(), "strict", &text), dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(dir.path(), "strict");
+    assert_eq!(gaps(&r)["outcome"], "gaps", "{}", gaps(&r)["summary"]);
+    assert!(
+        gaps(&r)["summary"]
+            .as_str()
+            .unwrap()
+            .contains("unconfirmed (allowed 0)")
+    );
+}
+
+#[test]
+fn a_silent_drop_is_lost_while_healthy_by_every_receiver() {
+    let dir = scratch();
+    let text = r#"
+name = "silent"
+[server.faults]
+drop_one_in = 25
+[expect]
+gaps = true
+[[rooms]]
+name = "room_a"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 3
+  rate = 50
+  [[rooms.clients]]
+  pattern = "cycle"
+  count = 2
+  rate = 0
+  up = "300ms"
+  down = "50ms"
+  close = "abrupt"
+[[rooms]]
+name = "room_b"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 2
+  rate = 50
+[run]
+duration = "3s"
+"#;
+    let output = run_scenario(&scenario(dir.path(), "silent", text), dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(dir.path(), "silent");
+    let g = gaps(&r);
+    let distinct = u(&g["distinct_lost"]);
+    let dropped = u(&r["server"]["layer"]["fault_dropped"]);
+    assert!(distinct >= 20, "{}", g["summary"]);
+    assert_eq!(distinct, dropped, "one distinct loss per dropped group message");
+    assert_eq!(u(&g["missed_by"]["every"]), distinct, "{}", g["missed_by"]);
+    assert_eq!(u(&g["causes"]["while_healthy"]), distinct, "{}", g["causes"]);
+    assert_eq!(u(&g["causes"]["under_backlog"]), 0);
+    assert_eq!(u(&g["totals"]["unconfirmed"]), 0, "no sender closed abruptly");
+    let summary = g["summary"].as_str().unwrap();
+    assert!(summary.contains("a silent drop"), "{summary}");
+    assert!(!r["delivery_timeline"].as_array().unwrap().is_empty());
+    eprintln!("silent: {summary}");
+}
+
+#[test]
+fn a_server_that_falls_behind_loses_under_backlog() {
+    let dir = scratch();
+    // Six senders at 100/s, each group send taking 20ms: the server reads each sender at half
+    // its rate, delivery latency climbs by half a second a second, and the receivers' channels
+    // (8 slots), written out only between sends, overflow.
+    let text = r#"
+name = "behind"
+[server]
+capacity = 8
+[server.faults]
+delay_group_send = "20ms"
+[expect]
+gaps = true
+latency_breach = true
+[[rooms]]
+name = "room_a"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 6
+  rate = 100
+[run]
+duration = "4s"
+drain = "15s"
+"#;
+    let output = run_scenario(&scenario(dir.path(), "behind", text), dir.path());
+    let r = result(dir.path(), "behind");
+    let g = gaps(&r);
+    assert!(u(&r["server"]["layer"]["dropped_full"]) > 0, "{}", r["server"]);
+    let (healthy, backlog) = (u(&g["causes"]["while_healthy"]), u(&g["causes"]["under_backlog"]));
+    assert!(backlog > 0 && backlog >= 9 * healthy, "{}", g["causes"]);
+    assert_eq!(g["outcome"], "gaps");
+    let summary = g["summary"].as_str().unwrap();
+    assert!(summary.contains("the server fell behind"), "{summary}");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    eprintln!("behind: {summary}");
+}
+
+/// A free loopback port (bound and released: the run binds it again straight after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn forged_and_foreign_tokens_are_counted_and_never_lost_or_panicking() {
+    let dir = scratch();
+    let port = free_port();
+    let text = format!(
+        r#"
+name = "forged"
+[server]
+port = {port}
+# A forged seq far past what its sender sent makes that sender's next real messages look
+# reordered at the receivers (the tracker cannot know yet that the far one was forged).
+[thresholds]
+reordered = 1000000
+[[rooms]]
+name = "room_a"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 2
+  rate = 20
+[run]
+duration = "4s"
+"#
+    );
+    let child = spawn_run(&scenario(dir.path(), "forged", &text), dir.path(), |_| {});
+    let url = format!("ws://127.0.0.1:{port}/ws/chat/room_a");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut socket = loop {
+        match tungstenite::connect(url.as_str()) {
+            Ok((socket, _)) => break socket,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the run's server never answered on {url}: {e}"),
+        }
+    };
+    // A real token tells the run's nonce and a real sender, as a server would see them.
+    let token = loop {
+        if let Message::Text(text) = socket.read().expect("a frame") {
+            if let Some(at) = text.find("lr2|") {
+                break text[at..].to_string();
+            }
+        }
+    };
+    let fields: Vec<&str> = token.split('|').collect();
+    let (nonce, sender) = (fields[1], fields[2]);
+    let forged = [
+        format!("lr2|{nonce}|{sender}|18446744073709551615|room_a|0|"),
+        format!("lr2|{nonce}|{sender}|1000000000|room_a|18446744073709551615|"),
+        format!("lr2|{nonce}|18446744073709551615|0|room_a|0|"),
+        format!("lr2|{nonce}|999999|5|room_a|0|"),
+    ];
+    for frame in &forged {
+        socket.send(Message::text(frame.as_str())).unwrap();
+    }
+    socket
+        .send(Message::text("lr2|0000000000000000|1|0|room_a|0|"))
+        .unwrap();
+    socket.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = socket.close(None);
+    let _ = socket.flush();
+    drop(socket);
+    let output = child.wait_with_output().expect("the run ends");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+    let r = result(dir.path(), "forged");
+    let totals = &gaps(&r)["totals"];
+    // Each of the two clients received every injected frame.
+    assert_eq!(u(&totals["forged"]), 2 * forged.len() as u64, "{totals}");
+    assert_eq!(u(&totals["foreign"]), 2, "{totals}");
+    assert_eq!(u(&totals["gaps"]) + u(&totals["tail_loss"]), 0, "{totals}");
+    assert_eq!(gaps(&r)["outcome"], "clean", "{}", gaps(&r)["summary"]);
+}

@@ -14,6 +14,7 @@ use crate::layer::amqp::{AmqpConfig, AmqpLayer};
 use crate::layer::redis::{RedisListsConfig, RedisListsLayer, RedisPubSubConfig, RedisPubSubLayer};
 use crate::layer::{ChannelLayer, FaultyLayer, MemoryLayer, ServerError, ServerLayer};
 use crate::observe::sampler::{SourceError, StateReading, StateSource};
+use crate::results::BackendInfo;
 use crate::scenario::{BackendKind, BackendSpec, EmbeddedSpec};
 
 /// Where the backend's URL came from when the scenario file gave it.
@@ -159,11 +160,10 @@ pub async fn build(spec: &BackendSpec, server: &EmbeddedSpec) -> Result<Backend,
     Ok(backend)
 }
 
-/// Redis or RabbitMQ: the server from the URL, or a private one; a layer per instance on it.
-async fn build_on_server(spec: &BackendSpec, server: &EmbeddedSpec, instances: usize) -> Result<Backend, BackendError> {
-    let variable = spec.kind.url_variable().unwrap_or_default();
-    let program = spec.kind.private_server().unwrap_or_default();
-    let (url, source, private) = match &spec.url {
+/// The server a Redis or RabbitMQ kind runs on: the one its URL names, or a private one leakrun
+/// starts; with where it came from.
+async fn obtain(spec: &BackendSpec) -> Result<(String, String, Option<PrivateServer>), BackendError> {
+    Ok(match &spec.url {
         Some(url) => (
             url.clone(),
             spec.url_source.clone().unwrap_or_else(|| FROM_SCENARIO.into()),
@@ -178,16 +178,26 @@ async fn build_on_server(spec: &BackendSpec, server: &EmbeddedSpec, instances: u
                 })?;
             (private.url(), private.describe(), Some(private))
         }
-    };
-    let endpoint = crate::naming::redact(&url);
-    let unreachable = |cause: ServerError| BackendError::Unreachable {
+    })
+}
+
+/// The error for a server at `endpoint` (from `origin`) that does not answer.
+fn unreachable(spec: &BackendSpec, endpoint: &str, origin: &str, cause: ServerError) -> BackendError {
+    BackendError::Unreachable {
         what: spec.kind.server_name(),
-        endpoint: endpoint.clone(),
-        origin: source.clone(),
+        endpoint: endpoint.to_string(),
+        origin: origin.to_string(),
         cause,
-        variable,
-        program,
-    };
+        variable: spec.kind.url_variable().unwrap_or_default(),
+        program: spec.kind.private_server().unwrap_or_default(),
+    }
+}
+
+/// Redis or RabbitMQ: the server from the URL, or a private one; a layer per instance on it.
+async fn build_on_server(spec: &BackendSpec, server: &EmbeddedSpec, instances: usize) -> Result<Backend, BackendError> {
+    let (url, source, private) = obtain(spec).await?;
+    let endpoint = crate::naming::redact(&url);
+    let unreachable = |cause: ServerError| unreachable(spec, &endpoint, &source, cause);
     let prefix = crate::naming::run_prefix();
     let mut servers = Vec::with_capacity(instances);
     for _ in 0..instances {
@@ -274,5 +284,111 @@ impl StateSource for BackendState {
             endpoint: self.endpoint.clone(),
             cause: Arc::from(cause),
         })
+    }
+}
+
+/// A service an external server needs (`[backend] kind = "redis"` or `"amqp"` with an external
+/// target): the server its URL names, or a private one leakrun starts and stops; its URL goes to
+/// the server's command, and what it holds is probed as state series.
+pub struct Service {
+    kind: BackendKind,
+    url: String,
+    endpoint: String,
+    source: String,
+    version: String,
+    variable: String,
+    private: Option<PrivateServer>,
+}
+
+impl Service {
+    /// The service `spec` names, answering; `None` for the in-process kind (no service).
+    pub async fn obtain(spec: &BackendSpec) -> Result<Option<Self>, BackendError> {
+        if spec.kind == BackendKind::Memory {
+            return Ok(None);
+        }
+        let (url, source, private) = obtain(spec).await?;
+        let endpoint = crate::naming::redact(&url);
+        let version = match spec.kind {
+            BackendKind::Amqp => {
+                let version = crate::layer::amqp::broker_version_of(&url)
+                    .await
+                    .ok_or_else(|| unreachable(spec, &endpoint, &source, "no AMQP handshake".into()))?;
+                format!("rabbitmq {version}")
+            }
+            _ => {
+                let version = crate::layer::redis::redis_version(&url)
+                    .await
+                    .map_err(|e| unreachable(spec, &endpoint, &source, e.into()))?;
+                format!("redis {version}")
+            }
+        };
+        let variable = spec
+            .url_env
+            .clone()
+            .unwrap_or_else(|| spec.kind.url_variable().unwrap_or_default().to_string());
+        Ok(Some(Self {
+            kind: spec.kind,
+            url,
+            endpoint,
+            source,
+            version,
+            variable,
+            private,
+        }))
+    }
+
+    /// The variable the server's command gets, and the URL in it.
+    pub fn environment(&self) -> (&str, &str) {
+        (&self.variable, &self.url)
+    }
+
+    /// What the result says of the service.
+    pub fn info(&self) -> BackendInfo {
+        BackendInfo {
+            kind: self.kind.name().into(),
+            version: self.version.clone(),
+            endpoint: Some(self.endpoint.clone()),
+            source: format!("{}, passed to the server as {}", self.source, self.variable),
+        }
+    }
+
+    /// What the service holds, read for every sample; none for RabbitMQ (its queues are listed
+    /// only by the management API, which a private broker does not run).
+    pub fn state_source(&self) -> Option<Box<dyn StateSource>> {
+        matches!(self.kind, BackendKind::Redis | BackendKind::RedisLists).then(|| {
+            Box::new(ServiceState {
+                url: self.url.clone(),
+                endpoint: self.endpoint.clone(),
+            }) as Box<dyn StateSource>
+        })
+    }
+
+    /// Stops a private server; a service the URL named is left as it is.
+    pub async fn shutdown(self) {
+        if let Some(private) = self.private {
+            private.stop().await;
+        }
+    }
+}
+
+/// A Redis an external server uses, read from outside: its group members (channels_redis keeps a
+/// group as a sorted set whose name holds `group`), judged — they must return to their start when
+/// every client is gone — and its keys, memory and clients for reference.
+struct ServiceState {
+    url: String,
+    endpoint: String,
+}
+
+#[async_trait::async_trait]
+impl StateSource for ServiceState {
+    async fn read(&self) -> Result<StateReading, SourceError> {
+        crate::layer::redis::probe_service(&self.url)
+            .await
+            .map(|probe| probe.reading())
+            .map_err(|e| SourceError::Backend {
+                what: "Redis",
+                endpoint: self.endpoint.clone(),
+                cause: Arc::new(e),
+            })
     }
 }

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::python_server::free_port;
 use common::*;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -177,14 +178,6 @@ drain = "15s"
 }
 
 /// A free loopback port (bound and released: the run binds it again straight after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn forged_and_foreign_tokens_are_counted_and_never_lost_or_panicking() {
     let dir = scratch();
@@ -218,11 +211,17 @@ duration = "4s"
             Err(e) => panic!("the run's server never answered on {url}: {e}"),
         }
     };
-    // A real token tells the run's nonce and a real sender, as a server would see them.
+    // A real token tells the run's nonce and a real sender, as a server would see them. Tokens
+    // from both steady clients mean both are in the room and will receive what is injected.
+    let mut senders = std::collections::BTreeSet::new();
     let token = loop {
-        if let Message::Text(text) = socket.read().expect("a frame") {
-            if let Some(at) = text.find("lr2|") {
-                break text[at..].to_string();
+        if let Message::Text(text) = socket.read().expect("a frame")
+            && let Some(at) = text.find("lr2|")
+        {
+            let token = text[at..].to_string();
+            senders.insert(token.split('|').nth(2).unwrap_or_default().to_string());
+            if senders.len() == 2 {
+                break token;
             }
         }
     };

@@ -460,16 +460,10 @@ fn list(args: &[PathBuf], json: bool) -> Exit {
         match scenario::load(file) {
             Ok(loaded) => {
                 let s = &loaded.scenario;
-                // A backend without a URL starts a private server: the job must install it. An
-                // external server brings its own.
+                // A backend without a URL starts a private server: the job must install it,
+                // whether the embedded server's layer or an external server uses it.
                 let external = s.server.external().is_some();
-                let services: Vec<&str> = s
-                    .backend
-                    .kind
-                    .private_server()
-                    .into_iter()
-                    .filter(|_| !external)
-                    .collect();
+                let services: Vec<&str> = s.backend.kind.private_server().into_iter().collect();
                 entries.push(serde_json::json!({
                     "file": file.display().to_string(),
                     "name": s.name,

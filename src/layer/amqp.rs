@@ -673,7 +673,7 @@ async fn exchange_exists(channel: &Channel, exchange: &str) -> Result<bool, Amqp
 
 /// The broker's `version` server property, from a bare handshake: connect, send the protocol
 /// header, read the `connection.start` frame, hang up. `None` when anything is off.
-async fn broker_version_of(url: &str) -> Option<String> {
+pub async fn broker_version_of(url: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let uri: lapin::uri::AMQPUri = url.parse().ok()?;
     let address = (uri.authority.host.as_str(), uri.authority.port);

@@ -28,6 +28,19 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 pub fn validate(raw: &RawScenario, target: Target, rooms: usize, c: &mut Collector<'_>) -> Option<ExternalSpec> {
     let default = RawServer::default();
     let server = raw.server.as_ref().map_or(&default, |s| s.get_ref());
+    let backend = raw.backend.as_ref().map(|b| b.get_ref());
+    if let Some(url_env) = backend.and_then(|b| b.url_env.as_ref()) {
+        let kind = backend
+            .and_then(|b| b.kind.as_ref())
+            .map_or("memory", |k| k.get_ref().as_str());
+        if target == Target::Embedded || kind == "memory" {
+            c.at(
+                url_env.span(),
+                "backend.url_env",
+                "only applies to an external target whose backend.kind names a service (\"redis\" or \"amqp\"): the variable its command gets the service's URL in",
+            );
+        }
+    }
     if target == Target::Embedded {
         for (key, span) in external_keys(server) {
             c.at(
@@ -375,14 +388,17 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
     }
     if let Some(backend) = &raw.backend {
         let b = backend.get_ref();
+        // A service the external server needs (`redis`, `amqp`) is the target's; leakrun's own
+        // layer designs and their settings are not.
+        if let Some(kind) = b.kind.as_ref().filter(|v| v.get_ref() == "redis-lists") {
+            c.at(
+                kind.span(),
+                "backend.kind",
+                "names the service an external server needs, and \"redis-lists\" is a design of leakrun's own layer; valid with an external target: \"redis\" or \"amqp\" (the server's own layer decides how it uses it), or \"memory\" (no service)",
+            );
+        }
         spans.extend(
             [
-                (
-                    "backend.kind",
-                    b.kind.as_ref().filter(|v| v.get_ref() != "memory").map(|v| v.span()),
-                ),
-                ("backend.url", b.url.as_ref().map(|v| v.span())),
-                ("backend.allow_remote", b.allow_remote.as_ref().map(|v| v.span())),
                 ("backend.group_expiry", b.group_expiry.as_ref().map(|v| v.span())),
                 ("backend.expiry", b.expiry.as_ref().map(|v| v.span())),
             ]
@@ -392,7 +408,9 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
     }
     for (key, span) in spans {
         let detail = match key.as_str() {
-            k if k.starts_with("backend.") => " (the external server has its own channel layer)",
+            k if k.starts_with("backend.") => {
+                " (the external server has its own channel layer; `backend.kind` names the service it needs)"
+            }
             "server.instances" => " (start several workers from `command` instead)",
             "server.host" | "server.port" => " (the external server's address is in ws_url / http_url)",
             _ => "",
@@ -578,7 +596,7 @@ mod tests {
     #[test]
     fn embedded_keys_are_refused_for_an_external_target_and_the_other_way_round() {
         let text = server(
-            "pid = 42\nws_url = \"ws://127.0.0.1:1/{room}\"\ninstances = 2\n[server.faults]\ndrop_one_in = 5\n[backend]\nkind = \"redis\"\n[thresholds]\nheap_growth = 10",
+            "pid = 42\nws_url = \"ws://127.0.0.1:1/{room}\"\ninstances = 2\n[server.faults]\ndrop_one_in = 5\n[backend]\nkind = \"redis-lists\"\nexpiry = \"5s\"\n[thresholds]\nheap_growth = 10",
         );
         let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
         assert_eq!(
@@ -587,9 +605,23 @@ mod tests {
                 "server.instances",
                 "server.faults",
                 "backend.kind",
+                "backend.expiry",
                 "thresholds.heap_growth"
             ]
         );
+        // A service the external server needs is its own: `redis` and `amqp` are accepted, with
+        // the variable its command gets the URL in.
+        let service = server(
+            "command = \"app\"\nws_url = \"ws://127.0.0.1:1/{room}\"\n[backend]\nkind = \"redis\"\nurl_env = \"CHANNELS_REDIS\"",
+        );
+        let s = parse(Path::new("t.toml"), &service).expect("a service for an external server");
+        assert_eq!(s.backend.url_env.as_deref(), Some("CHANNELS_REDIS"));
+        let bad_env = server(
+            "command = \"app\"\nws_url = \"ws://127.0.0.1:1/{room}\"\n[backend]\nkind = \"amqp\"\nurl_env = \"1X\"",
+        );
+        assert_eq!(problems(&bad_env)[0].key, "backend.url_env");
+        let embedded_env = format!("name = \"x\"\n[backend]\nkind = \"redis\"\nurl_env = \"X\"\n{ROOMS}");
+        assert_eq!(problems(&embedded_env)[0].key, "backend.url_env");
         let defaults =
             server("pid = 42\nws_url = \"ws://127.0.0.1:1/{room}\"\ninstances = 1\n[backend]\nkind = \"memory\"");
         assert!(

@@ -483,6 +483,10 @@ pub struct BackendSpec {
     /// Where `url` came from when not from the scenario file (e.g. `REDIS_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_source: Option<String>,
+    /// External target: the variable the command gets the service's URL in (default: the
+    /// kind's `REDIS_URL` / `AMQP_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
     /// The URL may name a host other than loopback.
     pub allow_remote: bool,
     /// `redis-lists`: how long a group membership lives without being refreshed.

@@ -226,6 +226,10 @@ pub struct RawBackend {
     /// A URL host other than loopback is refused unless true.
     #[schemars(with = "Option<bool>")]
     pub allow_remote: Option<S<bool>>,
+    /// External target: the environment variable the server's command gets the service's URL in
+    /// (default `REDIS_URL` or `AMQP_URL`).
+    #[schemars(with = "Option<String>")]
+    pub url_env: Option<S<String>>,
     /// `redis-lists`: membership expiry (default "1d").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub group_expiry: Option<S<String>>,

@@ -212,10 +212,25 @@ fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {
             );
         }
     }
+    let url_env = raw.url_env.as_ref().map(|name| {
+        let text = name.get_ref();
+        let valid = !text.is_empty()
+            && !text.starts_with(|c: char| c.is_ascii_digit())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            c.at(
+                name.span(),
+                "backend.url_env",
+                format!("`{text}` is not an environment variable name; valid: letters, digits and `_`, not starting with a digit, e.g. \"REDIS_URL\""),
+            );
+        }
+        text.clone()
+    });
     BackendSpec {
         kind,
         url,
         url_source: None,
+        url_env,
         allow_remote,
         group_expiry: duration_value(
             c,

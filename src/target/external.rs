@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::http_probe::{self, StatsSource};
 use super::python_heap::{ProbeError, PythonHeap};
 use super::{JudgedMemory, Target, TargetError, settle};
+use crate::backend::Service;
 use crate::load::Endpoint;
 use crate::load::template::FrameTemplate;
 use crate::observe::clock::RunClock;
@@ -138,6 +139,8 @@ pub struct External {
     http_prefix: String,
     /// The heap probe inside the server, when the scenario asks for one.
     python_heap: Option<Arc<PythonHeap>>,
+    /// The service the server needs (`[backend]`), when it needs one.
+    service: Option<Service>,
 }
 
 impl External {
@@ -148,6 +151,31 @@ impl External {
         spec: &ExternalSpec,
         out_dir: &Path,
         cancel: &CancellationToken,
+    ) -> Result<Self, TargetError> {
+        // The service first: the server may need it to start at all.
+        let service = Service::obtain(&scenario.backend).await?;
+        let started = Self::start_server(scenario, spec, out_dir, cancel, service.as_ref()).await;
+        match started {
+            Ok(mut target) => {
+                target.service = service;
+                Ok(target)
+            }
+            Err(error) => {
+                if let Some(service) = service {
+                    service.shutdown().await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts (or finds) the server itself, with the service's URL in its environment.
+    async fn start_server(
+        scenario: &Scenario,
+        spec: &ExternalSpec,
+        out_dir: &Path,
+        cancel: &CancellationToken,
+        service: Option<&Service>,
     ) -> Result<Self, TargetError> {
         let http_addr = match &spec.http_url {
             Some(url) => Some(resolve(url).await?),
@@ -182,7 +210,11 @@ impl External {
                     )),
                     HeapProbe::None => None,
                 };
-                let process = spawn(command, &log, heap.as_deref()).map_err(ExternalError::from)?;
+                let extra = Environment {
+                    heap: heap.as_deref(),
+                    service,
+                };
+                let process = spawn(command, &log, &extra).map_err(ExternalError::from)?;
                 let check = Check::new(&command.ready, addr);
                 let pid = process.pid();
                 let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;
@@ -208,6 +240,7 @@ impl External {
             http_addr: http_addr.unwrap_or(addr),
             http_prefix,
             python_heap,
+            service: None,
         })
     }
 
@@ -250,6 +283,7 @@ impl Target for External {
             let stats = StatsSource::new(url, &self.spec.stats_counters).map_err(ExternalError::from)?;
             sources.push(Box::new(stats));
         }
+        sources.extend(self.service.as_ref().and_then(Service::state_source));
         let probes = Probes::new(clock, MemoryProbe::for_tree(self.pid), sources);
         Ok(match &self.python_heap {
             Some(heap) => probes.with_heap(Box::new(heap.clone())),
@@ -292,11 +326,14 @@ impl Target for External {
     }
 
     fn backend(&self) -> BackendInfo {
-        BackendInfo {
-            kind: "external".into(),
-            version: String::new(),
-            endpoint: None,
-            source: "the external server's own channel layer, if any".into(),
+        match &self.service {
+            Some(service) => service.info(),
+            None => BackendInfo {
+                kind: "external".into(),
+                version: String::new(),
+                endpoint: None,
+                source: "the external server's own channel layer, if any".into(),
+            },
         }
     }
 
@@ -323,23 +360,43 @@ impl Target for External {
     /// Stops a server leakrun started (SIGTERM, SIGKILL after the grace period) and says how it
     /// ended; a watched one is left running.
     async fn stop(self: Box<Self>) -> Option<String> {
-        Some(match self.process {
+        let External {
+            process, service, pid, ..
+        } = *self;
+        let stopped = match process {
             Some(process) => {
                 let grace = process.stop_grace();
                 describe(process.stop().await, grace)
             }
-            None => format!("left running (pid {}, watched, not started by leakrun)", self.pid),
-        })
+            None => format!("left running (pid {pid}, watched, not started by leakrun)"),
+        };
+        // The server first: it may still be using its service while it shuts down.
+        if let Some(service) = service {
+            service.shutdown().await;
+        }
+        Some(stopped)
     }
 }
 
+/// What leakrun adds to a started server's environment.
+struct Environment<'a> {
+    /// The heap probe's variables.
+    heap: Option<&'a PythonHeap>,
+    /// The service's URL, in the variable `backend.url_env` names.
+    service: Option<&'a Service>,
+}
+
 /// Starts `spec`'s command as a child of its own group, its output going to `log`, with the
-/// heap probe's variables when there is one.
-fn spawn(spec: &CommandSpec, log: &Path, heap: Option<&PythonHeap>) -> Result<ChildProcess, SpawnError> {
+/// service's URL and the heap probe's variables when there are some.
+fn spawn(spec: &CommandSpec, log: &Path, extra: &Environment<'_>) -> Result<ChildProcess, SpawnError> {
     let argv = spec.line.argv();
     let mut command = std::process::Command::new(&argv[0]);
     command.args(&argv[1..]).envs(&spec.env);
-    if let Some(heap) = heap {
+    if let Some(service) = extra.service {
+        let (variable, url) = service.environment();
+        command.env(variable, url);
+    }
+    if let Some(heap) = extra.heap {
         let existing = spec
             .env
             .get("PYTHONPATH")

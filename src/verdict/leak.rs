@@ -165,6 +165,9 @@ pub struct SiteVerdict {
     pub blocks_per_iteration: f64,
     /// Bytes per iteration divided by the connections closed per iteration.
     pub bytes_per_connection: Option<f64>,
+    /// Judged iterations in which it grew.
+    #[serde(default)]
+    pub grew_in: u32,
 }
 
 impl LeakVerdict {
@@ -400,38 +403,55 @@ pub fn judge_memory(
 const MAX_SITES: usize = 50;
 
 /// Per allocation site, its growth per judged iteration (an iteration whose report does not name
-/// it counts as no growth), largest first; only sites that grew.
+/// it counts as no growth); only sites that grew. Steady growth first: sites are ordered by their
+/// median growth per iteration, so a cache that filled once (one large step) comes after a site
+/// that grows a little every iteration, then by the mean.
 fn site_growth(judged: &[&IterationMemory], closed_per_iteration: f64) -> Vec<SiteVerdict> {
     let reported: Vec<&Vec<SiteGrowth>> = judged.iter().filter_map(|i| i.sites.as_ref()).collect();
     if reported.is_empty() {
         return Vec::new();
     }
-    let n = reported.len() as f64;
-    let mut sums: std::collections::BTreeMap<(&str, &[String]), (i64, i64)> = Default::default();
-    for report in &reported {
+    let n = reported.len();
+    // Per site: bytes and blocks it added in each reporting iteration.
+    type Steps<'a> = std::collections::BTreeMap<(&'a str, &'a [String]), Vec<(i64, i64)>>;
+    let mut steps: Steps<'_> = Default::default();
+    for (at, report) in reported.iter().enumerate() {
         for site in report.iter() {
-            let sum = sums.entry((site.site.as_str(), site.traceback.as_slice())).or_default();
-            sum.0 = sum.0.saturating_add(site.bytes);
-            sum.1 = sum.1.saturating_add(site.blocks);
+            let per = steps
+                .entry((site.site.as_str(), site.traceback.as_slice()))
+                .or_insert_with(|| vec![(0, 0); n]);
+            per[at].0 = per[at].0.saturating_add(site.bytes);
+            per[at].1 = per[at].1.saturating_add(site.blocks);
         }
     }
-    let mut sites: Vec<SiteVerdict> = sums
+    let mut sites: Vec<(f64, SiteVerdict)> = steps
         .into_iter()
-        .filter(|(_, (bytes, _))| *bytes > 0)
-        .map(|((site, traceback), (bytes, blocks))| {
-            let per_iteration = bytes as f64 / n;
-            SiteVerdict {
-                site: site.to_string(),
-                traceback: traceback.to_vec(),
-                bytes_per_iteration: per_iteration,
-                blocks_per_iteration: blocks as f64 / n,
-                bytes_per_connection: (closed_per_iteration > 0.0).then(|| per_iteration / closed_per_iteration),
-            }
+        .filter_map(|((site, traceback), per)| {
+            let bytes: i64 = per.iter().map(|p| p.0).fold(0, i64::saturating_add);
+            let blocks: i64 = per.iter().map(|p| p.1).fold(0, i64::saturating_add);
+            (bytes > 0).then(|| {
+                let mut sorted: Vec<i64> = per.iter().map(|p| p.0).collect();
+                sorted.sort_unstable();
+                let median = sorted[n / 2] as f64;
+                let per_iteration = bytes as f64 / n as f64;
+                let verdict = SiteVerdict {
+                    site: site.to_string(),
+                    traceback: traceback.to_vec(),
+                    bytes_per_iteration: per_iteration,
+                    blocks_per_iteration: blocks as f64 / n as f64,
+                    bytes_per_connection: (closed_per_iteration > 0.0).then(|| per_iteration / closed_per_iteration),
+                    grew_in: per.iter().filter(|p| p.0 > 0).count() as u32,
+                };
+                (median, verdict)
+            })
         })
         .collect();
-    sites.sort_by(|a, b| b.bytes_per_iteration.total_cmp(&a.bytes_per_iteration));
+    sites.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| b.1.bytes_per_iteration.total_cmp(&a.1.bytes_per_iteration))
+    });
     sites.truncate(MAX_SITES);
-    sites
+    sites.into_iter().map(|(_, site)| site).collect()
 }
 
 /// Mean work per judged iteration that a slope is divided by.
@@ -795,11 +815,14 @@ mod tests {
         );
         assert_eq!(
             v.sites.iter().map(|s| s.site.as_str()).collect::<Vec<_>>(),
-            ["chat/consumers.py:41", "once.py:1", "twisted/base.py:953"]
+            ["chat/consumers.py:41", "twisted/base.py:953", "once.py:1"]
         );
         assert_eq!(v.sites[0].bytes_per_iteration, 78_000.0);
         assert_eq!(v.sites[0].bytes_per_connection, Some(3_900.0));
-        assert_eq!(v.sites[1].bytes_per_iteration, 1_000.0);
+        assert_eq!((v.sites[0].grew_in, v.sites[1].grew_in, v.sites[2].grew_in), (5, 5, 1));
+        // A site that grew once, by more than a steady one, still comes after it.
+        assert_eq!(v.sites[2].bytes_per_iteration, 1_000.0);
+        assert!(v.sites[2].bytes_per_iteration > v.sites[1].bytes_per_iteration);
         assert!(
             v.series[0]
                 .evidence

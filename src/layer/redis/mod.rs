@@ -135,6 +135,92 @@ impl RedisProbe {
     }
 }
 
+/// What a Redis that an external server uses holds, read from outside: nothing of leakrun's runs
+/// on it, so it is counted whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceProbe {
+    /// Keys in the database (DBSIZE).
+    pub keys: u64,
+    /// Sorted sets whose name holds `group` (channels_redis keeps a group as one).
+    pub groups: u64,
+    /// Members across those sets: every connection still in a group.
+    pub group_members: u64,
+    /// `used_memory` from INFO memory, bytes.
+    pub used_memory: u64,
+    /// Client connections (INFO clients).
+    pub connected_clients: u64,
+}
+
+impl ServiceProbe {
+    /// The probe as series: group members must return to their start when every client is gone;
+    /// keys (messages for closed channels wait for their expiry), memory and clients are for
+    /// reference.
+    pub fn reading(&self) -> crate::observe::sampler::StateReading {
+        use std::collections::BTreeMap;
+        crate::observe::sampler::StateReading {
+            state: BTreeMap::from([("redis_group_members".to_string(), self.group_members)]),
+            info: BTreeMap::from([
+                ("redis_keys".to_string(), self.keys),
+                ("redis_groups".to_string(), self.groups),
+                ("redis_used_memory_bytes".to_string(), self.used_memory),
+                ("redis_connected_clients".to_string(), self.connected_clients),
+            ]),
+        }
+    }
+}
+
+/// Probes the Redis at `url` as a service an external server uses (see [`ServiceProbe`]); the
+/// scan is bounded in steps and time.
+pub async fn probe_service(url: &str) -> Result<ServiceProbe, RedisLayerError> {
+    let client = open_client(url)?;
+    let mut conn = connect(&client, url, "probe", OP_TIMEOUT).await?;
+    let memory: String = query(&mut conn, "INFO memory", redis::cmd("INFO").arg("memory")).await?;
+    let clients: String = query(&mut conn, "INFO clients", redis::cmd("INFO").arg("clients")).await?;
+    let number = |info: &str, field: &str| info_field(info, field).and_then(|v| v.parse::<u64>().ok());
+    let mut probe = ServiceProbe {
+        keys: query(&mut conn, "DBSIZE", &redis::cmd("DBSIZE")).await?,
+        used_memory: number(&memory, "used_memory").unwrap_or_default(),
+        connected_clients: number(&clients, "connected_clients").unwrap_or_default(),
+        ..ServiceProbe::default()
+    };
+    let started = Instant::now();
+    let mut cursor: u64 = 0;
+    let mut group_keys: Vec<String> = Vec::new();
+    for _ in 0..MAX_SCAN_STEPS {
+        let (next, keys): (u64, Vec<String>) = query(
+            &mut conn,
+            "SCAN",
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("*group*")
+                .arg("TYPE")
+                .arg("zset")
+                .arg("COUNT")
+                .arg(1000),
+        )
+        .await?;
+        group_keys.extend(keys);
+        cursor = next;
+        if cursor == 0 || started.elapsed() > OP_TIMEOUT {
+            break;
+        }
+    }
+    probe.groups = group_keys.len() as u64;
+    for chunk in group_keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("ZCARD").arg(key);
+        }
+        let sizes: Vec<u64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| command_error("ZCARD", e))?;
+        probe.group_members += sizes.iter().sum::<u64>();
+    }
+    Ok(probe)
+}
+
 /// The server's version, from INFO server (`redis_version`).
 pub async fn redis_version(url: &str) -> Result<String, RedisLayerError> {
     let client = open_client(url)?;

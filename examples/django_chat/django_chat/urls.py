@@ -1,0 +1,3 @@
+"""No plain HTTP views: the chat is WebSocket only."""
+
+urlpatterns = []

@@ -13,6 +13,7 @@ use super::drain;
 use crate::heap;
 use crate::load::drivers::{self, ClientSpec};
 use crate::load::http::{self as http_load, Route, WorkerPool};
+use crate::load::pacing::FirstSends;
 use crate::load::{LiveCounters, LoadContext, Phase};
 use crate::observe::analysis::{self, SessionReport};
 use crate::observe::clock::secs;
@@ -175,6 +176,7 @@ pub async fn run(
         totals: loss.totals,
         deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
         delivery: all_rooms.summary(),
+        first_sends: FirstSends::of(&sessions),
         http: stage
             .routes
             .iter()

@@ -52,6 +52,19 @@ fn a_thousand_slow_senders_spread_their_first_messages_unless_aligned() {
     assert!(peak * 4 <= senders, "{peak} of {senders} first sends within 100 ms");
     assert!(span_ms >= 1500.0, "first sends spread over {span_ms} ms");
     assert!(offset_max_ms >= 1500.0, "a phase offset of {offset_max_ms} ms at most");
+    // leakrun's own cost is in the result beside the server's, per connection.
+    let generator = &spread_result["iterations"][0]["generator"];
+    assert_eq!(generator["connections"], 1000, "{generator}");
+    assert!(generator["cpu_s"].as_f64().unwrap() > 0.0, "{generator}");
+    let rss = generator["rss_bytes"].as_u64().unwrap();
+    assert_eq!(
+        generator["rss_per_connection"].as_u64().unwrap(),
+        rss / 1000,
+        "{generator}"
+    );
+    for heap in ["harness_heap_per_connection", "server_heap_per_connection"] {
+        assert!(generator[heap].as_i64().unwrap() > 0, "{heap}: {generator}");
+    }
 
     let aligned = scenario(
         dir.path(),

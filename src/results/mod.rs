@@ -15,7 +15,7 @@ use crate::observe::analysis::{LossRecord, LossTotals};
 use crate::observe::events::ChurnEvent;
 pub use crate::observe::http::RouteFigures;
 use crate::observe::latency::LatencySummary;
-use crate::observe::sampler::Sample;
+use crate::observe::sampler::{GeneratorFigures, Sample};
 pub use crate::observe::timeline::Timeline;
 use crate::scenario::Scenario;
 use crate::server::ServerStats;
@@ -137,6 +137,9 @@ pub struct IterationFigures {
     /// How the sessions' first messages were spread in time.
     #[serde(default)]
     pub first_sends: FirstSends,
+    /// leakrun's own CPU and memory, in all and per connection, with the connections open.
+    #[serde(default)]
+    pub generator: GeneratorFigures,
     /// HTTP figures per route (`[[http]]` workloads), this iteration only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<RouteFigures>,

@@ -19,7 +19,7 @@ use crate::observe::analysis::{self, SessionReport};
 use crate::observe::clock::secs;
 use crate::observe::http::Tally;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
-use crate::observe::sampler::{Probes, SourceError};
+use crate::observe::sampler::{OwnUsage, Probes, SourceError};
 use crate::results::IterationFigures;
 use crate::scenario::RunSpec;
 use crate::target::Target;
@@ -65,6 +65,7 @@ pub async fn run(
     let (phase_tx, phase_rx) = watch::channel(Phase::Send);
     let started = Instant::now();
     let started_ns = ctx.clock.now_ns();
+    let usage_start = OwnUsage::now();
     let failures_before = LiveCounters::get(&ctx.live.connect_failures);
     let tasks: Vec<_> = clients
         .iter()
@@ -113,6 +114,8 @@ pub async fn run(
     };
     interrupted |= cancel.is_cancelled();
     let drain_s = drain_started.elapsed().as_secs_f64();
+    // leakrun's own cost, read while every connection is still open.
+    let usage_end = OwnUsage::now();
     let _ = phase_tx.send(Phase::Disconnect);
 
     // Every session ends within its close wait after the disconnect phase; the bound is a guard.
@@ -177,6 +180,12 @@ pub async fn run(
         deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
         delivery: all_rooms.summary(),
         first_sends: FirstSends::of(&sessions),
+        generator: usage_start.figures(
+            &usage_end,
+            send_s + drain_s,
+            sessions.len() as u64,
+            stage.probes.heap_bytes().is_some(),
+        ),
         http: stage
             .routes
             .iter()

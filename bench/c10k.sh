@@ -2,8 +2,8 @@
 # C10k: ten thousand WebSocket connections in one leakrun process (server and clients), on the
 # memory layer: 10 rooms, each of listen-only clients and one sender, the senders' rate set so the
 # room delivers 100,000 messages a second in all (each message reaches every member of its room).
-# Prints, for the build of BEFORE (default: main, built from `git archive` into the same target
-# folder so only leakrun itself compiles) and for this tree, side by side in one run: memory per
+# Prints, for the build of BEFORE (default: main, built from `git archive` into a target folder
+# of its own) and for this tree, side by side in one run: memory per
 # connection (peak RSS of the process over connections: server and clients together), connect
 # p99, deliveries per second (offered and delivered), delivery p99, messages sent, lost, and the
 # CPU seconds the process used.
@@ -39,12 +39,19 @@ rate=$(python3 -c "print(round($deliveries / ($rooms * $senders * $per_room), 4)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The builds: BEFORE from its tree, then this one (touching main.rs so the binary is relinked
-# from this tree's sources after the other build replaced target/release/leakrun).
-git archive "$before" | tar -x -C "$work" --one-top-level=src-before
-cargo build --release --quiet --manifest-path "$work/src-before/Cargo.toml" --target-dir "$PWD/target"
-cp target/release/leakrun "$work/leakrun-before"
-touch src/main.rs
+# The builds: BEFORE from its tree into a target folder of its own (seeded with this tree's
+# compiled dependencies, so only leakrun compiles; both trees give leakrun the same artifact
+# names, so one folder cannot hold both), then this tree.
+before_target=target/c10k-before
+if [[ ! -d $before_target/release ]]; then
+  mkdir -p "$before_target"
+  cargo build --release --quiet
+  cp -a target/release "$before_target/"
+fi
+# -m: the extracted sources are newer than any artifact, so leakrun is rebuilt from them.
+git archive "$before" | tar -x -m -C "$work" --one-top-level=src-before
+cargo build --release --quiet --manifest-path "$work/src-before/Cargo.toml" --target-dir "$PWD/$before_target"
+cp "$before_target/release/leakrun" "$work/leakrun-before"
 cargo build --release --quiet
 cp target/release/leakrun "$work/leakrun-after"
 

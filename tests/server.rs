@@ -150,3 +150,31 @@ async fn binary_oversize_and_abrupt_endings_are_counted_not_fatal() {
     assert_eq!(s.protocol_errors + s.abrupt_closes, 2, "{s:?}");
     assert_eq!(http_get(&server, "/").await.0, 200);
 }
+
+#[tokio::test]
+async fn frames_larger_than_the_small_read_buffers_arrive_whole_and_a_plain_get_is_refused() {
+    // The server reads into a 4 KiB buffer; a 200 KiB frame still arrives whole, byte for byte,
+    // at every member, and the small frames around it are untouched.
+    let server = start(1024 * 1024).await;
+    let mut alice = ws(&server, "big").await;
+    let mut bob = ws(&server, "big").await;
+    wait_for(&server, |s| s.layer.memberships == 2).await;
+    let big: String = (0..200 * 1024).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    for text in ["before", big.as_str(), "after"] {
+        alice.send(Message::text(text)).await.unwrap();
+    }
+    for socket in [&mut alice, &mut bob] {
+        for expected in ["before", big.as_str(), "after"] {
+            let got = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.to_text().unwrap(), expected);
+        }
+    }
+    // A GET without the upgrade headers is answered 400 with the reason, not served as a socket.
+    let (status, body) = http_get(&server, "/ws/chat/big").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a WebSocket upgrade"), "{body}");
+}

@@ -138,6 +138,8 @@ pub async fn load(options: LoadOptions, cancel: CancellationToken) -> Exit {
         next_session: AtomicU64::new(0),
         live: LiveCounters::default(),
         events: EventLog::new(0),
+        phase_seed: 0,
+        pacer: None,
     });
     let route = Arc::new(Route::new(workload));
     let start = Instant::now();

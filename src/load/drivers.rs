@@ -1,16 +1,19 @@
 //! Connection patterns: when a client's sessions start and end.
 //!
-//! * `steady`: one session for the whole iteration.
+//! * `steady`: one session for the whole iteration; the group connects evenly over `ramp`.
 //! * `cycle`: sessions of `up`, `down` apart, each a new sender — the seed's
-//!   `while :; do timeout 1 python tester.py room_a; done`.
+//!   `while :; do timeout 1 python tester.py room_a; done`; first connects spread over `ramp`.
 //! * `tabs`: one session per tab, opened evenly over `ramp`, closed after `hold` or at the end of
 //!   the iteration — the browser-tab waves of the django-channels report.
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::pacing::wait_while_sending;
 use super::session::{self, SessionPlan};
 use super::{LoadContext, Phase};
 use crate::observe::analysis::SessionReport;
@@ -63,49 +66,39 @@ pub async fn drive(
     iteration_start: Instant,
 ) -> Vec<SessionReport> {
     let mut reports = Vec::new();
-    let plan = |close_at, close| SessionPlan {
+    let plan = |connect_at, close_at, up, close| SessionPlan {
         client: &spec.label,
         room: spec.room,
         instance: spec.instance,
         rate: spec.group.rate,
         payload: spec.group.payload,
         reader: spec.group.reader,
+        phase: spec.group.phase,
+        connect_at,
         close_at,
+        up,
         close,
     };
+    let ramped = |ramp: Duration| iteration_start + ramp.mul_f64(spec.index as f64 / spec.group.count.max(1) as f64);
     match spec.group.pattern {
-        Pattern::Steady => {
-            reports.extend(session::run(&ctx, &book, plan(None, CloseMode::Graceful), &mut phase).await);
+        Pattern::Steady { ramp } => {
+            let at = ramped(ramp);
+            reports.extend(session::run(&ctx, &book, plan(at, None, None, CloseMode::Graceful), &mut phase).await);
         }
-        Pattern::Cycle { up, down, close } => {
+        Pattern::Cycle { up, down, close, ramp } => {
+            let mut at = ramped(ramp);
             while *phase.borrow() == Phase::Send {
-                let close_at = Instant::now() + up;
-                reports.extend(session::run(&ctx, &book, plan(Some(close_at), close), &mut phase).await);
-                if !wait_while_sending(&mut phase, Instant::now() + down).await {
+                reports.extend(session::run(&ctx, &book, plan(at, None, Some(up), close), &mut phase).await);
+                at = Instant::now() + down;
+                if !wait_while_sending(&mut phase, at).await {
                     break;
                 }
             }
         }
         Pattern::Tabs { ramp, hold, close } => {
-            let offset = ramp.mul_f64(spec.index as f64 / spec.group.count.max(1) as f64);
-            if wait_while_sending(&mut phase, iteration_start + offset).await {
-                let close_at = hold.map(|h| iteration_start + ramp + h);
-                reports.extend(session::run(&ctx, &book, plan(close_at, close), &mut phase).await);
-            }
+            let close_at = hold.map(|h| iteration_start + ramp + h);
+            reports.extend(session::run(&ctx, &book, plan(ramped(ramp), close_at, None, close), &mut phase).await);
         }
     }
     reports
-}
-
-/// Sleeps until `deadline`; false if the send phase ended first.
-async fn wait_while_sending(phase: &mut watch::Receiver<Phase>, deadline: Instant) -> bool {
-    loop {
-        if *phase.borrow() != Phase::Send {
-            return false;
-        }
-        tokio::select! {
-            _ = sleep_until(deadline) => return *phase.borrow() == Phase::Send,
-            changed = phase.changed() => if changed.is_err() { return false },
-        }
-    }
 }

@@ -7,6 +7,7 @@
 
 pub mod drivers;
 pub mod http;
+pub mod pacing;
 pub mod session;
 pub mod template;
 
@@ -70,6 +71,10 @@ pub struct LoadContext {
     pub live: LiveCounters,
     /// Churn events.
     pub events: EventLog,
+    /// The seed of every session's send phase (recorded in the result).
+    pub phase_seed: u64,
+    /// The run-wide connect pacer (`run.connect_rate`); none: no limit.
+    pub pacer: Option<pacing::ConnectPacer>,
 }
 
 /// One server instance as clients see it.

@@ -1,5 +1,6 @@
-//! One WebSocket connection session: connect, send on an intended schedule, read and track what
-//! arrives, close as told. This is the per-message path: the send buffer is reused, receipt
+//! One WebSocket connection session: wait for its connect slot, connect, send on an intended
+//! schedule (its phase offset within the first interval), read and track what arrives, close as
+//! told. This is the per-message path: the send buffer is reused, receipt
 //! borrows the frame, and latencies are batched, so nothing here allocates per message received.
 
 use std::time::Duration;
@@ -12,19 +13,25 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use super::pacing::{send_offset_ns, wait_while_sending};
 use super::{LoadContext, Phase};
 use crate::envelope::Envelope;
 use crate::observe::analysis::SessionReport;
 use crate::observe::events::EventKind;
 use crate::observe::latency::{DeliveryBatch, LatencyBook};
 use crate::observe::tracker::{Arrival, SeqTracker};
-use crate::scenario::{CloseMode, Reader};
+use crate::scenario::{CloseMode, Reader, SendPhase};
 
 /// How long a graceful close waits for the server's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Read buffer per client socket.
-const CLIENT_READ_BUFFER: usize = 16 * 1024;
+/// Read buffer per client socket: tungstenite allocates it whole for every connection, and a chat
+/// frame is a few hundred bytes. Larger frames are still read whole (the buffer grows for them).
+pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
+/// Bytes of frames gathered before a write reaches the socket; a client's frames are small and
+/// each is flushed as it is sent, so this only bounds what one send can gather.
+pub const CLIENT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// What a session is asked to do.
 pub struct SessionPlan<'a> {
@@ -40,20 +47,38 @@ pub struct SessionPlan<'a> {
     pub payload: usize,
     /// Whether to read.
     pub reader: Reader,
-    /// When to close on its own (cycle `up`, tabs `hold`); otherwise at the disconnect phase.
+    /// When the first message goes out.
+    pub phase: SendPhase,
+    /// When the session means to connect (its ramp slot); the run's connect pacer may move it
+    /// later. Connect latency counts from the time it was then meant to start.
+    pub connect_at: Instant,
+    /// When to close on its own (tabs `hold`); otherwise at the disconnect phase.
     pub close_at: Option<Instant>,
+    /// How long after its connect slot to close on its own (cycle `up`).
+    pub up: Option<Duration>,
     /// How to close.
     pub close: CloseMode,
 }
 
-/// Runs one session to its end. `None` when the connection could not be made.
+/// Runs one session to its end. `None` when the connection could not be made, or the send phase
+/// ended before its connect slot came.
 pub async fn run(
     ctx: &LoadContext,
     book: &LatencyBook,
     plan: SessionPlan<'_>,
     phase: &mut watch::Receiver<Phase>,
 ) -> Option<SessionReport> {
-    let started = Instant::now();
+    let started = match &ctx.pacer {
+        Some(pacer) => pacer.slot(plan.connect_at),
+        None => plan.connect_at,
+    };
+    if !wait_while_sending(phase, started).await {
+        return None;
+    }
+    let close_at = match (plan.close_at, plan.up) {
+        (Some(at), Some(up)) => Some(at.min(started + up)),
+        (at, up) => at.or(up.map(|up| started + up)),
+    };
     let Some(mut socket) = connect(ctx, plan.instance, plan.room).await else {
         ctx.live
             .connect_failures
@@ -72,7 +97,7 @@ pub async fn run(
     let mut tracker = SeqTracker::for_run(ctx.clock.nonce());
     let mut latencies = DeliveryBatch::for_room(plan.room);
     let interval_ns = if plan.rate > 0.0 { (1e9 / plan.rate) as u64 } else { 0 };
-    let send_start_ns = connected_ns;
+    let send_start_ns = connected_ns + send_offset_ns(plan.phase, ctx.phase_seed, id, interval_ns);
     let mut sent: u64 = 0;
     let mut buffer = String::with_capacity(plan.payload.max(64));
     let mut sending = *phase.borrow() == Phase::Send && interval_ns > 0;
@@ -94,7 +119,7 @@ pub async fn run(
                     break;
                 }
             }
-            _ = sleep_until_opt(plan.close_at) => break,
+            _ = sleep_until_opt(close_at) => break,
             frame = socket.next(), if reading => match frame {
                 Some(Ok(Message::Text(text))) => {
                     observe(ctx, &mut tracker, &mut latencies, book, room_name, &text, plan.client, id);
@@ -231,9 +256,11 @@ async fn connect(ctx: &LoadContext, instance: usize, room: usize) -> Option<WebS
     let attempt = async {
         let tcp = TcpStream::connect(addr).await.ok()?;
         let _ = tcp.set_nodelay(true);
-        // tungstenite reads into a 128 KiB buffer by default; a thousand clients do not need
-        // 128 MiB of it. Frames larger than the buffer are still read whole.
-        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+        // tungstenite reads into a 128 KiB buffer by default; ten thousand clients do not need
+        // 1.25 GiB of it. Frames larger than the buffer are still read whole.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(CLIENT_READ_BUFFER)
+            .write_buffer_size(CLIENT_WRITE_BUFFER);
         client_async_with_config(url, tcp, Some(config))
             .await
             .ok()

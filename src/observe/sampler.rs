@@ -136,6 +136,83 @@ pub trait HeapSource: Send + Sync {
     async fn read(&self) -> Result<Option<HeapReading>, SourceError>;
 }
 
+/// leakrun's own cost while an iteration's connections are open: its CPU over the send and
+/// drain, and its memory at the end of the drain, each also per connection, so a reader sees when
+/// the load generator, not the server, is the limit. For the embedded target the process holds
+/// the server too: `server_heap_bytes` is the server's share of the heap, `harness_heap_bytes`
+/// the clients' and observers'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorFigures {
+    /// Client connection sessions in the iteration.
+    pub connections: u64,
+    /// CPU seconds (user and system) of the leakrun process over the send and drain.
+    pub cpu_s: f64,
+    /// `cpu_s` over the wall time and the machine's cores: 1.0 is every core busy.
+    pub cpu_share: f64,
+    /// CPU milliseconds per connection.
+    pub cpu_ms_per_connection: f64,
+    /// Resident bytes of the leakrun process at the end of the drain.
+    pub rss_bytes: u64,
+    /// `rss_bytes` per connection.
+    pub rss_per_connection: u64,
+    /// Live heap of leakrun's clients and observers then (counting allocator only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_heap_bytes: Option<i64>,
+    /// `harness_heap_bytes` per connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_heap_per_connection: Option<i64>,
+    /// Live heap of the embedded server then, per connection (embedded target only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_heap_per_connection: Option<i64>,
+}
+
+/// leakrun's own process usage at one moment: CPU seconds so far, resident bytes, heap figures.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnUsage {
+    cpu_s: f64,
+    rss_bytes: u64,
+    heap: Option<heap::HeapFigures>,
+}
+
+impl OwnUsage {
+    /// The usage now.
+    pub fn now() -> Self {
+        // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let cpu_s = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            seconds(usage.ru_utime) + seconds(usage.ru_stime)
+        } else {
+            0.0
+        };
+        Self {
+            cpu_s,
+            rss_bytes: MemoryProbe::own_process().rss().unwrap_or(0),
+            heap: heap::figures(),
+        }
+    }
+
+    /// The figures of the span from `self` to `end`, `wall_s` long, over `connections`;
+    /// `server_heap` says whether the process's server domain is the target's.
+    pub fn figures(&self, end: &OwnUsage, wall_s: f64, connections: u64, server_heap: bool) -> GeneratorFigures {
+        let n = connections.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cpu_s = (end.cpu_s - self.cpu_s).max(0.0);
+        let harness = end.heap.map(|h| h.harness_bytes);
+        GeneratorFigures {
+            connections,
+            cpu_s,
+            cpu_share: cpu_s / (wall_s.max(1e-9) * cores),
+            cpu_ms_per_connection: cpu_s * 1000.0 / n as f64,
+            rss_bytes: end.rss_bytes,
+            rss_per_connection: end.rss_bytes / n,
+            harness_heap_bytes: harness,
+            harness_heap_per_connection: harness.map(|b| b / n as i64),
+            server_heap_per_connection: end.heap.filter(|_| server_heap).map(|h| h.server_bytes / n as i64),
+        }
+    }
+}
+
 /// Reads the resident set of one process, or of a process and all its descendants.
 pub struct MemoryProbe {
     pid: Pid,

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::load::pacing::FirstSends;
 use crate::observe::analysis::{LossRecord, LossTotals};
 use crate::observe::events::ChurnEvent;
 pub use crate::observe::http::RouteFigures;
 use crate::observe::latency::{LatencySummary, LatencyWindow};
-use crate::observe::sampler::Sample;
+use crate::observe::sampler::{GeneratorFigures, Sample};
 pub use crate::observe::timeline::Timeline;
 use crate::scenario::Scenario;
 use crate::server::ServerStats;
@@ -133,6 +134,12 @@ pub struct IterationFigures {
     pub deliveries_per_s: f64,
     /// Delivery latency over all rooms.
     pub delivery: LatencySummary,
+    /// How the sessions' first messages were spread in time.
+    #[serde(default)]
+    pub first_sends: FirstSends,
+    /// leakrun's own CPU and memory, in all and per connection, with the connections open.
+    #[serde(default)]
+    pub generator: GeneratorFigures,
     /// HTTP figures per route (`[[http]]` workloads), this iteration only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<RouteFigures>,
@@ -192,6 +199,9 @@ pub struct RunResult {
     pub expectation_met: bool,
     /// What went wrong, when status is `error`.
     pub error: Option<String>,
+    /// The seed every session's send phase was drawn from (`phase = "spread"`).
+    #[serde(default)]
+    pub phase_seed: u64,
     /// Per-iteration figures.
     pub iterations: Vec<IterationFigures>,
     /// The verdicts (absent when no iteration completed).

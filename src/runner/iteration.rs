@@ -13,15 +13,16 @@ use super::drain;
 use crate::heap;
 use crate::load::drivers::{self, ClientSpec};
 use crate::load::http::{self as http_load, Route, WorkerPool};
+use crate::load::pacing::FirstSends;
 use crate::load::{LiveCounters, LoadContext, Phase};
 use crate::observe::analysis::{self, SessionReport};
 use crate::observe::clock::secs;
 use crate::observe::http::Tally;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
-use crate::observe::sampler::{Probes, SourceError};
+use crate::observe::sampler::{OwnUsage, Probes, SourceError};
 use crate::results::IterationFigures;
 use crate::scenario::RunSpec;
-use crate::target::Target;
+use crate::target::{JudgedMemory, Target};
 
 /// What every iteration runs against: the target, how to read it, the HTTP routes to load.
 pub struct Stage<'a> {
@@ -67,6 +68,7 @@ pub async fn run(
     let (phase_tx, phase_rx) = watch::channel(Phase::Send);
     let started = Instant::now();
     let started_ns = ctx.clock.now_ns();
+    let usage_start = OwnUsage::now();
     let failures_before = LiveCounters::get(&ctx.live.connect_failures);
     let tasks: Vec<_> = clients
         .iter()
@@ -115,6 +117,8 @@ pub async fn run(
     };
     interrupted |= cancel.is_cancelled();
     let drain_s = drain_started.elapsed().as_secs_f64();
+    // leakrun's own cost, read while every connection is still open.
+    let usage_end = OwnUsage::now();
     let _ = phase_tx.send(Phase::Disconnect);
 
     // Every session ends within its close wait after the disconnect phase; the bound is a guard.
@@ -199,6 +203,13 @@ pub async fn run(
         totals: loss.totals,
         deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
         delivery: all_rooms.summary(),
+        first_sends: FirstSends::of(&sessions),
+        generator: usage_start.figures(
+            &usage_end,
+            send_s + drain_s,
+            sessions.len() as u64,
+            matches!(stage.target.judged_memory(None), JudgedMemory::Heap { exact: true, .. }),
+        ),
         http: stage
             .routes
             .iter()

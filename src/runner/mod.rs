@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::heap;
 use crate::load::drivers;
 use crate::load::http::{Route, WorkerPool};
+use crate::load::pacing::ConnectPacer;
 use crate::load::{LiveCounters, LoadContext};
 use crate::observe::clock::{RunClock, secs};
 use crate::observe::events::EventLog;
@@ -147,6 +148,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         status: Status::Error,
         expectation_met: false,
         error: None,
+        phase_seed: fastrand::u64(..),
         iterations: Vec::new(),
         verdicts: None,
         losses: LossLog::default(),
@@ -226,6 +228,8 @@ async fn run_on(
         next_session: AtomicU64::new(0),
         live: LiveCounters::default(),
         events: EventLog::new(MAX_EVENTS),
+        phase_seed: result.phase_seed,
+        pacer: scenario.run.connect_rate.map(ConnectPacer::new),
     });
     let clients = drivers::clients(scenario, ctx.targets.len());
     let routes: Vec<Arc<Route>> = scenario

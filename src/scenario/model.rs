@@ -519,6 +519,21 @@ pub struct ClientGroup {
     pub payload: usize,
     /// Whether the client reads what the server sends.
     pub reader: Reader,
+    /// When each session's first message goes out.
+    #[serde(default)]
+    pub phase: SendPhase,
+}
+
+/// When a session's send schedule starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendPhase {
+    /// At a random offset within the first send interval, seeded per run: a thousand clients at
+    /// one message per 10 s send about a hundred messages a second, not a thousand in a burst.
+    #[default]
+    Spread,
+    /// The moment the session connects: every client connected together sends together.
+    Aligned,
 }
 
 /// How a client reads.
@@ -545,8 +560,12 @@ pub enum CloseMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Pattern {
-    /// Connect at the start of the iteration and stay until it ends.
-    Steady,
+    /// Connect at the start of the iteration (spread over `ramp`) and stay until it ends.
+    Steady {
+        /// Time over which the group's clients connect, evenly spread.
+        #[serde(default, with = "duration_text")]
+        ramp: Duration,
+    },
     /// Connect, stay `up`, close, wait `down`, reconnect as a new sender; repeat.
     Cycle {
         /// How long each session stays connected.
@@ -557,6 +576,9 @@ pub enum Pattern {
         down: Duration,
         /// How each session closes.
         close: CloseMode,
+        /// Time over which the group's clients make their first connect, evenly spread.
+        #[serde(default, with = "duration_text")]
+        ramp: Duration,
     },
     /// Browser tabs: open all over `ramp`, hold, close them all; one wave per iteration.
     Tabs {
@@ -575,7 +597,7 @@ impl Pattern {
     /// The pattern's name as written in a scenario.
     pub fn name(&self) -> &'static str {
         match self {
-            Pattern::Steady => "steady",
+            Pattern::Steady { .. } => "steady",
             Pattern::Cycle { .. } => "cycle",
             Pattern::Tabs { .. } => "tabs",
         }
@@ -714,6 +736,9 @@ pub struct RunSpec {
     /// Upper bound on one WebSocket connect (TCP and handshake).
     #[serde(with = "duration_text")]
     pub connect_timeout: Duration,
+    /// Most WebSocket connects per second across the run; none: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<f64>,
     /// How often memory and server state are sampled for the timeline.
     #[serde(with = "duration_text")]
     pub sample_interval: Duration,

@@ -283,9 +283,15 @@ pub struct RawClients {
     /// `cycle` and `tabs`: `"graceful"` (default, a close frame) or `"abrupt"`.
     #[schemars(with = "Option<String>", extend("enum" = ["graceful", "abrupt"]))]
     pub close: Option<S<String>>,
-    /// `tabs`: the time over which the wave's tabs open (default 0).
+    /// The time over which the group's clients connect, evenly spread (default 0: all at once);
+    /// `steady` and `cycle` clients connect over it, `tabs` open the wave over it.
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub ramp: Option<S<String>>,
+    /// `"spread"` (default: each session's first message at a random offset within its first
+    /// send interval, seeded per run) or `"aligned"` (every session sends its first message the
+    /// moment it connects: a burst).
+    #[schemars(with = "Option<String>", extend("enum" = ["spread", "aligned"]))]
+    pub phase: Option<S<String>>,
     /// `tabs`: how long the open tabs are held (default: until the iteration ends).
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub hold: Option<S<String>>,
@@ -358,6 +364,10 @@ pub struct RawRun {
     /// Bound on one WebSocket connect (default "5s").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub connect_timeout: Option<S<String>>,
+    /// Most WebSocket connects per second across the whole run, every client and reconnect
+    /// included (default: no limit); connect latency is measured from each paced time.
+    #[schemars(with = "Option<f64>")]
+    pub connect_rate: Option<S<f64>>,
     /// Interval of the memory and state timeline (default "100ms").
     #[schemars(with = "Option<String>", extend("pattern" = DURATION_PATTERN))]
     pub sample_interval: Option<S<String>>,

@@ -368,8 +368,26 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
             Duration::from_secs(5),
             true,
         ),
+        connect_rate: connect_rate(c, raw.connect_rate.as_ref()),
         sample_interval: sample_interval(c, raw.sample_interval.as_ref()),
     }
+}
+
+/// Largest `run.connect_rate`: a million connects a second is past anything one machine does.
+const MAX_CONNECT_RATE: f64 = 1_000_000.0;
+
+fn connect_rate(c: &mut Collector<'_>, raw: Option<&S<f64>>) -> Option<f64> {
+    let raw = raw?;
+    let rate = *raw.get_ref();
+    if rate.is_finite() && rate > 0.0 && rate <= MAX_CONNECT_RATE {
+        return Some(rate);
+    }
+    c.at(
+        raw.span(),
+        "run.connect_rate",
+        format!("{rate} is out of range; valid: more than 0 and at most {MAX_CONNECT_RATE} connects per second (leave it out for no limit)"),
+    );
+    None
 }
 
 fn rooms(
@@ -473,7 +491,6 @@ fn client_group(
     };
     only_for(c, g.up.as_ref(), "up", &["cycle"]);
     only_for(c, g.down.as_ref(), "down", &["cycle"]);
-    only_for(c, g.ramp.as_ref(), "ramp", &["tabs"]);
     only_for(c, g.hold.as_ref(), "hold", &["tabs"]);
     only_for(c, g.close.as_ref(), "close", &["cycle", "tabs"]);
     let close = choice(
@@ -483,6 +500,21 @@ fn client_group(
         &close_choices,
         CloseMode::Graceful,
     );
+    let ramp = duration_value(c, g.ramp.as_ref(), &format!("{key}.ramp"), Duration::ZERO, false);
+    if let Some(raw_ramp) = &g.ramp
+        && pattern_name != "tabs"
+        && ramp >= run.duration
+    {
+        c.at(
+            raw_ramp.span(),
+            format!("{key}.ramp"),
+            format!(
+                "{} is not shorter than run.duration = {}; valid: 0 up to the duration, so every client connects within the iteration",
+                humantime::format_duration(ramp),
+                humantime::format_duration(run.duration)
+            ),
+        );
+    }
     let pattern =
         match pattern_name {
             "cycle" => Pattern::Cycle {
@@ -495,9 +527,9 @@ fn client_group(
                     false,
                 ),
                 close,
+                ramp,
             },
             "tabs" => {
-                let ramp = duration_value(c, g.ramp.as_ref(), &format!("{key}.ramp"), Duration::ZERO, false);
                 let hold = g
                     .hold
                     .as_ref()
@@ -513,7 +545,7 @@ fn client_group(
                 }
                 Pattern::Tabs { ramp, hold, close }
             }
-            _ => Pattern::Steady,
+            _ => Pattern::Steady { ramp },
         };
     let count = int(c, g.count.as_ref(), &format!("{key}.count"), 1, 1..=10_000) as usize;
     let default_rate = if pattern_name == "tabs" { 0.0 } else { 1.0 };
@@ -565,12 +597,20 @@ fn client_group(
         &[("normal", Reader::Normal), ("paused", Reader::Paused)],
         Reader::Normal,
     );
+    let phase = choice(
+        c,
+        g.phase.as_ref(),
+        &format!("{key}.phase"),
+        &[("spread", SendPhase::Spread), ("aligned", SendPhase::Aligned)],
+        SendPhase::Spread,
+    );
     ClientGroup {
         pattern,
         count,
         rate,
         payload,
         reader,
+        phase,
     }
 }
 

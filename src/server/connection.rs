@@ -6,13 +6,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::AppState;
 use super::stats::ServerCounters;
+use super::upgrade::ServerSocket;
 
 /// Most group messages written before one flush, so a busy room is written in batches.
 const WRITE_BATCH: usize = 64;
+
+/// Frames up to this size are copied out of the read buffer before they go to the group: a
+/// frame cut from the buffer shares its allocation, so a 64-byte message waiting in a channel
+/// would keep the whole buffer alive. Larger frames have an allocation of their own already.
+const COPY_OUT_BELOW: usize = 16 * 1024;
 
 /// How the connection ended.
 enum Ending {
@@ -23,7 +29,7 @@ enum Ending {
 }
 
 /// Serves one upgraded socket in `room` until it closes.
-pub async fn serve_socket(socket: WebSocket, room: String, state: Arc<AppState>) {
+pub async fn serve_socket(socket: ServerSocket, room: String, state: Arc<AppState>) {
     let counters = &state.counters;
     ServerCounters::bump(&counters.connections_opened);
     ServerCounters::bump(&counters.live_connections);
@@ -63,25 +69,34 @@ pub async fn serve_socket(socket: WebSocket, room: String, state: Arc<AppState>)
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-async fn pump(socket: WebSocket, room: &str, channel: &mut crate::layer::ChannelReceiver, state: &AppState) -> Ending {
+async fn pump(
+    socket: ServerSocket,
+    room: &str,
+    channel: &mut crate::layer::ChannelReceiver,
+    state: &AppState,
+) -> Ending {
     let counters = &state.counters;
     let (mut sink, mut stream) = socket.split();
     loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
-                Some(Ok(message)) if message.is_text() => {
-                    let bytes = message.into_bytes();
-                    if bytes.len() > state.max_frame {
+                Some(Ok(Message::Text(text))) => {
+                    if text.len() > state.max_frame {
                         ServerCounters::bump(&counters.oversize_frames);
                         continue;
                     }
                     ServerCounters::bump(&counters.frames_in);
+                    let bytes = if text.len() < COPY_OUT_BELOW {
+                        Bytes::copy_from_slice(text.as_bytes())
+                    } else {
+                        Bytes::from(text)
+                    };
                     if state.layer.group_send(room, bytes).await.is_err() {
                         ServerCounters::bump(&counters.layer_errors);
                     }
                 }
-                Some(Ok(message)) if message.is_binary() => ServerCounters::bump(&counters.binary_frames),
-                Some(Ok(message)) if message.is_close() => {
+                Some(Ok(Message::Binary(_))) => ServerCounters::bump(&counters.binary_frames),
+                Some(Ok(Message::Close(_))) => {
                     let _ = sink.close().await;
                     return Ending::Graceful;
                 }
@@ -110,18 +125,22 @@ async fn pump(socket: WebSocket, room: &str, channel: &mut crate::layer::Channel
     }
 }
 
+/// The frame for one group message, sharing its bytes (no copy per receiver). Everything a layer
+/// carries came in as a text frame; bytes a backend mangled out of UTF-8 go out as lossy text, as
+/// a server that forwards what it got would.
 fn text_message(bytes: Bytes) -> Message {
-    // Everything in a channel came in as a text frame, so it is valid UTF-8.
-    Message::text(String::from_utf8_lossy(&bytes).into_owned())
+    match Utf8Bytes::try_from(bytes.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::text(String::from_utf8_lossy(&bytes).into_owned()),
+    }
 }
 
-fn classify(error: &warp::Error) -> Ending {
-    use std::error::Error as _;
+fn classify(error: &tokio_tungstenite::tungstenite::Error) -> Ending {
     use tokio_tungstenite::tungstenite::Error as WsError;
     use tokio_tungstenite::tungstenite::error::ProtocolError;
-    match error.source().and_then(|e| e.downcast_ref::<WsError>()) {
-        Some(WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed) => Ending::Abrupt,
-        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Ending::Abrupt,
+    match error {
+        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => Ending::Abrupt,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Abrupt,
         _ => Ending::ProtocolError,
     }
 }

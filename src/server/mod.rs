@@ -13,6 +13,7 @@ pub mod connection;
 pub mod faults;
 pub mod http_routes;
 pub mod stats;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -101,19 +102,24 @@ pub fn routes(
     };
     let chat = warp::path!("ws" / "chat" / String)
         .and(warp::get())
-        .and(warp::ws())
+        .and(upgrade::upgrade())
         .and(with_state.clone())
-        .map(|room: String, ws: warp::ws::Ws, state: Arc<AppState>| {
-            if !is_valid_name(&room) {
-                ServerCounters::bump(&state.counters.bad_room_requests);
-                let body = format!("invalid room name `{room}`: use 1 to 99 letters, digits, `.`, `_` or `-`\n");
-                return warp::reply::with_status(body, StatusCode::BAD_REQUEST).into_response();
-            }
-            ws.max_message_size(HARD_MESSAGE_LIMIT)
-                .max_frame_size(HARD_MESSAGE_LIMIT)
-                .on_upgrade(move |socket| connection::serve_socket(socket, room, state))
-                .into_response()
-        });
+        .map(
+            |room: String, ws: Result<upgrade::Upgrade, upgrade::NotUpgrade>, state: Arc<AppState>| {
+                if !is_valid_name(&room) {
+                    ServerCounters::bump(&state.counters.bad_room_requests);
+                    let body = format!("invalid room name `{room}`: use 1 to 99 letters, digits, `.`, `_` or `-`\n");
+                    return warp::reply::with_status(body, StatusCode::BAD_REQUEST).into_response();
+                }
+                let ws = match ws {
+                    Ok(ws) => ws,
+                    Err(not) => return not.respond(),
+                };
+                ws.respond(upgrade::socket_config(HARD_MESSAGE_LIMIT), move |socket| {
+                    connection::serve_socket(socket, room, state)
+                })
+            },
+        );
     let stats = warp::path!("stats")
         .and(warp::get())
         .and(with_state)

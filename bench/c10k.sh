@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# C10k: ten thousand WebSocket connections in one leakrun process (server and clients), on the
+# memory layer: 10 rooms, each of listen-only clients and one sender, the senders' rate set so the
+# room delivers 100,000 messages a second in all (each message reaches every member of its room).
+# Prints, for the build of BEFORE (default: main, built from `git archive` into a target folder
+# of its own) and for this tree, side by side in one run: memory per
+# connection (peak RSS of the process over connections: server and clients together), connect
+# p99, deliveries per second (offered and delivered), delivery p99, messages sent, lost, and the
+# CPU seconds the process used.
+#
+# Each connection is two sockets in this one process (the client's and the server's), so the
+# open-file limit caps the connections: with `ulimit -n` at 20,000 that is 9,900, and the script
+# says so when it caps. Runs in release; CPU heavy (two runs of DURATION plus connects and drain).
+# Usage: bench/c10k.sh [CONNECTIONS]   (default 10000)
+# Environment: BEFORE=<git ref> (default main), DURATION (default 20s), ROOMS (default 10),
+#              SENDERS per room (default 1), DELIVERIES per second offered (default 100000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=${1:-10000}
+rooms=${ROOMS:-10}
+senders=${SENDERS:-1}
+duration=${DURATION:-20s}
+deliveries=${DELIVERIES:-100000}
+before=${BEFORE:-main}
+
+# Room for the process's other descriptors (listeners, files, the backend's and the sampler's).
+limit=$(ulimit -n)
+spare=200
+connections=$want
+if (( 2 * want + spare > limit )); then
+  connections=$(( (limit - spare) / 2 ))
+  echo "note: the open-file limit ($limit) caps the run at $connections connections (2 sockets each, $spare spare), not $want" >&2
+fi
+per_room=$(( connections / rooms ))
+connections=$(( per_room * rooms ))
+listeners=$(( per_room - senders ))
+rate=$(python3 -c "print(round($deliveries / ($rooms * $senders * $per_room), 4))")
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The builds: BEFORE from its tree into a target folder of its own (seeded with this tree's
+# compiled dependencies, so only leakrun compiles; both trees give leakrun the same artifact
+# names, so one folder cannot hold both), then this tree.
+before_target=target/c10k-before
+if [[ ! -d $before_target/release ]]; then
+  mkdir -p "$before_target"
+  cargo build --release --quiet
+  cp -a target/release "$before_target/"
+fi
+# -m: the extracted sources are newer than any artifact, so leakrun is rebuilt from them.
+git archive "$before" | tar -x -m -C "$work" --one-top-level=src-before
+cargo build --release --quiet --manifest-path "$work/src-before/Cargo.toml" --target-dir "$PWD/$before_target"
+cp "$before_target/release/leakrun" "$work/leakrun-before"
+cargo build --release --quiet
+cp target/release/leakrun "$work/leakrun-after"
+
+{
+  printf 'name = "c10k"\ndescription = "%s connections: %s rooms of %s listeners and %s senders at %s/s"\n' \
+    "$connections" "$rooms" "$listeners" "$senders" "$rate"
+  printf '[server]\ncapacity = 1000\n[run]\nduration = "%s"\ndrain = "10s"\nsettle = "20s"\nconnect_timeout = "30s"\n' "$duration"
+  printf '[thresholds]\ndelivery_p99 = "30s"\nconnect_p99 = "30s"\n'
+  for ((r = 0; r < rooms; r++)); do
+    printf '[[rooms]]\nname = "room%s"\n' "$r"
+    printf '[[rooms.clients]]\npattern = "steady"\ncount = %s\nrate = 0\n' "$listeners"
+    printf '[[rooms.clients]]\npattern = "steady"\ncount = %s\nrate = %s\npayload = 128\n' "$senders" "$rate"
+  done
+} > "$work/c10k.toml"
+
+echo "c10k: $connections connections, $rooms rooms x ($listeners listeners + $senders senders at $rate/s), $duration, offered $(( rooms * senders * per_room ))x$rate deliveries/s"
+printf '%-8s %12s %10s %14s %14s %10s %10s %8s %8s %8s\n' build KiB/conn peak_MiB connect_p99 deliveries/s delivery_p99 sent lost dropped cpu_s
+for build in before after; do
+  rm -f "$work/c10k.json"
+  /usr/bin/time -f '%M %U %S' -o "$work/time" "$work/leakrun-$build" run "$work/c10k.toml" --out "$work" --no-progress \
+    >"$work/$build.log" 2>&1 || true
+  python3 - "$work/c10k.json" "$(tail -1 "$work/time")" "$build" "$connections" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+rss_kib, user, system = sys.argv[2].split()
+rss_kib, cpu = int(rss_kib), float(user) + float(system)
+it = r["iterations"][0]
+t = it["totals"]
+connect = r["verdicts"]["latency"]["connect"]["p99_us"] / 1000 if r.get("verdicts") else float("nan")
+dropped = (it.get("server_after") or {}).get("layer", {}).get("dropped_full", 0)
+print(f'{sys.argv[3]:<8} {rss_kib / int(sys.argv[4]):>12.1f} {rss_kib / 1024:>10.0f} {connect:>12.1f}ms '
+      f'{it["deliveries_per_s"]:>14,.0f} {it["delivery"]["p99_us"] / 1000:>10.1f}ms {t["sent"]:>8,} '
+      f'{t["gaps"] + t["tail_loss"]:>8,} {dropped:>8,} {cpu:>8.1f}')
+PY
+done

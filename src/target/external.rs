@@ -62,6 +62,14 @@ pub enum ExternalError {
     /// The command could not be started.
     #[error("server.command: {0}")]
     Spawn(#[from] SpawnError),
+    /// The command's program does not exist.
+    #[error("server.command: {error}; {hint}")]
+    NotInstalled {
+        /// What the system said.
+        error: SpawnError,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// The heap probe did not answer; the server was stopped.
     #[error("{error}; the server was {stopped}; {tail}")]
     HeapProbe {
@@ -214,7 +222,7 @@ impl External {
                     heap: heap.as_deref(),
                     service,
                 };
-                let process = spawn(command, &log, &extra).map_err(ExternalError::from)?;
+                let process = spawn(command, &log, &extra).map_err(not_installed)?;
                 let check = Check::new(&command.ready, addr);
                 let pid = process.pid();
                 let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;
@@ -416,6 +424,24 @@ fn spawn(spec: &CommandSpec, log: &Path, extra: &Environment<'_>) -> Result<Chil
         guard: Some(spec.stop_grace),
     };
     ChildProcess::spawn(command, &options)
+}
+
+/// A spawn error, with what to do when the program is not there: the examples' programs live in
+/// the virtual environments `scripts/install-services` makes under `target/`.
+fn not_installed(error: SpawnError) -> ExternalError {
+    if !error.not_found() {
+        return ExternalError::Spawn(error);
+    }
+    let ours = matches!(&error, SpawnError::Spawn { program, .. } if program.contains("target/"));
+    ExternalError::NotInstalled {
+        error,
+        hint: match ours {
+            true => {
+                "it lives in a virtual environment scripts/install-services makes under target/: run scripts/install-services first"
+            }
+            false => "is the program installed, and is it on PATH or the path right from server.cwd?",
+        },
+    }
 }
 
 /// How a stop ended, in words for the result.

@@ -502,6 +502,20 @@ fn a_command_that_never_gets_ready_is_an_error_and_is_stopped() {
 }
 
 #[test]
+fn a_program_missing_from_target_says_to_run_install_services() {
+    let dir = scratch();
+    let text = format!(
+        "name = \"no_venv\"\n[server]\ntarget = \"external\"\ncommand = [\"target/no-such-venv/bin/python\", \"app.py\"]\nws_url = \"ws://127.0.0.1:{}/ws/chat/{{room}}/\"\n{CHURN_ROOMS}",
+        free_port()
+    );
+    let output = run_scenario(&scenario(dir.path(), "no_venv", &text), dir.path());
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let error = result(dir.path(), "no_venv")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("cannot run `target/no-such-venv/bin/python`"), "{error}");
+    assert!(error.contains("run scripts/install-services first"), "{error}");
+}
+
+#[test]
 fn bad_external_settings_are_exit_2_naming_the_key() {
     let dir = scratch();
     let remote = scenario(

@@ -21,6 +21,11 @@ const KEPT: u64 = 4096;
 
 /// Waves of 100 browser tabs against the chat server with `switches` and the heap probe on.
 fn waves(name: &str, switches: &[&str], iterations: u32, expect: &str) -> Value {
+    waves_with(name, switches, "", iterations, expect)
+}
+
+/// The same, with more `[server]` keys.
+fn waves_with(name: &str, switches: &[&str], server_keys: &str, iterations: u32, expect: &str) -> Value {
     let dir = scratch();
     let port = free_port();
     let text = format!(
@@ -30,6 +35,7 @@ target = "external"
 command = {command}
 ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
 heap = "python"
+{server_keys}
 
 [[rooms]]
 name = "lobby"
@@ -149,15 +155,21 @@ fn memory_held_while_open_and_freed_on_close_is_retention() {
 
 #[test]
 fn every_worker_answers_and_the_series_is_their_sum() {
-    let r = waves(
+    // With three frames per allocation: the site is still the allocating line, the traceback
+    // the path to it, innermost first.
+    let r = waves_with(
         "py_heap_workers",
         &["--workers", "2", "--leak-per-connection", &KEPT.to_string()],
+        "heap_frames = 3",
         6,
         "leak = true",
     );
     let leak = &r["verdicts"]["leak"];
     assert_eq!(leak["outcome"], "leak", "{}", leak["summary"]);
     assert_eq!(leak["sites"][0]["site"], keeping_line(), "{}", leak["sites"]);
+    let traceback = leak["sites"][0]["traceback"].as_array().unwrap();
+    assert!(traceback.len() >= 2, "{traceback:?}");
+    assert_eq!(traceback[0], keeping_line());
     let supervisor = r["target"]["pid"].as_u64().unwrap();
     let iterations = r["iterations"].as_array().unwrap();
     let workers = |iteration: &Value| -> Vec<(u64, i64)> {

@@ -360,7 +360,7 @@ name = "room_a"
     fn all_value_problems_are_reported_at_once() {
         let text = GOOD
             .replace("rate = 10", "rate = -1")
-            .replace("up = \"1s\"", "up = \"soon\"\nramp = \"1s\"");
+            .replace("up = \"1s\"", "up = \"soon\"\nhold = \"1s\"");
         let found = problems(&text);
         let keys: Vec<_> = found.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
@@ -368,7 +368,7 @@ name = "room_a"
             [
                 "rooms[0].clients[0].rate",
                 "rooms[0].clients[0].up",
-                "rooms[0].clients[0].ramp"
+                "rooms[0].clients[0].hold"
             ],
             "{found:?}"
         );

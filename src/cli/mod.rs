@@ -315,9 +315,21 @@ fn overrides(set: &[String]) -> anyhow::Result<Vec<scenario::Override>> {
 }
 
 fn check(files: &[PathBuf], overrides: &[scenario::Override]) -> Exit {
+    let environment = match environment::Environment::load() {
+        Ok(environment) => environment,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     for file in files {
         match scenario::load_with(file, overrides) {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                // A URL from the environment is checked as `run` would take it.
+                if let Err(message) = resolve(&mut loaded, None, &environment) {
+                    eprintln!("{}: {message}", file.display());
+                    return Exit::Usage;
+                }
                 let s = &loaded.scenario;
                 println!(
                     "ok  {}: `{}`, {} room(s), {} client(s), {} HTTP workload(s), {} iteration(s) of {}",

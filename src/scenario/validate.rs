@@ -295,28 +295,18 @@ pub fn check_backend_url(url: &str, kind: BackendKind, allow_remote: bool) -> Re
         BackendKind::Redis | BackendKind::RedisLists => &["redis"],
         BackendKind::Amqp => &["amqp"],
     };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("`{url}` is not a URL; write e.g. \"redis://127.0.0.1:6379/\""));
-    };
-    if !schemes.contains(&scheme) {
-        return Err(format!(
-            "scheme `{scheme}` does not fit kind = \"{}\"; valid: {}://",
-            kind.name(),
-            schemes.join("://, ")
-        ));
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
-    };
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback && !allow_remote {
-        return Err(format!(
-            "host `{host}` is not a loopback address; leakrun only loads 127.0.0.1, ::1 or localhost unless the scenario sets `backend.allow_remote = true`"
-        ));
-    }
+    crate::address::check(url, schemes, allow_remote, "backend.allow_remote").map_err(|error| match error {
+        crate::address::AddressError::Scheme { scheme, valid } => {
+            format!(
+                "scheme `{scheme}` does not fit kind = \"{}\"; valid: {valid}",
+                kind.name()
+            )
+        }
+        crate::address::AddressError::NotUrl { text, .. } => {
+            format!("`{text}` is not a URL; write e.g. \"{}://127.0.0.1:6379/\"", schemes[0])
+        }
+        other => other.to_string(),
+    })?;
     Ok(())
 }
 

@@ -394,6 +394,24 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
             }
         }
     }
+    // A folder that cannot take the result is found now, not after the run.
+    if let Err(error) = crate::results::write::check_writable(&options.out_dir) {
+        eprintln!(
+            "error: --out {}: cannot write results there ({error}); valid: a folder leakrun can create files in",
+            options.out_dir.display()
+        );
+        return Exit::Usage;
+    }
+    if let Some(path) = flags.junit {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if let Err(error) = crate::results::write::check_writable(dir) {
+            eprintln!("error: --junit {}: cannot write there ({error})", path.display());
+            return Exit::Usage;
+        }
+    }
     let mut worst = Exit::Pass;
     let mut finished = Vec::new();
     // Several scenarios: each in a process of its own, so none inherits another's memory.
@@ -455,6 +473,7 @@ async fn run_here(
             };
             (exit, Ok(outcome.result))
         }
+        Err(error @ runner::RunError::Busy(_)) => (Exit::Usage, Err(error.into())),
         Err(error) => (Exit::Infrastructure, Err(error.into())),
     }
 }

@@ -24,6 +24,26 @@ const BAD_INPUTS: &[(&str, &str, &str)] = &[
     // (replace this, with this, expected fragment "line:col: `key`")
     (
         "rate = 20",
+        "rate = 1e-300",
+        "7:10: `rooms[0].clients[0].rate`: 1e-300 is out of range",
+    ),
+    (
+        "rate = 20",
+        "rate = 1e-300",
+        "valid: 0 (listen only), or 0.001 to 10000 messages per second per client",
+    ),
+    (
+        "duration = \"1s\"",
+        "duration = \"1s\"\niterations = 1001",
+        "10:14: `run.iterations`: 1001 is out of range; valid: 1 to 1000",
+    ),
+    (
+        "[run]",
+        "[[http]]\npath = \"/\"\nrate = 1e-300\n[run]",
+        "10:8: `http[0].rate`: 1e-300 is out of range; valid: 0.001 to 1000000 requests per second",
+    ),
+    (
+        "rate = 20",
         "rate = 20\nspeed = 3",
         "8:1: `rooms[0].clients[0].speed`: unknown key `speed` in [rooms.clients]; valid keys: pattern, count, rate",
     ),

@@ -53,5 +53,9 @@ fn a_server_that_stops_reading_ends_the_session_not_the_run() {
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"send_timed_out"), "{kinds:?}");
-    assert!(iteration["totals"]["sent"].as_u64().unwrap() > 0, "{}", iteration["totals"]);
+    assert!(
+        iteration["totals"]["sent"].as_u64().unwrap() > 0,
+        "{}",
+        iteration["totals"]
+    );
 }

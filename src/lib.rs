@@ -4,6 +4,7 @@
 //! the clients through iterations, and the observers turn what happened into verdicts that land in
 //! [`results`].
 
+pub mod address;
 pub mod backend;
 pub mod cli;
 pub mod diff;

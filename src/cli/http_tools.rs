@@ -98,12 +98,17 @@ pub async fn load(options: LoadOptions, cancel: CancellationToken) -> Exit {
         }
     };
     let model = match options.rate {
-        Some(rate) if rate.is_finite() && rate > 0.0 => LoadModel::Open {
-            rate,
-            connections: options.connections,
-        },
+        Some(rate) if rate.is_finite() && (crate::scenario::values::MIN_RATE..=1_000_000.0).contains(&rate) => {
+            LoadModel::Open {
+                rate,
+                connections: options.connections,
+            }
+        }
         Some(rate) => {
-            eprintln!("error: --rate {rate}: valid: more than 0 requests per second");
+            eprintln!(
+                "error: --rate {rate}: valid: {} to 1000000 requests per second",
+                crate::scenario::values::MIN_RATE
+            );
             return Exit::Usage;
         }
         None => LoadModel::Closed {

@@ -315,9 +315,21 @@ fn overrides(set: &[String]) -> anyhow::Result<Vec<scenario::Override>> {
 }
 
 fn check(files: &[PathBuf], overrides: &[scenario::Override]) -> Exit {
+    let environment = match environment::Environment::load() {
+        Ok(environment) => environment,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::Usage;
+        }
+    };
     for file in files {
         match scenario::load_with(file, overrides) {
-            Ok(loaded) => {
+            Ok(mut loaded) => {
+                // A URL from the environment is checked as `run` would take it.
+                if let Err(message) = resolve(&mut loaded, None, &environment) {
+                    eprintln!("{}: {message}", file.display());
+                    return Exit::Usage;
+                }
                 let s = &loaded.scenario;
                 println!(
                     "ok  {}: `{}`, {} room(s), {} client(s), {} HTTP workload(s), {} iteration(s) of {}",
@@ -382,6 +394,24 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
             }
         }
     }
+    // A folder that cannot take the result is found now, not after the run.
+    if let Err(error) = crate::results::write::check_writable(&options.out_dir) {
+        eprintln!(
+            "error: --out {}: cannot write results there ({error}); valid: a folder leakrun can create files in",
+            options.out_dir.display()
+        );
+        return Exit::Usage;
+    }
+    if let Some(path) = flags.junit {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if let Err(error) = crate::results::write::check_writable(dir) {
+            eprintln!("error: --junit {}: cannot write there ({error})", path.display());
+            return Exit::Usage;
+        }
+    }
     let mut worst = Exit::Pass;
     let mut finished = Vec::new();
     // Several scenarios: each in a process of its own, so none inherits another's memory.
@@ -443,6 +473,7 @@ async fn run_here(
             };
             (exit, Ok(outcome.result))
         }
+        Err(error @ runner::RunError::Busy(_)) => (Exit::Usage, Err(error.into())),
         Err(error) => (Exit::Infrastructure, Err(error.into())),
     }
 }

@@ -136,5 +136,5 @@ pub fn write_junit(path: &Path, finished: &[Finished]) -> anyhow::Result<()> {
     }
     use anyhow::Context as _;
     let text = report.to_string().context("cannot write JUnit XML")?;
-    std::fs::write(path, text).with_context(|| path.display().to_string())
+    crate::results::write::atomic(path, text.as_bytes()).with_context(|| path.display().to_string())
 }

@@ -134,13 +134,27 @@ pub enum BaselineError {
         /// Why.
         source: anyhow::Error,
     },
-    /// A result has no verdicts to take a baseline of.
-    #[error("{}: the run ended {status:?} without verdicts; a baseline needs a judged run", path.display())]
+    /// A result has no verdicts to take a baseline of, or was interrupted or incomplete.
+    #[error(
+        "{}: the run ended {status:?}, without verdicts or with part of it missing (interrupted, or sessions lost); a baseline needs a complete, judged run",
+        path.display()
+    )]
     NotJudged {
         /// The result file.
         path: std::path::PathBuf,
         /// How its run ended.
         status: crate::results::Status,
+    },
+    /// The scenario name in a result is not one a file can be named after.
+    #[error(
+        "{}: scenario name {name:?} cannot name a baseline file; valid: 1-99 letters, digits, `.`, `_` or `-`, not starting with `.`",
+        path.display()
+    )]
+    Name {
+        /// The result file.
+        path: std::path::PathBuf,
+        /// The name it holds.
+        name: String,
     },
     /// A baseline file or its folder could not be written.
     #[error("{}: {source}", path.display())]
@@ -164,10 +178,22 @@ pub fn write_baselines(
             path: path.clone(),
             source,
         })?;
-        if result.verdicts.is_none() {
+        if result.verdicts.is_none()
+            || !matches!(
+                result.status,
+                crate::results::Status::Pass | crate::results::Status::Fail
+            )
+            || !result.incomplete.is_empty()
+        {
             return Err(BaselineError::NotJudged {
                 path: path.clone(),
                 status: result.status,
+            });
+        }
+        if !crate::naming::is_valid_name(&result.scenario.name) {
+            return Err(BaselineError::Name {
+                path: path.clone(),
+                name: result.scenario.name.clone(),
             });
         }
         snapshots.push(Snapshot::baseline(&result));
@@ -181,7 +207,7 @@ pub fn write_baselines(
     for snapshot in snapshots {
         let path = out.join(crate::results::RunResult::file_name(&snapshot.scenario));
         let text = serde_json::to_string_pretty(&snapshot).map_err(|e| failed(&path)(e.into()))? + "\n";
-        std::fs::write(&path, text).map_err(failed(&path))?;
+        crate::results::write::atomic(&path, text.as_bytes()).map_err(failed(&path))?;
         written.push(path);
     }
     Ok(written)

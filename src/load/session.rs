@@ -33,6 +33,10 @@ pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
 /// each is flushed as it is sent, so this only bounds what one send can gather.
 pub const CLIENT_WRITE_BUFFER: usize = 4 * 1024;
 
+/// Bound on sending one frame: a server that stops reading ends the session (its report kept),
+/// it does not hold it until the run gives up on it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a session is asked to do.
 pub struct SessionPlan<'a> {
     /// Client label.
@@ -102,6 +106,7 @@ pub async fn run(
     let mut buffer = String::with_capacity(plan.payload.max(64));
     let mut sending = *phase.borrow() == Phase::Send && interval_ns > 0;
     let mut ended_by_server = false;
+    let mut send_stalled = false;
     let mut lived_through_drain = false;
     let reading = plan.reader == Reader::Normal;
 
@@ -139,9 +144,16 @@ pub async fn run(
                     intended_us: (send_start_ns + sent * interval_ns) / 1000,
                 };
                 ctx.template.encode_into(&envelope, plan.payload, &mut buffer);
-                if socket.send(Message::text(buffer.as_str())).await.is_err() {
-                    ended_by_server = true;
-                    break;
+                match timeout(SEND_TIMEOUT, socket.send(Message::text(buffer.as_str()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        ended_by_server = true;
+                        break;
+                    }
+                    Err(_) => {
+                        send_stalled = true;
+                        break;
+                    }
                 }
                 sent += 1;
                 ctx.live.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -149,14 +161,16 @@ pub async fn run(
         }
     }
 
-    let kind = if ended_by_server {
+    let kind = if send_stalled {
+        EventKind::SendTimedOut
+    } else if ended_by_server {
         EventKind::ClosedByServer
     } else {
         match plan.close {
             CloseMode::Graceful => {
                 // Keep reading until the server's close frame: what arrives meanwhile was delivered.
-                let _ = socket.send(Message::Close(None)).await;
                 let deadline = Instant::now() + CLOSE_WAIT;
+                let _ = timeout(CLOSE_WAIT, socket.send(Message::Close(None))).await;
                 while let Ok(Some(Ok(frame))) =
                     timeout(deadline.saturating_duration_since(Instant::now()), socket.next()).await
                 {

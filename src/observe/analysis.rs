@@ -66,7 +66,7 @@ pub struct SessionReport {
     pub interval_ns: u64,
     /// Messages written to the socket.
     pub sent: u64,
-    /// How it ended: `CloseGraceful`, `CloseAbrupt` or `ClosedByServer`.
+    /// How it ended: `CloseGraceful`, `CloseAbrupt`, `ClosedByServer` or `SendTimedOut`.
     pub ended: EventKind,
     /// What it received.
     pub tracker: SeqTracker,
@@ -458,7 +458,7 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock, h
         };
         // The first seq nobody received, when the sender closed abruptly: from there on its
         // frames may have been in flight when the connection went.
-        let confirmed_end = if sender.ended == EventKind::CloseAbrupt {
+        let confirmed_end = if matches!(sender.ended, EventKind::CloseAbrupt | EventKind::SendTimedOut) {
             receivers
                 .iter()
                 .filter_map(|(_, seen)| seen.and_then(|s| s.seen.max()))

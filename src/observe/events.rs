@@ -21,6 +21,9 @@ pub enum EventKind {
     ClosedByServer,
     /// Connecting failed or timed out.
     ConnectFailed,
+    /// A send did not complete within its bound (the server stopped reading); the client dropped
+    /// the connection, as after an abrupt close.
+    SendTimedOut,
 }
 
 /// One churn event.

@@ -1,11 +1,12 @@
 //! The result file: everything a run found, as one JSON document in `results/<name>.json`.
 //!
-//! Written atomically (a temporary file in the same folder, then a rename), so a reader — a
-//! person, CI, `leakrun diff` — never sees half a result, even when the run is interrupted.
+//! Written atomically ([`write::atomic`]: a temporary file in the same folder, fsync, rename, fsync
+//! of the folder), so a reader — a person, CI, `leakrun diff` — never sees half a result, even when
+//! the run is interrupted or the machine goes down just after.
 
 pub mod host;
+pub mod write;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,21 @@ pub struct IterationFigures {
     pub heap_probe: Option<crate::observe::sites::SiteReport>,
     /// Memory and state after the settle: the point the leak verdict judges.
     pub after: Sample,
+    /// A signal ended it before its drain: its figures are reported, its losses and latency are
+    /// not judged (its in-flight messages would pass for tail loss).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// A part of the load that never reported: what it saw is missing from the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostWork {
+    /// The iteration (0-based).
+    pub iteration: u32,
+    /// Which: a client label (`room_a/cycle#0`) or an HTTP route's workers (`http GET /x`).
+    pub what: String,
+    /// Why: `panicked`, `did not end within 10s`, `3 of 8 workers did not report`.
+    pub why: String,
 }
 
 /// Loss records, capped.
@@ -227,6 +243,10 @@ pub struct RunResult {
     /// HTTP figures per route over the whole run: latency, statuses, failures by kind, rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<RouteFigures>,
+    /// Client sessions and HTTP workers that never reported. Not empty: the result is
+    /// incomplete (status `error`), and no baseline is taken of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<LostWork>,
 }
 
 impl RunResult {
@@ -240,28 +260,10 @@ impl RunResult {
 pub fn write_atomic(dir: &Path, result: &RunResult) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(RunResult::file_name(&result.scenario.name));
-    let mut file = tempfile::Builder::new()
-        .prefix(".leakrun-")
-        .suffix(".json.tmp")
-        .tempfile_in(dir)?;
-    serde_json::to_writer_pretty(&mut file, result)?;
-    file.write_all(b"\n")?;
-    file.as_file().sync_all()?;
-    set_readable(file.as_file())?;
-    file.persist(&path).map_err(|e| e.error)?;
+    let mut bytes = serde_json::to_vec_pretty(result)?;
+    bytes.push(b'\n');
+    write::atomic(&path, &bytes)?;
     Ok(path)
-}
-
-/// Result files are for everyone to read (tempfile creates them owner-only).
-#[cfg(unix)]
-fn set_readable(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-}
-
-#[cfg(not(unix))]
-fn set_readable(_file: &std::fs::File) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// Reads a result file.

@@ -20,7 +20,7 @@ use crate::observe::clock::secs;
 use crate::observe::http::Tally;
 use crate::observe::latency::{LatencyBook, SharedHistogram};
 use crate::observe::sampler::{OwnUsage, Probes, SourceError};
-use crate::results::IterationFigures;
+use crate::results::{IterationFigures, LostWork};
 use crate::scenario::RunSpec;
 use crate::target::{JudgedMemory, Target};
 
@@ -53,6 +53,8 @@ pub struct Outcome {
     pub interrupted: bool,
     /// The "after" sample could not be taken.
     pub failure: Option<SourceError>,
+    /// Client tasks and HTTP workers that never reported.
+    pub lost: Vec<LostWork>,
 }
 
 /// Runs iteration `index` of `clients` against `stage`.
@@ -91,15 +93,22 @@ pub async fn run(
         started,
         run.duration,
         &http_stop,
+        index,
     ));
-    let mut http_done: Option<Vec<Tally>> = None;
+    let mut http_done: Option<(Vec<Tally>, Vec<LostWork>)> = None;
     // HTTP alone ends as soon as its workers do (a workload bounded by `requests`).
     let http_only = clients.is_empty() && !stage.routes.is_empty();
     let mut interrupted = tokio::select! {
         _ = sleep(run.duration) => false,
         _ = cancel.cancelled() => true,
-        tallies = &mut http, if http_only => {
-            http_done = Some(tallies.unwrap_or_default());
+        done = &mut http, if http_only => {
+            http_done = Some(match done {
+                Ok(done) => done,
+                Err(error) => (
+                    vec![Tally::default(); stage.routes.len()],
+                    stage.routes.iter().map(|route| http_lost(index, route, join_failure(&error))).collect(),
+                ),
+            });
             false
         }
     };
@@ -123,8 +132,9 @@ pub async fn run(
 
     // Every session ends within its close wait after the disconnect phase; the bound is a guard.
     let join_bound = run.connect_timeout + Duration::from_secs(5);
-    let http_tallies = match http_done {
-        Some(tallies) => tallies,
+    let mut lost = Vec::new();
+    let (http_tallies, http_lost) = match http_done {
+        Some(done) => done,
         None => {
             let bound = join_bound
                 + stage
@@ -134,23 +144,44 @@ pub async fn run(
                     .max()
                     .unwrap_or_default();
             let abort = http.abort_handle();
+            let every_route = |why: String| {
+                let lost = stage
+                    .routes
+                    .iter()
+                    .map(|route| http_lost(index, route, why.clone()))
+                    .collect();
+                (vec![Tally::default(); stage.routes.len()], lost)
+            };
             match timeout(bound, http).await {
-                Ok(Ok(tallies)) => tallies,
-                _ => {
+                Ok(Ok(done)) => done,
+                Ok(Err(error)) => every_route(join_failure(&error)),
+                Err(_) => {
                     abort.abort();
-                    vec![Tally::default(); stage.routes.len()]
+                    every_route(format!("did not end within {}", humantime::format_duration(bound)))
                 }
             }
         }
     };
+    lost.extend(http_lost);
     let mut sessions: Vec<SessionReport> = Vec::new();
-    for task in tasks {
+    for (task, spec) in tasks.into_iter().zip(clients) {
         let abort = task.abort_handle();
-        match timeout(join_bound, task).await {
-            Ok(Ok(reports)) => sessions.extend(reports),
-            Ok(Err(_)) => {}
-            Err(_) => abort.abort(),
-        }
+        let why = match timeout(join_bound, task).await {
+            Ok(Ok(reports)) => {
+                sessions.extend(reports);
+                continue;
+            }
+            Ok(Err(error)) => join_failure(&error),
+            Err(_) => {
+                abort.abort();
+                format!("did not end within {}", humantime::format_duration(join_bound))
+            }
+        };
+        lost.push(LostWork {
+            iteration: index,
+            what: spec.label.clone(),
+            why,
+        });
     }
 
     let settle_started = Instant::now();
@@ -219,6 +250,7 @@ pub async fn run(
         server_after,
         heap_probe,
         after,
+        interrupted,
     };
     let book = Arc::try_unwrap(book).unwrap_or_else(|shared| {
         let copy = LatencyBook::new(ctx.rooms.len());
@@ -232,6 +264,25 @@ pub async fn run(
         http: http_tallies,
         interrupted,
         failure,
+        lost,
+    }
+}
+
+/// Why a task ended without its report.
+fn join_failure(error: &tokio::task::JoinError) -> String {
+    if error.is_panic() {
+        "panicked".into()
+    } else {
+        "was cancelled".into()
+    }
+}
+
+/// A route's workers, lost for `why`.
+fn http_lost(iteration: u32, route: &Route, why: String) -> LostWork {
+    LostWork {
+        iteration,
+        what: format!("http {}", route.name()),
+        why,
     }
 }
 
@@ -243,7 +294,8 @@ fn http_workers(
     start: Instant,
     duration: Duration,
     stop: &CancellationToken,
-) -> impl std::future::Future<Output = Vec<Tally>> + Send + 'static {
+    ctx_iteration: u32,
+) -> impl std::future::Future<Output = (Vec<Tally>, Vec<LostWork>)> + Send + 'static {
     let mut jobs = Vec::new();
     for (index, route) in routes.iter().enumerate() {
         let it = Arc::new(http_load::Iteration::new(
@@ -258,14 +310,33 @@ fn http_workers(
         }
     }
     let count = routes.len();
+    let mut expected = vec![0usize; count];
+    jobs.iter().for_each(|(index, _, _)| expected[*index] += 1);
+    let names: Vec<String> = routes.iter().map(|r| r.name().to_string()).collect();
+    let iteration = ctx_iteration;
     let running = pool.filter(|_| !jobs.is_empty()).map(|pool| pool.run(jobs));
     async move {
         let mut tallies = vec![Tally::default(); count];
+        let mut reported = vec![0usize; count];
         if let Some(running) = running {
             for (index, tally) in running.await {
                 tallies[index].merge(&tally);
+                reported[index] += 1;
             }
         }
-        tallies
+        // A worker that panicked, or a thread that was gone, reports nothing: say so.
+        let lost = (0..count)
+            .filter(|&i| reported[i] < expected[i])
+            .map(|i| LostWork {
+                iteration,
+                what: format!("http {}", names[i]),
+                why: format!(
+                    "{} of {} workers did not report",
+                    expected[i] - reported[i],
+                    expected[i]
+                ),
+            })
+            .collect();
+        (tallies, lost)
     }
 }

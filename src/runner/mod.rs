@@ -82,6 +82,9 @@ pub struct RunOutcome {
 /// Why a run produced no result at all.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Another run of this scenario is writing into the same folder.
+    #[error(transparent)]
+    Busy(results::write::LockError),
     /// The result could not be written.
     #[error("cannot write the result to {dir}: {source}")]
     Output {
@@ -117,6 +120,15 @@ enum Failure {
 /// Runs `loaded` and writes its result.
 pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOutcome, RunError> {
     let scenario = &loaded.scenario;
+    // Held until the result is written: a second run of this scenario into this folder would
+    // write over this one's result and server log.
+    let _lock = results::write::RunLock::acquire(&options.out_dir, &scenario.name).map_err(|error| match error {
+        results::write::LockError::Io { source, .. } => RunError::Output {
+            dir: options.out_dir.clone(),
+            source,
+        },
+        busy => RunError::Busy(busy),
+    })?;
     let clock = RunClock::start();
     let started_at = clock.wall(0);
     let mut result = RunResult {
@@ -130,7 +142,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
             file: loaded.path.display().to_string(),
             hash: loaded.source_hash.clone(),
             resolved: without_credentials(scenario),
-            sources: loaded.sources.clone(),
+            sources: sources_without_credentials(&loaded.sources),
         },
         host: HostFacts::collect(),
         backend: BackendInfo {
@@ -159,6 +171,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         timeline: Timeline::new(2),
         delivery_timeline: Vec::new(),
         http: Vec::new(),
+        incomplete: Vec::new(),
     };
 
     match execute(loaded, options, &clock, &mut result).await {
@@ -170,6 +183,11 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
                 (false, true) => Status::Pass,
                 (false, false) => Status::Fail,
             };
+            // Verdicts over part of what happened are no verdicts: said, and not a pass.
+            if !interrupted && !result.incomplete.is_empty() {
+                result.status = Status::Error;
+                result.error = Some(incomplete_message(&result.incomplete));
+            }
         }
         Err(failure) => {
             result.status = Status::Error;
@@ -199,12 +217,12 @@ async fn execute(
         Err(error) => return Err(Failure::Target(error)),
     };
     result.backend = target.backend();
-    result.target = Some(target.info(None));
+    result.target = Some(info_without_credentials(target.info(None)));
     let outcome = run_on(loaded, options, clock, result, target.as_ref()).await;
     let last = result.iterations.last().map(|i| &i.after);
     let mut info = target.info(last);
     info.stopped = target.stop().await;
-    result.target = Some(info);
+    result.target = Some(info_without_credentials(info));
     outcome
 }
 
@@ -304,6 +322,7 @@ async fn run_on(
         if let Some(error) = &outcome.failure {
             failure.get_or_insert_with(|| error.clone());
         }
+        result.incomplete.extend(outcome.lost.iter().cloned());
         let ended = outcome.interrupted || outcome.failure.is_some();
         tallies.add(outcome, connections_closed, result);
         if ended {
@@ -328,8 +347,8 @@ async fn run_on(
             source,
         });
     }
-    if !result.iterations.is_empty() {
-        let last = result.iterations.last().map(|i| &i.after);
+    if result.iterations.iter().any(|i| !i.interrupted) {
+        let last = result.iterations.iter().rfind(|i| !i.interrupted).map(|i| &i.after);
         let memory = target.judged_memory(last);
         result.verdicts = Some(tally::judge(
             loaded,
@@ -349,9 +368,124 @@ async fn run_on(
     Ok(interrupted)
 }
 
-/// The scenario as it goes into the result: a backend URL's password is not written down.
+/// The error of a result whose load did not all report: how many, and the first few by name.
+fn incomplete_message(lost: &[LostWork]) -> String {
+    const NAMED: usize = 5;
+    let named: Vec<String> = lost
+        .iter()
+        .take(NAMED)
+        .map(|l| format!("{} in iteration {} {}", l.what, l.iteration + 1, l.why))
+        .collect();
+    let more = match lost.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "incomplete: {} client session task(s) or HTTP route(s) never reported, so their messages are missing from the verdicts: {}{more}",
+        lost.len(),
+        named.join("; ")
+    )
+}
+
+/// The scenario as it goes into the result: no password, token or secret in it is written down —
+/// not a URL's credentials (backend, server URLs, readiness), not an external server's
+/// environment variables that name a secret, not a URL inside its command line.
 fn without_credentials(scenario: &crate::scenario::Scenario) -> crate::scenario::Scenario {
+    use crate::naming::{is_secret_name, redact, redact_text};
+    use crate::scenario::{CommandLine, ProcessSpec, Readiness, ServerSpec};
     let mut resolved = scenario.clone();
-    resolved.backend.url = resolved.backend.url.map(|url| crate::naming::redact(&url));
+    resolved.backend.url = resolved.backend.url.map(|url| redact(&url));
+    if let ServerSpec::External(spec) = &mut resolved.server {
+        spec.ws_url = redact(&spec.ws_url);
+        for url in [&mut spec.http_url, &mut spec.stats_url].into_iter().flatten() {
+            *url = redact(url);
+        }
+        if let ProcessSpec::Command(command) = &mut spec.process {
+            for (name, value) in command.env.iter_mut() {
+                *value = if is_secret_name(name) {
+                    "***".into()
+                } else {
+                    redact_text(value)
+                };
+            }
+            match &mut command.line {
+                CommandLine::Shell(line) => *line = redact_text(line),
+                CommandLine::Argv(argv) => argv.iter_mut().for_each(|a| *a = redact_text(a)),
+            }
+            if let Readiness::Url(url) = &mut command.ready {
+                *url = redact(url);
+            }
+        }
+    }
     resolved
+}
+
+/// Where each value came from, as the result records it: URLs redacted, and the value of a key
+/// or variable that names a secret replaced.
+fn sources_without_credentials(
+    sources: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    use crate::naming::{is_secret_name, redact_text};
+    sources
+        .iter()
+        .map(|(key, source)| {
+            let last = key.rsplit('.').next().unwrap_or(key);
+            let shown = match source.split_once('=') {
+                Some((flag, _)) if is_secret_name(last) => format!("{flag}=***"),
+                _ => redact_text(source),
+            };
+            (key.clone(), shown)
+        })
+        .collect()
+}
+
+/// The target's facts as the result records them: a URL in its command line is redacted.
+fn info_without_credentials(mut info: TargetInfo) -> TargetInfo {
+    info.command = info.command.map(|c| crate::naming::redact_text(&c));
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_secret_of_an_external_server_is_copied_into_the_result() {
+        let text = r#"name = "x"
+[server]
+target = "external"
+command = "serve --cache redis://u:pw1@127.0.0.1:6379/ --port 8000"
+ws_url = "ws://127.0.0.1:8000/ws/{room}"
+stats_url = "http://127.0.0.1:8000/stats?token=pw2"
+env = { DB_PASSWORD = "pw3", BROKER = "amqp://guest:pw4@127.0.0.1/", ROOMS = "2" }
+[[rooms]]
+name = "a"
+  [[rooms.clients]]
+  count = 1
+"#;
+        let scenario = crate::scenario::parse(std::path::Path::new("x.toml"), text).unwrap();
+        let shown = serde_json::to_string(&without_credentials(&scenario)).unwrap();
+        for secret in ["pw1", "pw2", "pw3", "pw4"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("\"ROOMS\":\"2\""), "{shown}");
+        let sources = [
+            (
+                "backend.url".to_string(),
+                "--set backend.url=\"redis://:pw5@127.0.0.1/\"".to_string(),
+            ),
+            (
+                "server.env.API_TOKEN".to_string(),
+                "--set server.env.API_TOKEN=pw6".to_string(),
+            ),
+            ("run.duration".to_string(), "--set run.duration=5s".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let shown = format!("{:?}", sources_without_credentials(&sources));
+        assert!(
+            !shown.contains("pw5") && !shown.contains("pw6") && shown.contains("run.duration=5s"),
+            "{shown}"
+        );
+    }
 }

@@ -42,6 +42,12 @@ impl Tallies {
 
     /// Adds one iteration's outcome; its figures go into the result.
     pub fn add(&mut self, outcome: iteration::Outcome, connections_closed: u64, result: &mut RunResult) {
+        // An interrupted iteration is reported, not judged: what was in flight when the signal
+        // came would count as lost.
+        if outcome.interrupted {
+            result.iterations.push(outcome.figures);
+            return;
+        }
         if !outcome.interrupted && outcome.failure.is_none() {
             self.memory.push(IterationMemory {
                 index: outcome.figures.index,

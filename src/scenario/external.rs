@@ -442,28 +442,7 @@ fn embedded_only(raw: &RawScenario, c: &mut Collector<'_>) {
 /// Checks a URL of an external server: its scheme is one of `schemes`, and its host is loopback
 /// unless `{table}.allow_remote` is true.
 pub fn check_url(text: &str, schemes: &[&str], table: &str, allow_remote: bool) -> Result<url::Url, String> {
-    let example = format!("{}://127.0.0.1:8000/", schemes[0]);
-    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e}); write e.g. \"{example}\""))?;
-    if !schemes.contains(&url.scheme()) {
-        return Err(format!(
-            "scheme `{}` is not supported here; valid: {} (plain, unencrypted: leakrun loads loopback servers)",
-            url.scheme(),
-            schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return Err(format!("`{text}` names no host; write e.g. \"{example}\"")),
-    };
-    if !loopback && !allow_remote {
-        return Err(format!(
-            "host `{}` is not a loopback address; leakrun only loads 127.0.0.1, ::1 or localhost unless the scenario sets `{table}.allow_remote = true`",
-            url.host_str().unwrap_or_default()
-        ));
-    }
-    Ok(url)
+    crate::address::check(text, schemes, allow_remote, &format!("{table}.allow_remote")).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

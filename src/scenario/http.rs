@@ -248,13 +248,16 @@ fn model(w: &RawHttp, key: &str, c: &mut Collector<'_>) -> LoadModel {
     match &w.rate {
         Some(rate) if w.workers.is_none() => {
             let value = *rate.get_ref();
-            let rate = if value.is_finite() && value > 0.0 && value <= 1_000_000.0 {
+            let rate = if value.is_finite() && (super::values::MIN_RATE..=1_000_000.0).contains(&value) {
                 value
             } else {
                 c.at(
                     rate.span(),
                     format!("{key}.rate"),
-                    format!("{value} is out of range; valid: more than 0 and at most 1000000 requests per second"),
+                    format!(
+                        "{value:?} is out of range; valid: {} to 1000000 requests per second",
+                        super::values::MIN_RATE
+                    ),
                 );
                 1.0
             };

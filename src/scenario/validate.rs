@@ -310,28 +310,18 @@ pub fn check_backend_url(url: &str, kind: BackendKind, allow_remote: bool) -> Re
         BackendKind::Redis | BackendKind::RedisLists => &["redis"],
         BackendKind::Amqp => &["amqp"],
     };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(format!("`{url}` is not a URL; write e.g. \"redis://127.0.0.1:6379/\""));
-    };
-    if !schemes.contains(&scheme) {
-        return Err(format!(
-            "scheme `{scheme}` does not fit kind = \"{}\"; valid: {}://",
-            kind.name(),
-            schemes.join("://, ")
-        ));
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
-    };
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback && !allow_remote {
-        return Err(format!(
-            "host `{host}` is not a loopback address; leakrun only loads 127.0.0.1, ::1 or localhost unless the scenario sets `backend.allow_remote = true`"
-        ));
-    }
+    crate::address::check(url, schemes, allow_remote, "backend.allow_remote").map_err(|error| match error {
+        crate::address::AddressError::Scheme { scheme, valid } => {
+            format!(
+                "scheme `{scheme}` does not fit kind = \"{}\"; valid: {valid}",
+                kind.name()
+            )
+        }
+        crate::address::AddressError::NotUrl { text, .. } => {
+            format!("`{text}` is not a URL; write e.g. \"{}://127.0.0.1:6379/\"", schemes[0])
+        }
+        other => other.to_string(),
+    })?;
     Ok(())
 }
 
@@ -339,9 +329,21 @@ fn run(raw: Option<&RawRun>, c: &mut Collector<'_>) -> RunSpec {
     let default = RawRun::default();
     let raw = raw.unwrap_or(&default);
     let duration = duration_value(c, raw.duration.as_ref(), "run.duration", Duration::from_secs(10), true);
-    let iterations = int(c, raw.iterations.as_ref(), "run.iterations", 1, 1..=10_000) as u32;
+    let iterations = int(
+        c,
+        raw.iterations.as_ref(),
+        "run.iterations",
+        1,
+        1..=super::values::MAX_ITERATIONS,
+    ) as u32;
     let default_warmup = if iterations > 1 { 1 } else { 0 };
-    let warmup = int(c, raw.warmup.as_ref(), "run.warmup", default_warmup, 0..=10_000) as u32;
+    let warmup = int(
+        c,
+        raw.warmup.as_ref(),
+        "run.warmup",
+        default_warmup,
+        0..=super::values::MAX_ITERATIONS - 1,
+    ) as u32;
     if let Some(w) = &raw.warmup
         && warmup >= iterations
         && iterations > 0
@@ -550,14 +552,20 @@ fn client_group(
     let count = int(c, g.count.as_ref(), &format!("{key}.count"), 1, 1..=10_000) as usize;
     let default_rate = if pattern_name == "tabs" { 0.0 } else { 1.0 };
     let rate = match &g.rate {
-        Some(r) if r.get_ref().is_finite() && (0.0..=10_000.0).contains(r.get_ref()) => *r.get_ref(),
+        Some(r)
+            if r.get_ref().is_finite()
+                && (*r.get_ref() == 0.0 || (super::values::MIN_RATE..=10_000.0).contains(r.get_ref())) =>
+        {
+            *r.get_ref()
+        }
         Some(r) => {
             c.at(
                 r.span(),
                 format!("{key}.rate"),
                 format!(
-                    "{} is out of range; valid: 0 (listen only) to 10000 messages per second per client",
-                    r.get_ref()
+                    "{:?} is out of range; valid: 0 (listen only), or {} to 10000 messages per second per client",
+                    r.get_ref(),
+                    super::values::MIN_RATE
                 ),
             );
             default_rate

@@ -10,6 +10,14 @@ use super::diagnostics::Collector;
 use super::raw::S;
 use super::units::{RawSize, parse_duration, parse_size};
 
+/// The lowest send rate other than 0, per second: a message every 1000 s. Below it the send
+/// schedule's interval leaves the range a timer can hold.
+pub const MIN_RATE: f64 = 0.001;
+
+/// The most iterations a run may have: the leak fit (Theil–Sen, every pair of iterations) is
+/// quadratic in them; 1000 keeps it under 4 MiB and a second per series.
+pub const MAX_ITERATIONS: u64 = 1000;
+
 /// The longest any one duration may be.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 

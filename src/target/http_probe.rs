@@ -17,10 +17,15 @@ use crate::observe::sampler::{SourceError, StateReading, StateSource};
 
 /// Bound on one request, connect included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest stats document read.
+/// Largest stats document read; a larger answer stops the run (the source is not what it claims).
 const MAX_BODY: usize = 1024 * 1024;
-/// Most series one stats document may add.
+/// Most series a stats document may give, over the whole run: names first seen after these are
+/// not kept, only counted (under [`NOT_KEPT`]).
 pub const MAX_STATS_SERIES: usize = 500;
+/// Longest dotted name of a series; a longer one is not kept, only counted.
+pub const MAX_STATS_NAME: usize = 200;
+/// The reference counter of numbers in the document that were not kept (past either bound).
+pub const NOT_KEPT: &str = "leakrun.stats_not_kept";
 
 /// Why a GET got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +153,8 @@ impl HttpGet {
 pub struct StatsSource {
     get: HttpGet,
     counters: Vec<String>,
+    /// Every name kept so far this run: at most [`MAX_STATS_SERIES`].
+    seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl StatsSource {
@@ -157,6 +164,7 @@ impl StatsSource {
         Ok(Self {
             get: HttpGet::new(url)?,
             counters: counters.to_vec(),
+            seen: Default::default(),
         })
     }
 
@@ -183,39 +191,62 @@ impl StateSource for StatsSource {
         let document: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| failed(format!("did not answer JSON: {e}")))?;
         let mut reading = StateReading::default();
-        for (name, value) in flatten(&document) {
+        let (flat, mut not_kept) = flatten_counted(&document);
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (name, value) in flat {
+            if !seen.contains(&name) {
+                if seen.len() >= MAX_STATS_SERIES {
+                    not_kept += 1;
+                    continue;
+                }
+                seen.insert(name.clone());
+            }
             if self.is_counter(&name) {
                 reading.info.insert(name, value);
             } else {
                 reading.state.insert(name, value);
             }
         }
+        if not_kept > 0 {
+            reading.info.insert(NOT_KEPT.into(), not_kept);
+        }
         Ok(reading)
     }
 }
 
 /// Every non-negative number in `document` by dotted path (`rooms.lobby.members`, `workers.0.rss`);
-/// fractions are rounded. At most [`MAX_STATS_SERIES`] are kept.
+/// fractions are rounded. At most [`MAX_STATS_SERIES`] are kept, none with a name longer than
+/// [`MAX_STATS_NAME`].
 pub fn flatten(document: &serde_json::Value) -> BTreeMap<String, u64> {
-    fn walk(value: &serde_json::Value, path: &mut String, out: &mut BTreeMap<String, u64>) {
-        if out.len() >= MAX_STATS_SERIES {
-            return;
-        }
-        let mut descend = |key: &str, child: &serde_json::Value, path: &mut String| {
+    flatten_counted(document).0
+}
+
+/// [`flatten`], and how many numbers it left out.
+fn flatten_counted(document: &serde_json::Value) -> (BTreeMap<String, u64>, u64) {
+    struct Walk {
+        out: BTreeMap<String, u64>,
+        not_kept: u64,
+    }
+    fn walk(value: &serde_json::Value, path: &mut String, w: &mut Walk) {
+        let descend = |key: &str, child: &serde_json::Value, path: &mut String, w: &mut Walk| {
             let len = path.len();
+            if len + 1 + key.len() > MAX_STATS_NAME {
+                w.not_kept += count_numbers(child);
+                return;
+            }
             if !path.is_empty() {
                 path.push('.');
             }
             path.push_str(key);
-            walk(child, path, out);
+            walk(child, path, w);
             path.truncate(len);
         };
         match value {
-            serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| descend(k, v, path)),
+            serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| descend(k, v, path, w)),
             serde_json::Value::Array(items) => items
                 .iter()
                 .enumerate()
-                .for_each(|(i, v)| descend(&i.to_string(), v, path)),
+                .for_each(|(i, v)| descend(&i.to_string(), v, path, w)),
             serde_json::Value::Number(n) => {
                 let value = n.as_u64().or_else(|| {
                     n.as_f64()
@@ -223,15 +254,30 @@ pub fn flatten(document: &serde_json::Value) -> BTreeMap<String, u64> {
                         .map(|f| f.round() as u64)
                 });
                 if let (Some(value), false) = (value, path.is_empty()) {
-                    out.insert(path.clone(), value);
+                    if w.out.len() >= MAX_STATS_SERIES {
+                        w.not_kept += 1;
+                    } else {
+                        w.out.insert(path.clone(), value);
+                    }
                 }
             }
             _ => {}
         }
     }
-    let mut out = BTreeMap::new();
-    walk(document, &mut String::new(), &mut out);
-    out
+    fn count_numbers(value: &serde_json::Value) -> u64 {
+        match value {
+            serde_json::Value::Object(map) => map.values().map(count_numbers).sum(),
+            serde_json::Value::Array(items) => items.iter().map(count_numbers).sum(),
+            serde_json::Value::Number(_) => 1,
+            _ => 0,
+        }
+    }
+    let mut w = Walk {
+        out: BTreeMap::new(),
+        not_kept: 0,
+    };
+    walk(document, &mut String::new(), &mut w);
+    (w.out, w.not_kept)
 }
 
 #[cfg(test)]
@@ -255,6 +301,61 @@ mod tests {
                 ("workers.0.rss".to_string(), 2)
             ]
         );
+    }
+
+    #[test]
+    fn long_names_and_series_past_the_bound_are_counted_not_kept() {
+        let long = "k".repeat(MAX_STATS_NAME);
+        let mut wide = serde_json::Map::new();
+        for i in 0..MAX_STATS_SERIES + 10 {
+            wide.insert(format!("s{i:04}"), serde_json::json!(i));
+        }
+        let doc = serde_json::json!({ "ok": 1, long.clone(): {"a": 1, "b": [2, 3]}, "wide": wide });
+        let (flat, not_kept) = flatten_counted(&doc);
+        assert_eq!(flat.len(), MAX_STATS_SERIES);
+        assert!(flat.keys().all(|k| k.len() <= MAX_STATS_NAME));
+        assert_eq!(not_kept, 3 + 11, "three under the long name, eleven past the bound");
+    }
+
+    #[tokio::test]
+    async fn the_series_bound_holds_over_the_run_not_per_document() {
+        // A server whose every answer names new series: the run keeps MAX_STATS_SERIES in all.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let body: serde_json::Map<String, serde_json::Value> =
+                        (0..300).map(|i| (format!("x{n}_{i}"), serde_json::json!(1))).collect();
+                    n += 1;
+                    let body = serde_json::Value::Object(body).to_string();
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let source = StatsSource::new(&format!("http://127.0.0.1:{port}/stats"), &[]).unwrap();
+        let mut kept = std::collections::BTreeSet::new();
+        let mut not_kept = 0;
+        for _ in 0..4 {
+            let reading = source.read().await.unwrap();
+            kept.extend(reading.state.keys().cloned());
+            not_kept += reading.info.get(NOT_KEPT).copied().unwrap_or(0);
+        }
+        assert_eq!(kept.len(), MAX_STATS_SERIES);
+        assert_eq!(not_kept, 4 * 300 - MAX_STATS_SERIES as u64);
     }
 
     #[test]

@@ -198,7 +198,7 @@ impl TimeChart {
         }
         let mut g = format!("<g class=\"layer {class}\"");
         for (name, value) in attrs {
-            let _ = write!(g, " data-{name}=\"{}\"", super::page::escape(value));
+            let _ = write!(g, " data-{name}=\"{}\"", super::escape(value));
         }
         g.push('>');
         g.push_str(&svg);
@@ -250,7 +250,7 @@ impl TimeChart {
     pub fn finish(self) -> String {
         format!(
             "<svg class=\"chart\" data-chart=\"{}\" width=\"{WIDTH}\" height=\"{h}\" viewBox=\"0 0 {WIDTH} {h}\" xmlns=\"http://www.w3.org/2000/svg\">{}</svg>",
-            super::page::escape(&self.name),
+            super::escape(&self.name),
             self.layers.concat(),
             h = self.height
         )

@@ -7,27 +7,11 @@ use std::fmt::Write as _;
 
 use plotters::style::RGBColor;
 
-use super::{Charts, MAX_ITERATIONS_DRAWN};
+use super::{Charts, MAX_ITERATIONS_DRAWN, escape};
 use crate::results::{RunResult, Status};
 
 /// Most characters of the resolved scenario shown.
 const MAX_SCENARIO_TEXT: usize = 64 * 1024;
-
-/// `text` safe inside HTML text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const CSS: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px auto; max-width: 1000px; color: #222; background: #fff; }

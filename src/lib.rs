@@ -17,6 +17,7 @@ pub mod load;
 pub mod naming;
 pub mod observe;
 pub mod process;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod scenario;

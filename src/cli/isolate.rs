@@ -32,6 +32,8 @@ pub struct ChildFlags<'a> {
     pub backend: Option<&'a str>,
     /// Every `--set`, as typed.
     pub set: &'a [String],
+    /// Write the report beside the result (no `--no-report`).
+    pub report: bool,
 }
 
 /// Runs `scenario` in a child `leakrun` process and returns how it ended with its result, if it
@@ -106,6 +108,9 @@ fn command(file: &Path, flags: &ChildFlags<'_>, options: &RunOptions) -> std::pr
         .arg(CHILD_FLAG);
     if options.progress.is_none() {
         command.arg("--no-progress");
+    }
+    if !flags.report {
+        command.arg("--no-report");
     }
     if let Some(backend) = flags.backend {
         command.args(["--backend", backend]);

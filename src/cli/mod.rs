@@ -56,6 +56,18 @@ pub enum Command {
         /// One scenario of a folder run, started by the folder run's own process.
         #[arg(long = "folder-child", hide = true)]
         folder_child: bool,
+        /// Do not write results/<name>.html (the report) beside each result.
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Write the HTML report of a result: memory, state, churn and losses, latency, HTTP and
+    /// allocation sites on one time axis, self-contained (inline SVG and CSS).
+    Report {
+        /// A result file (results/<name>.json).
+        result: PathBuf,
+        /// Where to write the report; default: beside the result, .html for .json.
+        #[arg(short = 'o', long = "output", value_name = "FILE.html")]
+        output: Option<PathBuf>,
     },
     /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
     List {
@@ -149,7 +161,7 @@ pub enum Command {
 
 /// Subcommand names, for the `leakrun FILE` shorthand.
 const SUBCOMMANDS: &[&str] = &[
-    "run", "check", "diff", "list", "baseline", "serve", "load", "schema", "help",
+    "run", "check", "diff", "list", "baseline", "serve", "load", "schema", "report", "help",
 ];
 
 /// Inserts `run` when the first argument is a file rather than a subcommand.
@@ -184,6 +196,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
         }
         Command::List { files, json } => list(&files, json),
         Command::Schema => schema::print(),
+        Command::Report { result, output } => write_report(&result, output.as_deref()),
         Command::Baseline { results, out } => match crate::diff::write_baselines(&results, &out) {
             Ok(written) => {
                 for path in written {
@@ -248,6 +261,7 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             junit,
             set,
             folder_child,
+            no_report,
         } => {
             let files = match files::expand(&files) {
                 Ok(files) => files,
@@ -267,8 +281,47 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
                 set: &set,
                 junit: junit.as_deref(),
                 folder_child,
+                report: !no_report,
             };
             run(&files, &flags, &options).await
+        }
+    }
+}
+
+/// `leakrun report`: a bad or foreign result is a usage error (2); a report that cannot be
+/// written is the machine's (3).
+fn write_report(result: &std::path::Path, output: Option<&std::path::Path>) -> Exit {
+    let run = match crate::report::read(result) {
+        Ok(run) => run,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return if error.is_bad_input() {
+                Exit::Usage
+            } else {
+                Exit::Infrastructure
+            };
+        }
+    };
+    let path = output.map_or_else(|| crate::report::path_beside(result), std::path::Path::to_path_buf);
+    if let Some(folder) = path.parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.is_dir()
+    {
+        eprintln!(
+            "error: -o {}: the folder {} does not exist",
+            path.display(),
+            folder.display()
+        );
+        return Exit::Usage;
+    }
+    match crate::report::write(&path, &run) {
+        Ok(()) => {
+            println!("{}", path.display());
+            Exit::Pass
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Exit::Infrastructure
         }
     }
 }
@@ -357,6 +410,8 @@ struct Flags<'a> {
     set: &'a [String],
     junit: Option<&'a std::path::Path>,
     folder_child: bool,
+    /// Write each result's HTML report beside it.
+    report: bool,
 }
 
 async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit {
@@ -419,6 +474,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
     let child_flags = isolate::ChildFlags {
         backend: flags.backend,
         set: flags.set,
+        report: flags.report,
     };
     for scenario in &loaded {
         if options.cancel.is_cancelled() {
@@ -431,7 +487,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         let (exit, outcome) = if isolated {
             isolate::run_in_child(scenario, &child_flags, options).await
         } else {
-            run_here(scenario, options).await
+            run_here(scenario, options, flags.report).await
         };
         if let Err(error) = &outcome
             && !isolated
@@ -461,15 +517,30 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
 async fn run_here(
     scenario: &scenario::LoadedScenario,
     options: &RunOptions,
+    report: bool,
 ) -> (Exit, anyhow::Result<crate::results::RunResult>) {
     match runner::run(scenario, options).await {
         Ok(outcome) => {
             print_summary(&outcome);
+            let written = if report {
+                let path = crate::report::path_beside(&outcome.path);
+                crate::report::write(&path, &outcome.result).map(|()| println!("  report   {}", path.display()))
+            } else {
+                Ok(())
+            };
             let exit = match outcome.result.status {
                 Status::Pass => Exit::Pass,
                 Status::Fail => Exit::VerdictFailed,
                 Status::Error => Exit::Infrastructure,
                 Status::Interrupted => Exit::Interrupted,
+            };
+            // A report that could not be written is the machine's fault, never the verdict's.
+            let exit = match written {
+                Ok(()) => exit,
+                Err(error) => {
+                    eprintln!("error: the report: {error}");
+                    exit.max(Exit::Infrastructure)
+                }
             };
             (exit, Ok(outcome.result))
         }

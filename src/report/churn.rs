@@ -39,7 +39,9 @@ pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<(String, usize), Repo
         let bin = ((finite(event.at_s).max(0.0) / width) as usize).min(bins - 1);
         match event.kind {
             EventKind::Connect => up[bin] += 1,
-            EventKind::CloseGraceful | EventKind::CloseAbrupt | EventKind::ClosedByServer => down[bin] += 1,
+            EventKind::CloseGraceful | EventKind::CloseAbrupt | EventKind::ClosedByServer | EventKind::SendTimedOut => {
+                down[bin] += 1
+            }
             EventKind::Subscribed | EventKind::ConnectFailed => {}
         }
     }

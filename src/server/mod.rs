@@ -6,9 +6,11 @@
 //!
 //! Routes: `GET /ws/chat/{room}` (WebSocket: join the group, group-send each text frame, write
 //! each group message out), `GET /stats` (counters as JSON), and the plain HTTP routes of
-//! [`http_routes`]: `GET /` (hello), `GET|PUT /cache/{key}` and `GET /info` (the [`cache`]).
+//! [`http_routes`]: `GET /` (hello), `GET|PUT /cache/{key}` and `GET /info` (the [`cache`]), and
+//! `GET /chat/{room}/`, the chat page a person opens in a browser ([`chat_page`]).
 
 pub mod cache;
+pub mod chat_page;
 pub mod connection;
 pub mod faults;
 pub mod http_routes;
@@ -124,7 +126,12 @@ pub fn routes(
         .and(warp::get())
         .and(with_state)
         .map(|state: Arc<AppState>| warp::reply::json(&state.stats()).into_response());
-    chat.or(stats).unify().or(http_routes::routes(state)).unify()
+    chat.or(stats)
+        .unify()
+        .or(chat_page::route())
+        .unify()
+        .or(http_routes::routes(state))
+        .unify()
 }
 
 /// A listener on `127.0.0.1` and a free port, with TCP_NODELAY set so the sockets it accepts

@@ -2,6 +2,7 @@
 //! server on loopback and read the JSON it writes.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod python_server;
 
 use std::path::{Path, PathBuf};

@@ -431,7 +431,11 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         }
     };
     for o in overrides.iter().filter(|o| o.source != "--set" && !flags.folder_child) {
-        eprintln!("{} overrides {} where a scenario sets it", o.describe(), o.key);
+        eprintln!(
+            "{} overrides {} where a scenario sets it",
+            crate::naming::redact_text(&o.describe()),
+            o.key
+        );
     }
     let mut loaded = Vec::new();
     for file in files {

@@ -198,7 +198,7 @@ pub fn apply(source: &str, overrides: &[Override]) -> Result<(String, BTreeMap<S
     let mut set_by = BTreeMap::new();
     for item in overrides {
         let bad = |message: String| OverrideError::BadKey {
-            origin: item.describe(),
+            origin: crate::naming::redact_text(&item.describe()),
             message,
         };
         let steps = steps_of(&item.key).map_err(bad)?;
@@ -214,7 +214,7 @@ pub fn apply(source: &str, overrides: &[Override]) -> Result<(String, BTreeMap<S
             .set_in(document.as_table_mut(), &steps, String::new())
             .map_err(bad)?;
         for key in writer.written {
-            set_by.insert(key, item.describe());
+            set_by.insert(key, crate::naming::redact_text(&item.describe()));
         }
     }
     Ok((document.to_string(), set_by))

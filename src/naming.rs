@@ -71,9 +71,13 @@ pub fn redact_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
+        // The scheme starts after the last character that cannot be part of it (which may be
+        // several bytes long).
         let start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
             .map_or(rest.len(), |i| at + i);
@@ -97,6 +101,14 @@ pub fn is_secret_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_wide_characters_before_a_url_is_redacted_without_a_panic() {
+        let text = "--set x=\"wK\u{fffd}s://u:pw@127.0.0.1/\" é://a";
+        let shown = redact_text(text);
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.starts_with("--set x=\"wK\u{fffd}"), "{shown}");
+    }
 
     #[test]
     fn redacts_credentials() {

@@ -496,25 +496,7 @@ impl Drop for RedisListsLayer {
     }
 }
 
-#[async_trait]
-impl crate::layer::ServerLayer for RedisListsLayer {
-    fn server_name(&self) -> &'static str {
-        "Redis"
-    }
-
-    async fn server_version(&self) -> Result<String, crate::layer::ServerError> {
-        let mut conn = self.conn()?;
-        Ok(format!("redis {}", super::version_on(&mut conn).await?))
-    }
-
-    async fn held(&self) -> Result<crate::observe::sampler::StateReading, crate::layer::ServerError> {
-        Ok(self.probe().await?.reading())
-    }
-
-    async fn shutdown(&self) {
-        RedisListsLayer::shutdown(self).await;
-    }
-}
+redis_server_layer!(RedisListsLayer);
 
 #[async_trait]
 impl ChannelLayer for RedisListsLayer {

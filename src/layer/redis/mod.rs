@@ -16,6 +16,32 @@
 //! holds in Redis (the memberships made through it and, for the lists layer, its inbox) and
 //! closes its connections; dropping a layer aborts its tasks too.
 
+/// The one [`crate::layer::ServerLayer`] impl both Redis layers share: what the server holds for
+/// the run comes from the layer's own probe, the version from its connection.
+macro_rules! redis_server_layer {
+    ($layer:ty) => {
+        #[async_trait::async_trait]
+        impl crate::layer::ServerLayer for $layer {
+            fn server_name(&self) -> &'static str {
+                "Redis"
+            }
+
+            async fn server_version(&self) -> Result<String, crate::layer::ServerError> {
+                let mut conn = self.conn()?;
+                Ok(format!("redis {}", super::version_on(&mut conn).await?))
+            }
+
+            async fn held(&self) -> Result<crate::observe::sampler::StateReading, crate::layer::ServerError> {
+                Ok(self.probe().await?.reading())
+            }
+
+            async fn shutdown(&self) {
+                <$layer>::shutdown(self).await;
+            }
+        }
+    };
+}
+
 pub mod lists;
 pub mod pubsub;
 

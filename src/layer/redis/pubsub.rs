@@ -261,25 +261,7 @@ impl Drop for RedisPubSubLayer {
     }
 }
 
-#[async_trait]
-impl crate::layer::ServerLayer for RedisPubSubLayer {
-    fn server_name(&self) -> &'static str {
-        "Redis"
-    }
-
-    async fn server_version(&self) -> Result<String, crate::layer::ServerError> {
-        let mut conn = self.conn()?;
-        Ok(format!("redis {}", super::version_on(&mut conn).await?))
-    }
-
-    async fn held(&self) -> Result<crate::observe::sampler::StateReading, crate::layer::ServerError> {
-        Ok(self.probe().await?.reading())
-    }
-
-    async fn shutdown(&self) {
-        RedisPubSubLayer::shutdown(self).await;
-    }
-}
+redis_server_layer!(RedisPubSubLayer);
 
 #[async_trait]
 impl ChannelLayer for RedisPubSubLayer {

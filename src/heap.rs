@@ -12,6 +12,11 @@
 //! and reports no heap figures where the allocator is not installed (unit tests, other binaries).
 //! Cost per allocation: one thread-local read, two relaxed atomic adds, and a header of 16 bytes
 //! (more for over-aligned blocks); `bench/run.sh` measures it against a build without it.
+//!
+//! The server domain's allocations are also sampled ([`set_sample_mean`]; one per 512 KiB
+//! allocated by default, `server.heap_sample`): a sampled block's call stack is kept in a
+//! [`Region`] while it is live, and a bit in its header marks it so only its own free looks it up.
+//! [`sampled`] is that region, read after each settle for the sites that grew.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -19,6 +24,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll};
+
+use leakrun_heap_sampler::Region;
 
 /// Header bytes in front of a block whose alignment is at most this; larger alignments use a
 /// header of their own alignment so the block stays aligned.
@@ -58,6 +65,22 @@ static COUNTERS: [Counters; 2] = [
 ];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// The server domain's sampled allocations.
+static SAMPLED: Region = Region::new();
+
+/// The header bit of a block whose stack is in [`SAMPLED`] (beside the domain in bit 0).
+const SAMPLED_BIT: u8 = 0x80;
+
+/// Samples one server-domain allocation per `mean` bytes allocated on average (0: none).
+pub fn set_sample_mean(mean: u64) {
+    SAMPLED.set_mean(mean);
+}
+
+/// The server domain's sampled live allocations.
+pub fn sampled() -> &'static Region {
+    &SAMPLED
+}
+
 /// The global allocator that counts: wraps the system allocator.
 pub struct CountingAllocator;
 
@@ -72,6 +95,7 @@ impl CountingAllocator {
     }
 
     fn count(domain: u8, bytes: isize, blocks: isize) {
+        // Bit 0 is the domain; the others are flags.
         let counters = &COUNTERS[(domain & 1) as usize];
         counters.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
         counters.blocks.fetch_add(blocks as i64, Ordering::Relaxed);
@@ -98,10 +122,24 @@ impl CountingAllocator {
         let header = Self::header_for(layout);
         // SAFETY: the outer block is `header + size` bytes, so both writes are inside it.
         unsafe {
-            base.write(domain);
+            let user = base.add(header);
+            base.write(domain | Self::sample(domain, user, layout.size()));
             Self::count(domain, layout.size() as isize, 1);
-            base.add(header)
+            user
         }
+    }
+
+    /// Samples a server-domain block when its bytes cross the next sampling point; the header
+    /// bit to set when it was kept.
+    #[inline]
+    fn sample(domain: u8, user: *mut u8, size: usize) -> u8 {
+        if domain != Domain::Server as u8 || !SAMPLED.should_sample(size as u64) {
+            return 0;
+        }
+        let kept = SAMPLED.record(user as usize, size as u64, |frames| {
+            leakrun_heap_sampler::capture_stack(0, frames)
+        });
+        if kept { SAMPLED_BIT } else { 0 }
     }
 }
 
@@ -128,7 +166,11 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let header = Self::header_for(layout);
         unsafe {
             let base = ptr.sub(header);
-            Self::count(base.read(), -(layout.size() as isize), -1);
+            let tag = base.read();
+            if tag & SAMPLED_BIT != 0 {
+                SAMPLED.forget(ptr as usize);
+            }
+            Self::count(tag, -(layout.size() as isize), -1);
             // The outer layout was valid when the block was allocated.
             System.dealloc(base, Layout::from_size_align_unchecked(layout.size() + header, header));
         }
@@ -141,15 +183,22 @@ unsafe impl GlobalAlloc for CountingAllocator {
         };
         unsafe {
             let base = ptr.sub(header);
-            let domain = base.read();
+            let tag = base.read();
+            let domain = tag & !SAMPLED_BIT;
             let outer = Layout::from_size_align_unchecked(layout.size() + header, header);
             let moved = System.realloc(base, outer, new_outer_size);
             if moved.is_null() {
                 return moved;
             }
-            // The header moved with the block; the block stays counted against its first owner.
+            if tag & SAMPLED_BIT != 0 {
+                SAMPLED.forget(ptr as usize);
+            }
+            // The header moved with the block; the block stays counted against its first owner,
+            // and is sampled afresh as a block of its new size.
             Self::count(domain, new_size as isize - layout.size() as isize, 0);
-            moved.add(header)
+            let user = moved.add(header);
+            moved.write(domain | Self::sample(domain, user, new_size));
+            user
         }
     }
 }

@@ -283,7 +283,11 @@ fn heap(server: &RawServer, started: bool, c: &mut Collector<'_>) -> HeapSpec {
         c,
         server.heap.as_ref(),
         "server.heap",
-        &[("none", HeapProbe::None), ("python", HeapProbe::Python)],
+        &[
+            ("none", HeapProbe::None),
+            ("python", HeapProbe::Python),
+            ("malloc", HeapProbe::Malloc),
+        ],
         HeapProbe::None,
     );
     if let Some(value) = &server.heap
@@ -310,8 +314,27 @@ fn heap(server: &RawServer, started: bool, c: &mut Collector<'_>) -> HeapSpec {
             );
         }
     }
+    if let Some(value) = &server.heap_frames
+        && probe == HeapProbe::Malloc
+    {
+        c.at(
+            value.span(),
+            "server.heap_frames",
+            "only applies with `heap = \"python\"`; with \"malloc\" every sampled stack keeps up to 24 frames",
+        );
+    }
+    if let Some(value) = &server.heap_sample
+        && probe != HeapProbe::Malloc
+    {
+        c.at(
+            value.span(),
+            "server.heap_sample",
+            "applies to the embedded server, or an external one with `heap = \"malloc\"`",
+        );
+    }
     let default = HeapSpec::default();
     HeapSpec {
+        sample_bytes: super::validate::heap_sample(server, c),
         probe,
         frames: int(
             c,

@@ -109,6 +109,18 @@ pub struct EmbeddedSpec {
     pub faults: Faults,
     /// The key/value cache behind `/cache/{key}` and `/info`.
     pub cache: CacheConfig,
+    /// Mean bytes allocated between sampled allocations of the server's heap (allocation sites);
+    /// 0: no sampling.
+    #[serde(default = "default_heap_sample")]
+    pub heap_sample: u64,
+}
+
+/// One sampled allocation per 512 KiB allocated on average, as jemalloc's `prof.lg_sample`
+/// default of 19.
+pub const DEFAULT_HEAP_SAMPLE: u64 = 512 * 1024;
+
+fn default_heap_sample() -> u64 {
+    DEFAULT_HEAP_SAMPLE
 }
 
 impl Default for EmbeddedSpec {
@@ -122,6 +134,7 @@ impl Default for EmbeddedSpec {
             max_frame: 64 * 1024,
             faults: Faults::default(),
             cache: CacheConfig::default(),
+            heap_sample: DEFAULT_HEAP_SAMPLE,
         }
     }
 }
@@ -141,6 +154,8 @@ struct ServerRecord {
     faults: Faults,
     #[serde(default)]
     cache: CacheConfig,
+    #[serde(default = "default_heap_sample")]
+    heap_sample: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     external: Option<ExternalSpec>,
 }
@@ -165,6 +180,7 @@ impl From<ServerSpec> for ServerRecord {
             max_frame: embedded.max_frame,
             faults: embedded.faults,
             cache: embedded.cache,
+            heap_sample: embedded.heap_sample,
             external,
         }
     }
@@ -182,6 +198,7 @@ impl From<ServerRecord> for ServerSpec {
                 max_frame: record.max_frame,
                 faults: record.faults,
                 cache: record.cache,
+                heap_sample: record.heap_sample,
             }),
         }
     }
@@ -255,6 +272,8 @@ pub enum HeapProbe {
     None,
     /// tracemalloc in every Python process of the server, through a `sitecustomize` helper.
     Python,
+    /// leakrun's counting allocator preloaded into every process of the server (`LD_PRELOAD`).
+    Malloc,
 }
 
 /// `server.heap` and its settings, validated.
@@ -266,15 +285,19 @@ pub struct HeapSpec {
     pub frames: u32,
     /// Allocation sites reported after each iteration.
     pub sites: usize,
+    /// Mean bytes allocated between sampled allocations (malloc); 0: no sites.
+    #[serde(default = "default_heap_sample")]
+    pub sample_bytes: u64,
 }
 
 impl Default for HeapSpec {
-    /// No probe; one frame and ten sites when one is chosen.
+    /// No probe; one frame, ten sites and one sample per 512 KiB when one is chosen.
     fn default() -> Self {
         Self {
             probe: HeapProbe::None,
             frames: 1,
             sites: 10,
+            sample_bytes: DEFAULT_HEAP_SAMPLE,
         }
     }
 }

@@ -136,9 +136,10 @@ pub struct RawServer {
     #[schemars(with = "Option<Vec<String>>")]
     pub stats_counters: Option<S<Vec<String>>>,
     /// External, with `command`: a heap probe leakrun adds to the server without changing it:
-    /// `"python"` (tracemalloc, started by a `sitecustomize` on `PYTHONPATH`) or `"none"`
-    /// (default: resident memory only).
-    #[schemars(with = "Option<String>", extend("enum" = ["none", "python"]))]
+    /// `"python"` (tracemalloc, started by a `sitecustomize` on `PYTHONPATH`), `"malloc"`
+    /// (leakrun's counting allocator preloaded with `LD_PRELOAD`: the exact heap of a dynamically
+    /// linked glibc server on the system allocator) or `"none"` (default: resident memory only).
+    #[schemars(with = "Option<String>", extend("enum" = ["none", "python", "malloc"]))]
     pub heap: Option<S<String>>,
     /// External, with `heap = "python"`: frames of each allocation's traceback kept (default 1:
     /// the line that allocated; more: the call path, at more cost).
@@ -148,6 +149,11 @@ pub struct RawServer {
     /// growth first (default 10).
     #[schemars(with = "Option<i64>")]
     pub heap_sites: Option<S<i64>>,
+    /// The embedded server, or external with `heap = "malloc"`: mean bytes allocated between
+    /// sampled allocations, whose call stacks name the allocation sites that grew (default
+    /// "512KiB"; smaller finds small leaks' sites sooner at more cost; 0: no sites).
+    #[schemars(with = "Option<RawSize>")]
+    pub heap_sample: Option<S<RawSize>>,
     /// `[server.cache]`: the embedded server's key/value cache behind `/cache/{key}`.
     #[schemars(with = "Option<RawCache>")]
     pub cache: Option<S<RawCache>>,

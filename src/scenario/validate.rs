@@ -169,6 +169,11 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> (Target, EmbeddedSp
         ) as usize,
         cancel_shared_receive: flag(faults.and_then(|f| f.cancel_shared_receive.as_ref()), false),
     };
+    // An external target's `heap_sample` is checked with its heap probe.
+    let heap_sample = match target {
+        Target::Embedded => heap_sample(raw, c),
+        Target::External => super::model::DEFAULT_HEAP_SAMPLE,
+    };
     let embedded = EmbeddedSpec {
         host,
         port,
@@ -177,8 +182,31 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> (Target, EmbeddedSp
         max_frame,
         faults,
         cache,
+        heap_sample,
     };
     (target, embedded)
+}
+
+/// `server.heap_sample`: 0 (no sampling), or 64 B to 1 GiB between samples on average.
+pub(super) fn heap_sample(raw: &RawServer, c: &mut Collector<'_>) -> u64 {
+    let bytes = size_value(
+        c,
+        raw.heap_sample.as_ref(),
+        "server.heap_sample",
+        super::model::DEFAULT_HEAP_SAMPLE,
+        0..=1024 * 1024 * 1024,
+    );
+    if let Some(value) = &raw.heap_sample
+        && (1..64).contains(&bytes)
+    {
+        c.at(
+            value.span(),
+            "server.heap_sample",
+            format!("{bytes} bytes is out of range; valid: 0 (no sampling) or 64 B to 1 GiB"),
+        );
+        return super::model::DEFAULT_HEAP_SAMPLE;
+    }
+    bytes
 }
 
 fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {

@@ -4,7 +4,8 @@
 //! It offers the most a target can: the exact live heap of the server's own allocations
 //! ([`crate::heap`]), the resident set of the process that hosts it, its counters read in-process
 //! (the same figures `/stats` serves) and what the backend holds. It is settled when every
-//! instance reports zero live connections and the live heap holds still.
+//! instance reports zero live connections and the live heap holds still. Its sampled
+//! allocations (`server.heap_sample`) name the sites where the heap grew.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +15,11 @@ use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::{Endpoint, LiveCounters};
 use crate::observe::clock::RunClock;
+use crate::observe::sampled_sites::{Sampled, SampledSites};
 use crate::observe::sampler::{
     HeapReading, HeapSource, MemoryProbe, Probes, Sample, SourceError, StateReading, StateSource,
 };
+use crate::observe::sites::{ProcessHeap, SiteGrowth, SiteReport};
 use crate::results::{BackendInfo, TargetInfo};
 use crate::scenario::{EmbeddedSpec, Scenario};
 use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
@@ -29,7 +32,13 @@ pub struct Embedded {
     backend: Backend,
     backend_kind: &'static str,
     rooms: Vec<String>,
+    /// The sampled stacks between reports; none when sampling is off or the counting allocator
+    /// is not installed.
+    sites: Option<std::sync::Mutex<SampledSites>>,
 }
+
+/// Allocation sites the reports keep after naming.
+const SITES_KEPT: usize = 50;
 
 impl Embedded {
     /// Builds the backend and starts every instance on it.
@@ -59,11 +68,14 @@ impl Embedded {
                 }
             }
         }
+        let sampling = spec.heap_sample > 0 && heap::figures().is_some();
+        heap::set_sample_mean(if sampling { spec.heap_sample } else { 0 });
         Ok(Self {
             servers,
             backend,
             backend_kind: scenario.backend.kind.name(),
             rooms: scenario.rooms.iter().map(|r| r.name.clone()).collect(),
+            sites: sampling.then(|| std::sync::Mutex::new(SampledSites::new())),
         })
     }
 }
@@ -105,6 +117,38 @@ impl Target for Embedded {
                 .all(|s| LiveCounters::get(&s.state.counters.live_connections) == 0)
         };
         settle::until_heap_still(idle, || heap::figures().map(|h| h.server_bytes), bound).await
+    }
+
+    async fn heap_sites(&self) -> Result<Option<SiteReport>, SourceError> {
+        let (Some(sites), Some(figures)) = (&self.sites, heap::figures()) else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let pid = std::process::id();
+        let exe = std::env::current_exe().unwrap_or_default();
+        let sampled = [Sampled {
+            pid,
+            region: heap::sampled(),
+            exe,
+        }];
+        let grown = sites.lock().expect("sites lock").report(&sampled);
+        Ok(Some(SiteReport {
+            bytes: figures.server_bytes,
+            blocks: figures.server_blocks,
+            processes: vec![ProcessHeap {
+                pid,
+                bytes: figures.server_bytes,
+                blocks: figures.server_blocks,
+            }],
+            sites: grown,
+            took_s: started.elapsed().as_secs_f64(),
+        }))
+    }
+
+    fn name_sites(&self, lists: Vec<&mut Vec<SiteGrowth>>) {
+        if let Some(sites) = &self.sites {
+            sites.lock().expect("sites lock").name(lists, SITES_KEPT);
+        }
     }
 
     fn closed_connections(&self) -> Option<u64> {

@@ -8,16 +8,14 @@
 //! hold still. If the process exits mid-run, the next sample says so and the run ends with an
 //! error naming the exit status and the server's last output.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::heap_probe::{HeapProbeError, HeapProbeHandle};
 use super::http_probe::{self, StatsSource};
-use super::python_heap::{ProbeError, PythonHeap};
 use super::{JudgedMemory, Target, TargetError, settle};
 use crate::backend::Service;
 use crate::load::Endpoint;
@@ -28,7 +26,7 @@ use crate::observe::sites::SiteReport;
 use crate::process::{ChildProcess, ExitWatch, Options, Output, Signal, SpawnError, Stopped, procfs};
 use crate::results::{BackendInfo, TargetInfo};
 use crate::scenario::external::ROOM_PLACEHOLDER;
-use crate::scenario::{CommandSpec, ExternalSpec, HeapProbe, ProcessSpec, Readiness, Scenario};
+use crate::scenario::{CommandSpec, ExternalSpec, ProcessSpec, Readiness, Scenario};
 
 /// Pause between readiness attempts.
 const READY_POLL: Duration = Duration::from_millis(100);
@@ -70,11 +68,11 @@ pub enum ExternalError {
         /// What to do about it.
         hint: &'static str,
     },
-    /// The heap probe did not answer; the server was stopped.
+    /// The heap probe did not answer, or cannot see the server; the server was stopped.
     #[error("{error}; the server was {stopped}; {tail}")]
     HeapProbe {
         /// Why.
-        error: ProbeError,
+        error: HeapProbeError,
         /// How the server was stopped.
         stopped: String,
         /// Its last output.
@@ -82,7 +80,7 @@ pub enum ExternalError {
     },
     /// The heap probe's folder could not be prepared.
     #[error(transparent)]
-    HeapFolder(#[from] ProbeError),
+    HeapFolder(#[from] HeapProbeError),
     /// `stats_url` cannot be read.
     #[error("server.stats_url: {0}")]
     StatsUrl(#[from] http_probe::GetError),
@@ -146,7 +144,7 @@ pub struct External {
     /// `http_url`'s path without its trailing `/`, put before every workload's path.
     http_prefix: String,
     /// The heap probe inside the server, when the scenario asks for one.
-    python_heap: Option<Arc<PythonHeap>>,
+    heap: Option<HeapProbeHandle>,
     /// The service the server needs (`[backend]`), when it needs one.
     service: Option<Service>,
 }
@@ -204,7 +202,7 @@ impl External {
             .iter()
             .map(|room| spec.ws_url.replace(ROOM_PLACEHOLDER, &room.name))
             .collect();
-        let mut python_heap = None;
+        let mut probe = None;
         let (pid, process) = match &spec.process {
             ProcessSpec::Command(command) => {
                 std::fs::create_dir_all(out_dir).map_err(|source| ExternalError::LogFolder {
@@ -212,14 +210,9 @@ impl External {
                     source,
                 })?;
                 let log = out_dir.join(format!("{}.server.log", scenario.name));
-                let heap = match command.heap.probe {
-                    HeapProbe::Python => Some(Arc::new(
-                        PythonHeap::prepare(command.heap).map_err(ExternalError::from)?,
-                    )),
-                    HeapProbe::None => None,
-                };
+                let heap = HeapProbeHandle::prepare(command).map_err(ExternalError::from)?;
                 let extra = Environment {
-                    heap: heap.as_deref(),
+                    heap: heap.as_ref(),
                     service,
                 };
                 let process = spawn(command, &log, &extra).map_err(not_installed)?;
@@ -227,13 +220,13 @@ impl External {
                 let pid = process.pid();
                 let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;
                 if let Some(heap) = &heap
-                    && let Err(error) = heap.wait_for_answer(HEAP_PROBE_START).await
+                    && let Err(error) = heap.wait_ready(pid, HEAP_PROBE_START).await
                 {
                     let tail = log_tail(&process.watch(), process.log());
                     let stopped = describe(process.stop().await, command.stop_grace);
                     return Err(ExternalError::HeapProbe { error, stopped, tail }.into());
                 }
-                python_heap = heap;
+                probe = heap;
                 (pid, Some(process))
             }
             ProcessSpec::Pid { pid } => (watched(*pid, "server.pid")?, None),
@@ -247,7 +240,7 @@ impl External {
             room_urls,
             http_addr: http_addr.unwrap_or(addr),
             http_prefix,
-            python_heap,
+            heap: probe,
             service: None,
         })
     }
@@ -293,16 +286,22 @@ impl Target for External {
         }
         sources.extend(self.service.as_ref().and_then(Service::state_source));
         let probes = Probes::new(clock, MemoryProbe::for_tree(self.pid), sources);
-        Ok(match &self.python_heap {
-            Some(heap) => probes.with_heap(Box::new(heap.clone())),
+        Ok(match &self.heap {
+            Some(heap) => probes.with_heap(heap.source()),
             None => probes,
         })
     }
 
     async fn heap_sites(&self) -> Result<Option<SiteReport>, SourceError> {
-        match &self.python_heap {
+        match &self.heap {
             Some(heap) => heap.sites().await.map(Some),
             None => Ok(None),
+        }
+    }
+
+    fn name_sites(&self, lists: Vec<&mut Vec<crate::observe::sites::SiteGrowth>>) {
+        if let Some(heap) = &self.heap {
+            heap.name_sites(lists);
         }
     }
 
@@ -346,19 +345,8 @@ impl Target for External {
     }
 
     fn judged_memory(&self, last: Option<&Sample>) -> JudgedMemory {
-        match &self.python_heap {
-            Some(_) => {
-                let processes = last.and_then(|s| s.heap_processes).unwrap_or(1);
-                let more = match processes {
-                    0 | 1 => String::new(),
-                    2 => " and 1 more process".into(),
-                    n => format!(" and {} more processes", n - 1),
-                };
-                JudgedMemory::Heap {
-                    what: format!("traced Python heap (tracemalloc in pid {}{more})", self.pid),
-                    exact: false,
-                }
-            }
+        match &self.heap {
+            Some(heap) => heap.judged(self.pid, last.and_then(|s| s.heap_processes).unwrap_or(1)),
             None => JudgedMemory::Rss {
                 source: memory_source(self.pid, last.and_then(|s| s.rss_processes)),
             },
@@ -389,7 +377,7 @@ impl Target for External {
 /// What leakrun adds to a started server's environment.
 struct Environment<'a> {
     /// The heap probe's variables.
-    heap: Option<&'a PythonHeap>,
+    heap: Option<&'a HeapProbeHandle>,
     /// The service's URL, in the variable `backend.url_env` names.
     service: Option<&'a Service>,
 }
@@ -405,12 +393,7 @@ fn spawn(spec: &CommandSpec, log: &Path, extra: &Environment<'_>) -> Result<Chil
         command.env(variable, url);
     }
     if let Some(heap) = extra.heap {
-        let existing = spec
-            .env
-            .get("PYTHONPATH")
-            .map(OsString::from)
-            .or_else(|| std::env::var_os("PYTHONPATH"));
-        command.envs(heap.environment(existing));
+        command.envs(heap.environment(spec));
     }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);

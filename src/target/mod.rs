@@ -10,7 +10,9 @@
 
 pub mod embedded;
 pub mod external;
+pub mod heap_probe;
 pub mod http_probe;
+pub mod malloc_heap;
 pub mod python_heap;
 pub mod settle;
 
@@ -115,6 +117,11 @@ pub trait Target: Send + Sync {
     async fn heap_sites(&self) -> Result<Option<SiteReport>, SourceError> {
         Ok(None)
     }
+
+    /// Names the sites the reports of [`heap_sites`](Self::heap_sites) left raw (a native
+    /// sampler's stacks), once, after the last iteration: loading debug info under way would
+    /// read as resident memory growing.
+    fn name_sites(&self, _lists: Vec<&mut Vec<crate::observe::sites::SiteGrowth>>) {}
 
     /// Stops what leakrun started for the target; says how the server ended, when that is worth
     /// recording.

@@ -1,0 +1,476 @@
+//! leakrun's sampled allocation table, shared by the counting allocator inside leakrun (its
+//! embedded server's heap) and the library it preloads into a server it starts
+//! (`server.heap = "malloc"`).
+//!
+//! One allocation is sampled per [`Region::set_mean`] bytes allocated on average: the gaps between
+//! sampling points are exponential draws over the running total of allocated bytes, as jemalloc's
+//! `prof.lg_sample` does, so an allocation is sampled with probability `1 - exp(-size / mean)`
+//! whatever the sizes around it, and weighing it by the inverse of that probability makes the sum
+//! of the live samples' weights an unbiased estimate of the live bytes per call stack.
+//!
+//! A sampled allocation's call stack and weight stay in the [`Region`] while the block is live; the
+//! free of a sampled block takes it out. The region is plain atomics in a `#[repr(C)]` layout, so
+//! it can live in a static (leakrun's own process) or in a shared-memory file another process
+//! maps (the preloaded library publishes its region that way, and leakrun reads it). Nothing here
+//! allocates: it runs inside `malloc`.
+
+#![deny(missing_docs)]
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering, fence};
+
+/// Slots for live sampled allocations.
+pub const SLOTS: usize = 1 << 16;
+/// Slots per bucket: a pointer hashes to one bucket (one cache line of keys) and lives in any of
+/// its slots, so a free looks at one cache line and a removal needs no tombstone.
+pub const BUCKET: usize = 8;
+/// Return addresses kept per sampled allocation, innermost first.
+pub const DEPTH: usize = 24;
+/// Marks a region's header.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"LKRHEAP1");
+/// Layout version; a reader refuses another.
+pub const VERSION: u32 = 1;
+/// Bytes kept of the process's executable path.
+pub const EXE_BYTES: usize = 256;
+
+/// Set when `malloc` resolves to another definition than the preloaded library's (a server that
+/// links its own allocator): the library then never sees the server allocate.
+pub const FLAG_MALLOC_ELSEWHERE: u64 = 1;
+/// Set once the region is initialised and published.
+pub const FLAG_READY: u64 = 2;
+
+/// A key slot that holds no allocation.
+const EMPTY: u64 = 0;
+/// A key slot being written.
+const BUSY: u64 = 1;
+
+/// The region's first page: identity, counters and sampling state.
+#[repr(C, align(4096))]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: AtomicU64,
+    /// [`VERSION`].
+    pub version: AtomicU32,
+    /// The process that writes the region.
+    pub pid: AtomicU32,
+    /// [`FLAG_MALLOC_ELSEWHERE`], [`FLAG_READY`].
+    pub flags: AtomicU64,
+    /// Live bytes (usable sizes) of the allocations counted.
+    pub live_bytes: AtomicI64,
+    /// Live blocks counted.
+    pub live_blocks: AtomicI64,
+    /// Allocations counted since the process started (or exec'd).
+    pub allocations: AtomicU64,
+    /// Bytes allocated since the process started: the sampling clock.
+    pub allocated: AtomicU64,
+    /// Mean bytes between samples; 0: sampling off.
+    pub sample_mean: AtomicU64,
+    /// The value of `allocated` at which the next sample is taken.
+    pub next_sample_at: AtomicU64,
+    /// Samples taken.
+    pub samples: AtomicU64,
+    /// Samples that found their bucket full and were not kept.
+    pub samples_dropped: AtomicU64,
+    /// State of the random draws.
+    pub rng: AtomicU64,
+    /// The executable's path, NUL-padded.
+    pub exe: [AtomicU64; EXE_BYTES / 8],
+    /// Held while a sample's stack is captured: one at a time, and never from inside itself.
+    busy: AtomicBool,
+}
+
+/// One sampled allocation's record.
+#[repr(C)]
+pub struct Slot {
+    /// Estimated live bytes it stands for (its size over its sampling probability).
+    pub weight: AtomicU64,
+    /// Its usable size.
+    pub size: AtomicU64,
+    /// Return addresses kept.
+    pub depth: AtomicU64,
+    /// Return addresses, innermost first.
+    pub frames: [AtomicU64; DEPTH],
+}
+
+/// The whole shared layout: header, the keys (a pointer per slot, [`EMPTY`] or [`BUSY`]), the
+/// slots.
+#[repr(C)]
+pub struct Region {
+    /// Identity and counters.
+    pub header: Header,
+    keys: [AtomicU64; SLOTS],
+    slots: [Slot; SLOTS],
+}
+
+/// Bytes a region takes (the size of the shared file).
+pub const REGION_BYTES: usize = std::mem::size_of::<Region>();
+
+/// A live sampled allocation as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSample {
+    /// Estimated live bytes it stands for.
+    pub weight: u64,
+    /// Its usable size.
+    pub size: u64,
+    /// Return addresses, innermost first.
+    pub frames: Vec<u64>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const SLOT: Slot = Slot {
+    weight: ZERO,
+    size: ZERO,
+    depth: ZERO,
+    frames: [ZERO; DEPTH],
+};
+
+impl Region {
+    /// An empty region, sampling off, all zero (so a static of it takes no space in the binary);
+    /// [`Region::initialise`] gives it an identity.
+    pub const fn new() -> Self {
+        Region {
+            header: Header {
+                magic: AtomicU64::new(0),
+                version: AtomicU32::new(0),
+                pid: AtomicU32::new(0),
+                flags: AtomicU64::new(0),
+                live_bytes: AtomicI64::new(0),
+                live_blocks: AtomicI64::new(0),
+                allocations: AtomicU64::new(0),
+                allocated: AtomicU64::new(0),
+                sample_mean: AtomicU64::new(0),
+                next_sample_at: AtomicU64::new(0),
+                samples: AtomicU64::new(0),
+                samples_dropped: AtomicU64::new(0),
+                rng: AtomicU64::new(0),
+                exe: [ZERO; EXE_BYTES / 8],
+                busy: AtomicBool::new(false),
+            },
+            keys: [ZERO; SLOTS],
+            slots: [SLOT; SLOTS],
+        }
+    }
+
+    /// Views zeroed or previously written shared memory as a region.
+    ///
+    /// # Safety
+    /// `memory` must be [`REGION_BYTES`] long, page-aligned, and stay mapped for `'a`.
+    pub unsafe fn from_memory<'a>(memory: *const u8) -> &'a Region {
+        // SAFETY: the caller's promise; every field is an atomic, valid for any bit pattern.
+        unsafe { &*(memory as *const Region) }
+    }
+
+    /// Writes the identity into a zeroed region (the preloaded library, on a fresh page).
+    pub fn initialise(&self, pid: u32, exe: &[u8], seed: u64) {
+        let h = &self.header;
+        h.magic.store(MAGIC, Ordering::Relaxed);
+        h.version.store(VERSION, Ordering::Relaxed);
+        h.pid.store(pid, Ordering::Relaxed);
+        h.rng.store(seed | 1, Ordering::Relaxed);
+        let mut word = [0u8; 8];
+        for (i, chunk) in exe.chunks(8).take(EXE_BYTES / 8 - 1).enumerate() {
+            word.fill(0);
+            word[..chunk.len()].copy_from_slice(chunk);
+            h.exe[i].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the region has the expected magic and layout version.
+    pub fn is_valid(&self) -> bool {
+        self.header.magic.load(Ordering::Relaxed) == MAGIC && self.header.version.load(Ordering::Relaxed) == VERSION
+    }
+
+    /// The executable path written into the header.
+    pub fn exe(&self) -> Vec<u8> {
+        let mut bytes: Vec<u8> = self
+            .header
+            .exe
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .collect();
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        bytes.truncate(end);
+        bytes
+    }
+
+    /// Sets the mean bytes between samples (0 turns sampling off) and draws the first point.
+    pub fn set_mean(&self, mean: u64) {
+        let h = &self.header;
+        h.sample_mean.store(mean, Ordering::Relaxed);
+        if h.rng.load(Ordering::Relaxed) == 0 {
+            h.rng.store(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        }
+        if mean > 0 {
+            let at = h.allocated.load(Ordering::Relaxed) + self.draw(mean);
+            h.next_sample_at.store(at, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a new live block of `size` usable bytes (the preloaded library's counters).
+    #[inline]
+    pub fn count_alloc(&self, size: u64) {
+        let h = &self.header;
+        h.live_bytes.fetch_add(size as i64, Ordering::Relaxed);
+        h.live_blocks.fetch_add(1, Ordering::Relaxed);
+        h.allocations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a freed block of `size` usable bytes.
+    #[inline]
+    pub fn count_free(&self, size: u64) {
+        let h = &self.header;
+        h.live_bytes.fetch_sub(size as i64, Ordering::Relaxed);
+        h.live_blocks.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Advances the sampling clock by an allocation of `size` bytes; true when that allocation is
+    /// to be sampled (exactly one caller wins each sampling point).
+    #[inline]
+    pub fn should_sample(&self, size: u64) -> bool {
+        let h = &self.header;
+        let mean = h.sample_mean.load(Ordering::Relaxed);
+        if mean == 0 {
+            return false;
+        }
+        let total = h.allocated.fetch_add(size, Ordering::Relaxed).wrapping_add(size);
+        let next = h.next_sample_at.load(Ordering::Relaxed);
+        if total < next {
+            return false;
+        }
+        let following = total.wrapping_add(self.draw(mean));
+        h.next_sample_at
+            .compare_exchange(next, following, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Records a sampled allocation at `ptr` of `size` usable bytes, its stack captured by
+    /// `capture` into the buffer it is given (returns how many frames it wrote). Skipped when
+    /// another sample is being taken (also from inside `capture`, which may allocate).
+    pub fn record(&self, ptr: usize, size: u64, capture: impl FnOnce(&mut [u64; DEPTH]) -> usize) -> bool {
+        let h = &self.header;
+        if h.busy.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        let mut frames = [0u64; DEPTH];
+        let depth = capture(&mut frames).min(DEPTH);
+        let kept = self.insert(ptr as u64, size, &frames[..depth]);
+        h.busy.store(false, Ordering::Release);
+        h.samples.fetch_add(1, Ordering::Relaxed);
+        if !kept {
+            h.samples_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        kept
+    }
+
+    /// Takes `ptr` out of the table if it was sampled; true if it was.
+    #[inline]
+    pub fn forget(&self, ptr: usize) -> bool {
+        let ptr = ptr as u64;
+        let start = bucket(ptr);
+        for key in &self.keys[start..start + BUCKET] {
+            if key.load(Ordering::Relaxed) == ptr {
+                return key
+                    .compare_exchange(ptr, EMPTY, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok();
+            }
+        }
+        false
+    }
+
+    fn insert(&self, ptr: u64, size: u64, frames: &[u64]) -> bool {
+        if ptr <= BUSY {
+            return false;
+        }
+        let start = bucket(ptr);
+        for at in start..start + BUCKET {
+            let key = &self.keys[at];
+            if key
+                .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let slot = &self.slots[at];
+            let mean = self.header.sample_mean.load(Ordering::Relaxed).max(1);
+            slot.weight.store(weight(size, mean), Ordering::Relaxed);
+            slot.size.store(size, Ordering::Relaxed);
+            slot.depth.store(frames.len() as u64, Ordering::Relaxed);
+            for (cell, pc) in slot.frames.iter().zip(frames) {
+                cell.store(*pc, Ordering::Relaxed);
+            }
+            key.store(ptr, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// The live sampled allocations now. A slot changing while it is read is skipped.
+    pub fn live(&self) -> Vec<LiveSample> {
+        let mut live = Vec::new();
+        for (key, slot) in self.keys.iter().zip(self.slots.iter()) {
+            let first = key.load(Ordering::Acquire);
+            if first <= BUSY {
+                continue;
+            }
+            let depth = (slot.depth.load(Ordering::Relaxed) as usize).min(DEPTH);
+            let sample = LiveSample {
+                weight: slot.weight.load(Ordering::Relaxed),
+                size: slot.size.load(Ordering::Relaxed),
+                frames: slot.frames[..depth].iter().map(|f| f.load(Ordering::Relaxed)).collect(),
+            };
+            fence(Ordering::Acquire);
+            if key.load(Ordering::Relaxed) == first {
+                live.push(sample);
+            }
+        }
+        live
+    }
+
+    /// An exponential draw with mean `mean` (xorshift64*; races between threads only mix the
+    /// state further).
+    fn draw(&self, mean: u64) -> u64 {
+        let rng = &self.header.rng;
+        let mut x = rng.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        rng.store(x, Ordering::Relaxed);
+        let bits = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        // Uniform in (0, 1]: never ln(0).
+        let uniform = (bits as f64 + 1.0) / (1u64 << 53) as f64;
+        (-uniform.ln() * mean as f64).min(u64::MAX as f64 / 4.0) as u64
+    }
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The bucket a pointer lives in (its first slot).
+#[inline]
+fn bucket(ptr: u64) -> usize {
+    let hash = (ptr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((hash >> 40) as usize % (SLOTS / BUCKET)) * BUCKET
+}
+
+/// The live bytes one sample of `size` stands for when one is taken per `mean` bytes on average:
+/// its size over the probability it was sampled.
+pub fn weight(size: u64, mean: u64) -> u64 {
+    let size_f = size.max(1) as f64;
+    let probability = 1.0 - (-size_f / mean as f64).exp();
+    (size_f / probability.max(f64::MIN_POSITIVE)).round() as u64
+}
+
+/// Captures the calling thread's return addresses, innermost first, skipping `skip` frames.
+/// Uses the unwinder without a lock and without allocating in the common case.
+pub fn capture_stack(skip: usize, frames: &mut [u64; DEPTH]) -> usize {
+    let mut seen = 0usize;
+    let mut kept = 0usize;
+    // SAFETY: trace_unsynchronized requires that no other unwinding is racing through the
+    // same non-reentrant state; the busy flag of the region keeps captures one at a time, and
+    // the system unwinder it uses is thread-safe.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            seen += 1;
+            if seen > skip {
+                frames[kept] = frame.ip() as u64;
+                kept += 1;
+            }
+            kept < DEPTH
+        });
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region() -> Box<Region> {
+        // A region is too large for the test thread's stack.
+        let layout = std::alloc::Layout::new::<Region>();
+        // SAFETY: zeroed memory is a valid region of atomics; the layout is the region's own.
+        unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut Region) }
+    }
+
+    #[test]
+    fn a_sampled_block_is_live_until_it_is_forgotten() {
+        let r = region();
+        r.header.sample_mean.store(1024, Ordering::Relaxed);
+        assert!(r.record(0x1000, 64, |f| {
+            f[0] = 7;
+            f[1] = 8;
+            2
+        }));
+        let live = r.live();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].frames, vec![7, 8]);
+        assert_eq!(live[0].size, 64);
+        assert!(r.forget(0x1000));
+        assert!(!r.forget(0x1000));
+        assert!(r.live().is_empty());
+    }
+
+    #[test]
+    fn a_full_bucket_drops_the_sample_and_counts_it() {
+        let r = region();
+        r.header.sample_mean.store(1024, Ordering::Relaxed);
+        // Pointers that land in one bucket.
+        let target = bucket(0x10);
+        let same: Vec<usize> = (1..2_000_000usize)
+            .map(|i| i * 16)
+            .filter(|p| bucket(*p as u64) == target)
+            .take(BUCKET + 1)
+            .collect();
+        for p in &same[..BUCKET] {
+            assert!(r.record(*p, 8, |_| 0));
+        }
+        assert!(!r.record(same[BUCKET], 8, |_| 0));
+        assert_eq!(r.header.samples_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn sampling_takes_about_one_allocation_per_mean_bytes() {
+        let r = region();
+        r.set_mean(4096);
+        let mut sampled = 0u64;
+        let n = 200_000u64;
+        for _ in 0..n {
+            if r.should_sample(64) {
+                sampled += 1;
+            }
+        }
+        // 200,000 × 64 B = 12.8 MB at one per 4 KiB: about 3,125 samples (sd ~ 56).
+        assert!((2_800..3_450).contains(&sampled), "{sampled} samples");
+    }
+
+    #[test]
+    fn weights_stand_for_the_bytes_they_sample() {
+        // A small block is sampled rarely and stands for about the mean; a huge one almost
+        // always and stands for itself.
+        assert!((weight(16, 512 * 1024) as f64 - 512.0 * 1024.0).abs() < 16.0);
+        assert_eq!(weight(100 << 20, 512 * 1024), 100 << 20);
+        // The estimate is unbiased: many 64-byte blocks, sampled, sum to about their bytes.
+        let r = region();
+        r.set_mean(8192);
+        let mut estimate = 0u64;
+        for _ in 0..100_000 {
+            if r.should_sample(64) {
+                estimate += weight(64, 8192);
+            }
+        }
+        let truth = 64.0 * 100_000.0;
+        assert!((estimate as f64 - truth).abs() / truth < 0.1, "{estimate} vs {truth}");
+    }
+
+    #[test]
+    fn the_stack_is_captured_innermost_first() {
+        let mut frames = [0u64; DEPTH];
+        let n = capture_stack(0, &mut frames);
+        assert!(n >= 2, "{n} frames");
+        assert!(frames[..n].iter().all(|f| *f != 0));
+    }
+}

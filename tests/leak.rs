@@ -48,6 +48,23 @@ fn a_known_leak_of_256_bytes_per_connection_is_found_and_measured_within_10_perc
     assert!(heap["evidence"].as_str().unwrap().contains("per closed connection"));
     // The state counters came back: only the bytes leak.
     assert_eq!(series(&r, "memberships")["class"], "clean");
+    // The sampled allocations name the fault's own line as the first site, and the summary says so.
+    let first = &leak["sites"][0];
+    let site = first["site"].as_str().unwrap_or_default();
+    assert!(
+        site.starts_with("src/server/faults.rs:"),
+        "first site {site}: {}",
+        leak["sites"]
+    );
+    assert!(
+        first["traceback"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("leakrun::server::faults::")),
+        "{first}"
+    );
+    assert!(leak["summary"].as_str().unwrap().contains(site), "{}", leak["summary"]);
 }
 
 #[test]

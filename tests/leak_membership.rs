@@ -75,6 +75,19 @@ fn the_membership_leak_is_found_with_the_right_order_of_bytes_per_connection() {
         .map(|v| v.as_f64().unwrap() as u64)
         .collect();
     assert_eq!(after, [20, 40, 60, 80, 100, 120]);
+
+    // The sampled sites account for the bytes per closed connection (at least 80% of them), and
+    // name where they are: the connection's task (src/server/upgrade.rs, the spawn of the
+    // connection future) and the channel the kept membership holds (src/layer/memory.rs).
+    let sites = leak["sites"].as_array().unwrap();
+    let explained: f64 = sites.iter().filter_map(|s| s["bytes_per_connection"].as_f64()).sum();
+    assert!(
+        explained >= 0.8 * measured,
+        "sites explain {explained:.0} of {measured:.0} B per closed connection: {sites:#?}"
+    );
+    let named = |file: &str| sites.iter().any(|s| s["site"].as_str().unwrap().starts_with(file));
+    assert!(named("src/server/upgrade.rs:"), "{sites:#?}");
+    assert!(named("src/layer/memory.rs:"), "{sites:#?}");
     assert_eq!(
         memberships["evidence"],
         "memberships: 0 → 20 → 40 → 60 → 80 → 100 → 120 after each iteration; 20 per iteration are never released"

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Largest maps file read.
 const MAX_MAPS_BYTES: u64 = 8 * 1024 * 1024;
 /// Most traceback lines kept per site.
-const MAX_TRACEBACK: usize = 16;
+const MAX_TRACEBACK: usize = 40;
 
 /// One executable mapping of a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +241,7 @@ pub fn describe(frames: &[Frame], exe: &Path) -> Described {
         .iter()
         .find(|f| f.object == exe && !is_foreign_source(f))
         .or_else(|| rest.iter().find(|f| !is_foreign_source(f)))
+        .or_else(|| rest.iter().find(|f| f.file.is_some() && !is_standard_library(f)))
         .or_else(|| rest.first());
     Described {
         site: own.map_or_else(|| "?".to_string(), Frame::place),
@@ -288,14 +289,20 @@ fn is_allocator(frame: &Frame) -> bool {
 fn is_foreign_source(frame: &Frame) -> bool {
     match &frame.file {
         Some(file) => {
-            file.starts_with("/rustc/")
+            is_standard_library(frame)
                 || file.contains("/.cargo/registry/")
                 || file.contains("/.cargo/git/")
                 || file.starts_with("/usr/")
-                || file.starts_with("library/")
         }
         None => true,
     }
+}
+
+/// A frame in the Rust standard library (and the crates it vendors).
+fn is_standard_library(frame: &Frame) -> bool {
+    frame.file.as_deref().is_some_and(|file| {
+        file.starts_with("/rustc/") || file.starts_with("/rust/deps/") || file.starts_with("library/")
+    })
 }
 
 /// A file path as a site names it: relative to the working directory when under it; the Rust

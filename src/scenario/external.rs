@@ -320,7 +320,7 @@ fn heap(server: &RawServer, started: bool, c: &mut Collector<'_>) -> HeapSpec {
         c.at(
             value.span(),
             "server.heap_frames",
-            "only applies with `heap = \"python\"`; with \"malloc\" every sampled stack keeps up to 24 frames",
+            "only applies with `heap = \"python\"`; with \"malloc\" every sampled stack keeps up to 40 return addresses",
         );
     }
     if let Some(value) = &server.heap_sample
@@ -334,7 +334,7 @@ fn heap(server: &RawServer, started: bool, c: &mut Collector<'_>) -> HeapSpec {
     }
     let default = HeapSpec::default();
     HeapSpec {
-        sample_bytes: super::validate::heap_sample(server, c),
+        sample_bytes: super::values::heap_sample(c, server.heap_sample.as_ref()),
         probe,
         frames: int(
             c,

@@ -7,7 +7,7 @@ use super::diagnostics::Collector;
 use super::model::*;
 use super::raw::*;
 use super::units::parse_size;
-use super::values::{choice, duration_value, flag, int, size_value};
+use super::values::{choice, duration_value, flag, heap_sample, int, size_value};
 use crate::naming::is_valid_name;
 
 const NAME_RULE: &str = "1 to 99 letters, digits, `.`, `_` or `-`";
@@ -171,7 +171,7 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> (Target, EmbeddedSp
     };
     // An external target's `heap_sample` is checked with its heap probe.
     let heap_sample = match target {
-        Target::Embedded => heap_sample(raw, c),
+        Target::Embedded => heap_sample(c, raw.heap_sample.as_ref()),
         Target::External => super::model::DEFAULT_HEAP_SAMPLE,
     };
     let embedded = EmbeddedSpec {
@@ -185,28 +185,6 @@ fn server(raw: Option<&RawServer>, c: &mut Collector<'_>) -> (Target, EmbeddedSp
         heap_sample,
     };
     (target, embedded)
-}
-
-/// `server.heap_sample`: 0 (no sampling), or 64 B to 1 GiB between samples on average.
-pub(super) fn heap_sample(raw: &RawServer, c: &mut Collector<'_>) -> u64 {
-    let bytes = size_value(
-        c,
-        raw.heap_sample.as_ref(),
-        "server.heap_sample",
-        super::model::DEFAULT_HEAP_SAMPLE,
-        0..=1024 * 1024 * 1024,
-    );
-    if let Some(value) = &raw.heap_sample
-        && (1..64).contains(&bytes)
-    {
-        c.at(
-            value.span(),
-            "server.heap_sample",
-            format!("{bytes} bytes is out of range; valid: 0 (no sampling) or 64 B to 1 GiB"),
-        );
-        return super::model::DEFAULT_HEAP_SAMPLE;
-    }
-    bytes
 }
 
 fn backend(raw: Option<&RawBackend>, c: &mut Collector<'_>) -> BackendSpec {

@@ -128,3 +128,20 @@ pub fn choice<T: Copy>(
         }
     }
 }
+
+/// `server.heap_sample`: 0 (no sampling), or 64 B to 1 GiB between samples on average.
+pub fn heap_sample(c: &mut Collector<'_>, value: Option<&S<RawSize>>) -> u64 {
+    const DEFAULT: u64 = super::model::DEFAULT_HEAP_SAMPLE;
+    let bytes = size_value(c, value, "server.heap_sample", DEFAULT, 0..=1024 * 1024 * 1024);
+    if let Some(value) = value
+        && (1..64).contains(&bytes)
+    {
+        c.at(
+            value.span(),
+            "server.heap_sample",
+            format!("{bytes} bytes is out of range; valid: 0 (no sampling) or 64 B to 1 GiB"),
+        );
+        return DEFAULT;
+    }
+    bytes
+}

@@ -24,7 +24,7 @@ pub const SLOTS: usize = 1 << 16;
 /// its slots, so a free looks at one cache line and a removal needs no tombstone.
 pub const BUCKET: usize = 8;
 /// Return addresses kept per sampled allocation, innermost first.
-pub const DEPTH: usize = 24;
+pub const DEPTH: usize = 40;
 /// Marks a region's header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LKRHEAP1");
 /// Layout version; a reader refuses another.

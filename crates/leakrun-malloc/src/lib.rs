@@ -496,14 +496,31 @@ unsafe fn publish(start: (i64, i64, u64, u64)) {
         h.allocations.store(start.2, Ordering::Relaxed);
         h.allocated.store(start.3, Ordering::Relaxed);
         region.set_mean(env_number(c"LEAKRUN_MALLOC_SAMPLE").unwrap_or(0));
-        let ours = malloc as *const () as usize;
-        let found = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) as usize;
         let mut flags = FLAG_READY;
-        if found != 0 && found != ours {
+        if !malloc_is_ours() {
             flags |= FLAG_MALLOC_ELSEWHERE;
         }
         SHARED.store(memory.cast(), Ordering::Release);
         h.flags.store(flags, Ordering::Release);
+    }
+}
+
+/// Whether the process's `malloc` is this library's: the object that defines the `malloc` the
+/// global scope finds is the one this library's own data lives in. (A reference to `malloc` from
+/// here would itself go through the global scope, so the addresses cannot be compared directly.)
+unsafe fn malloc_is_ours() -> bool {
+    unsafe {
+        let found = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+        if found.is_null() {
+            return true;
+        }
+        let mut ours: libc::Dl_info = std::mem::zeroed();
+        let mut theirs: libc::Dl_info = std::mem::zeroed();
+        let own_data = std::ptr::addr_of!(EARLY).cast::<c_void>();
+        if libc::dladdr(own_data, &mut ours) == 0 || libc::dladdr(found, &mut theirs) == 0 {
+            return true;
+        }
+        ours.dli_fbase == theirs.dli_fbase
     }
 }
 

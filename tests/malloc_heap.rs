@@ -1,0 +1,248 @@
+//! `server.heap = "malloc"`: leakrun preloads its counting allocator into a native server it
+//! starts and judges that server's exact malloc heap, naming where it grew.
+//!
+//! The server is `leakrun serve` started as a separate process (a Rust binary on the system
+//! allocator, under the preloaded library): its unbounded cache is the positive control (every
+//! 10,000-byte PUT stays), the bounded one the negative. Two C servers built here show the
+//! servers the library cannot see: a statically linked one, one that links its own `malloc`, and
+//! one that allocates through a prefixed jemalloc.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `leakrun serve --cache <cache>` as an external target with the preloaded heap.
+fn serve_scenario(name: &str, cache: &str, expect_leak: bool) -> String {
+    let port = free_port();
+    format!(
+        r#"name = "{name}"
+[server]
+target = "external"
+command = [{bin:?}, "serve", "--port", "{port}", "--cache", "{cache}"]
+http_url = "http://127.0.0.1:{port}/"
+ready_timeout = "10s"
+heap = "malloc"
+heap_sample = "64KiB"
+
+[[http]]
+method = "PUT"
+path = "/cache/{{key}}"
+keys = 1000000000
+body = 10000
+workers = 4
+requests = 1500
+
+[run]
+duration = "20s"
+iterations = 5
+warmup = 1
+
+[expect]
+leak = {expect_leak}
+"#,
+        bin = env!("CARGO_BIN_EXE_leakrun"),
+    )
+}
+
+fn run(dir: &Path, name: &str, text: &str) -> (std::process::Output, PathBuf) {
+    let path = scenario(dir, name, text);
+    let out = dir.join("results");
+    (run_scenario(&path, &out), out)
+}
+
+#[test]
+fn an_unbounded_cache_leaks_the_value_size_per_put_at_the_cache_insert() {
+    let dir = scratch();
+    let (output, out) = run(
+        dir.path(),
+        "malloc_unbounded",
+        &serve_scenario("malloc_unbounded", "unbounded", true),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(&out, "malloc_unbounded");
+    let leak = &r["verdicts"]["leak"];
+    let summary = leak["summary"].as_str().unwrap();
+    assert_eq!(leak["outcome"], "leak", "{summary}");
+    assert!(summary.contains("live malloc heap"), "{summary}");
+    // The exact heap: a 10,000-byte value per PUT, plus its key and the map's share.
+    let per_request = leak["bytes_per_request"].as_f64().unwrap();
+    assert!(
+        (10_000.0..11_000.0).contains(&per_request),
+        "{per_request} bytes per PUT: {summary}"
+    );
+    let first = &leak["sites"][0];
+    let site = first["site"].as_str().unwrap();
+    assert!(site.contains("src/server/cache.rs:"), "first site {site}: {first}");
+    let traceback: Vec<&str> = first["traceback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        traceback
+            .iter()
+            .any(|l| l.contains("leakrun::server::cache::Cache::put")),
+        "{traceback:#?}"
+    );
+    // The sampled estimate accounts for most of the exact growth.
+    let site_bytes = first["bytes_per_iteration"].as_f64().unwrap();
+    let total = leak["bytes_per_iteration"].as_f64().unwrap();
+    assert!(site_bytes > 0.8 * total, "site {site_bytes} of {total} per iteration");
+    assert!(summary.contains(site), "the summary names the first site: {summary}");
+}
+
+#[test]
+fn a_bounded_cache_is_never_a_leak() {
+    let dir = scratch();
+    let (output, out) = run(
+        dir.path(),
+        "malloc_bounded",
+        &serve_scenario("malloc_bounded", "bounded", false),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let r = result(&out, "malloc_bounded");
+    let leak = &r["verdicts"]["leak"];
+    assert_ne!(leak["outcome"], "leak", "{}", leak["summary"]);
+    assert!(leak["summary"].as_str().unwrap().contains("live malloc heap"));
+}
+
+/// Builds `tests/support/tiny_server.c` into `dir` with `flags`.
+fn build_tiny_server(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tiny_server.c");
+    let binary = dir.join(name);
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-O1")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("gcc (scripts/install-services installs it)");
+    assert!(status.success(), "gcc {flags:?} failed");
+    binary
+}
+
+fn tiny_scenario(name: &str, binary: &Path) -> String {
+    let port = free_port();
+    format!(
+        r#"name = "{name}"
+[server]
+target = "external"
+command = [{binary:?}, "{port}"]
+ws_url = "ws://127.0.0.1:{port}/{{room}}"
+ready_port = {port}
+heap = "malloc"
+
+[[rooms]]
+name = "a"
+  [[rooms.clients]]
+  count = 1
+  rate = 1
+
+[run]
+duration = "1s"
+"#
+    )
+}
+
+fn refused(name: &str, flags: &[&str]) -> String {
+    let dir = scratch();
+    let binary = build_tiny_server(dir.path(), name, flags);
+    let (output, out) = run(dir.path(), name, &tiny_scenario(name, &binary));
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let r = result(&out, name);
+    assert_eq!(r["status"], "error");
+    assert!(r["verdicts"].is_null(), "never judged: {}", r["verdicts"]);
+    // The error is on the run's report (stdout) and in the result.
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("server.heap")),
+        "{}",
+        r["error"]
+    );
+    describe(&output)
+}
+
+#[test]
+fn a_static_server_is_refused_not_judged() {
+    let said = refused("tiny_static", &["-static"]);
+    assert!(said.contains("server.heap = \"malloc\""), "{said}");
+    assert!(said.contains("statically linked"), "{said}");
+}
+
+#[test]
+fn a_server_with_its_own_malloc_is_refused_not_judged() {
+    let said = refused("tiny_own_malloc", &["-DOWN_MALLOC"]);
+    assert!(said.contains("server.heap = \"malloc\""), "{said}");
+    assert!(said.contains("has an allocator of its own"), "{said}");
+}
+
+#[test]
+fn a_server_on_a_prefixed_jemalloc_is_refused_not_judged() {
+    let said = refused("tiny_prefixed", &["-DPREFIXED_ALLOCATOR"]);
+    assert!(said.contains("uses jemalloc (symbol `je_malloc`)"), "{said}");
+}
+
+#[test]
+fn forked_workers_are_summed_and_each_has_its_page() {
+    // A Python server that forks a worker: the child allocates and holds 8 MiB, the parent
+    // serves the readiness port. Each process has a page of its own; the series is their sum.
+    let dir = scratch();
+    let port = free_port();
+    let script = dir.path().join("forking.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import os, socket, time
+if os.fork() == 0:
+    held = [bytes(4096) for _ in range(2048)]
+    time.sleep(3600)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port}))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.close()
+"#
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        r#"name = "forking"
+[server]
+target = "external"
+command = ["python3", {script:?}]
+ws_url = "ws://127.0.0.1:{port}/{{room}}"
+ready_port = {port}
+heap = "malloc"
+
+[[http]]
+method = "GET"
+path = "/"
+requests = 1
+
+[run]
+duration = "1s"
+"#,
+        script = script.display().to_string(),
+    );
+    let (output, out) = run(dir.path(), "forking", &text);
+    let r = result(&out, "forking");
+    // The HTTP request finds no HTTP server; what matters is the heap series.
+    let last = r["iterations"][0]["after"].clone();
+    assert_eq!(last["heap_processes"], 2, "{}\n{last}", describe(&output));
+    let bytes = last["heap_bytes"].as_i64().unwrap();
+    assert!(bytes > 8 << 20, "the child's 8 MiB are in the sum: {bytes}");
+}

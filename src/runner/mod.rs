@@ -175,6 +175,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         delivery_timeline: Vec::new(),
         http: Vec::new(),
         incomplete: Vec::new(),
+        warnings: Vec::new(),
     };
 
     match execute(loaded, options, &clock, &mut result).await {
@@ -339,6 +340,7 @@ async fn run_on(
     stop_on_failure.abort();
     let failure = failure.or_else(|| sampler.failure());
     result.timeline = sampler.finish().await;
+    result.warnings.extend(tally::saturation_warning(result));
     let (events, not_kept) = ctx.events.take();
     result.events = EventLogOut { events, not_kept };
     let server = target.stats();

@@ -73,6 +73,24 @@ fn gaps_that_appear_exit_1_and_name_the_room_sender_and_range() {
             .any(|f| f["figure"] == "messages lost" && f["regression"] == true)
     );
 
+    // The loss forensics' figures: the distinct messages behind the lost deliveries, and their
+    // cause (a drop of the layer while delivery kept up is lost while healthy).
+    let moved = |name: &str| {
+        report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["figure"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} moved: {report}"))
+    };
+    for name in ["distinct messages lost", "distinct lost while healthy"] {
+        let change = moved(name);
+        assert_eq!(change["base"], 0.0, "{change}");
+        assert!(change["head"].as_f64().unwrap() > 0.0, "{change}");
+        assert_eq!(change["regression"], true, "{change}");
+    }
+
     let markdown = leakrun(&["diff", b, h, "--format", "markdown"]);
     assert_eq!(markdown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&markdown.stdout).contains("| gaps | clean | gaps | ❌ worse |"));
@@ -82,6 +100,77 @@ fn gaps_that_appear_exit_1_and_name_the_room_sender_and_range() {
     let stdout = String::from_utf8_lossy(&better.stdout);
     assert!(stdout.contains("better gaps: gaps → clean"), "{stdout}");
     assert_eq!(better.status.code(), Some(0), "{}", describe(&better));
+}
+
+/// The figures `diff` reported moved, by name, from `base` to `head` as JSON.
+fn moved_figures(base: &Path, head: &Path) -> Vec<serde_json::Value> {
+    let output = leakrun(&[
+        "diff",
+        base.to_str().unwrap(),
+        head.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{}", describe(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    report["figures"].as_array().unwrap().clone()
+}
+
+#[test]
+fn unconfirmed_and_causes_are_compared_and_an_old_result_without_them_is_read() {
+    let dir = scratch();
+    let base = run_pair(dir.path(), dir.path(), None);
+    let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    assert_eq!(original["verdicts"]["gaps"]["distinct_lost"], 0, "a clean run");
+    let mut changed = original.clone();
+    let gaps = &mut changed["verdicts"]["gaps"];
+    gaps["totals"]["unconfirmed"] = 12.into();
+    gaps["distinct_unconfirmed"] = 4.into();
+    gaps["causes"]["under_backlog"] = 3.into();
+    let head = dir.path().join("head.json");
+    std::fs::write(&head, changed.to_string()).unwrap();
+    let figures = moved_figures(&base, &head);
+    for (name, value) in [
+        ("messages unconfirmed", 12.0),
+        ("distinct messages unconfirmed", 4.0),
+        ("distinct lost under backlog", 3.0),
+    ] {
+        let change = figures
+            .iter()
+            .find(|f| f["figure"] == name)
+            .unwrap_or_else(|| panic!("{name} in {figures:?}"));
+        assert_eq!(
+            (change["base"].as_f64(), change["head"].as_f64()),
+            (Some(0.0), Some(value))
+        );
+        assert_eq!(change["regression"], true, "{change}");
+    }
+    assert!(
+        !figures.iter().any(|f| f["figure"] == "distinct lost while healthy"),
+        "unchanged figures are not reported: {figures:?}"
+    );
+    // A result written before the forensics has none of these fields: it is read, and its
+    // missing counts are not compared as zeros.
+    let mut old = changed.clone();
+    let gaps = old["verdicts"]["gaps"].as_object_mut().unwrap();
+    for key in [
+        "distinct_lost",
+        "distinct_unconfirmed",
+        "causes",
+        "missed_by",
+        "signature",
+    ] {
+        gaps.remove(key);
+    }
+    let old_path = dir.path().join("old.json");
+    std::fs::write(&old_path, old.to_string()).unwrap();
+    let figures = moved_figures(&old_path, &base);
+    assert!(
+        !figures
+            .iter()
+            .any(|f| f["figure"].as_str().unwrap().contains("distinct") || f["figure"] == "messages unconfirmed"),
+        "{figures:?}"
+    );
 }
 
 #[test]

@@ -255,3 +255,138 @@ duration = "4s"
     assert_eq!(u(&totals["gaps"]) + u(&totals["tail_loss"]), 0, "{totals}");
     assert_eq!(gaps(&r)["outcome"], "clean", "{}", gaps(&r)["summary"]);
 }
+
+/// The Python chat server under churn: two rooms of steady clients with a churner each (one
+/// closing abruptly, one gracefully), `switches` on the server's command line.
+fn python_churn(name: &str, switches: &[&str], expect_gaps: bool) -> (serde_json::Value, std::process::Output) {
+    let dir = scratch();
+    let port = free_port();
+    let text = format!(
+        r#"name = "{name}"
+[server]
+target = "external"
+command = {command}
+ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}/"
+stats_url = "http://127.0.0.1:{port}/stats"
+stats_counters = ["opened", "closed", "frames_*", "deliveries", "dropped"]
+[expect]
+gaps = {expect_gaps}
+[[rooms]]
+name = "room_a"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 3
+  rate = 20
+  [[rooms.clients]]
+  pattern = "cycle"
+  count = 3
+  rate = 20
+  up = "300ms"
+  down = "50ms"
+  close = "abrupt"
+[[rooms]]
+name = "room_b"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 3
+  rate = 20
+  [[rooms.clients]]
+  pattern = "cycle"
+  count = 2
+  rate = 20
+  up = "250ms"
+  down = "50ms"
+  close = "graceful"
+[run]
+duration = "4s"
+settle = "3s"
+sample_interval = "250ms"
+"#,
+        command = common::python_server::command(port, switches),
+    );
+    let output = run_scenario(&scenario(dir.path(), name, &text), dir.path());
+    (result(dir.path(), name), output)
+}
+
+/// The target's CPU is in every sample after the first, summed over its process tree, and so is
+/// leakrun's own.
+fn assert_cpu_is_sampled(r: &serde_json::Value) {
+    let samples = r["timeline"]["samples"].as_array().unwrap();
+    let with_cpu: Vec<&serde_json::Value> = samples.iter().filter(|s| s["target_cpu"].is_number()).collect();
+    assert!(
+        with_cpu.len() + 1 >= samples.len() && with_cpu.len() >= 8,
+        "{} of {}",
+        with_cpu.len(),
+        samples.len()
+    );
+    assert!(
+        with_cpu
+            .iter()
+            .all(|s| s["leakrun_cpu"].is_number() && s["cpu_window_s"].as_f64().unwrap() > 0.0)
+    );
+    assert!(
+        with_cpu.iter().any(|s| s["target_cpu"].as_f64().unwrap() > 0.0),
+        "the server did some work"
+    );
+    let pid = r["target"]["pid"].as_u64().unwrap();
+    assert!(
+        r["target"]["cpu_source"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {pid} and its descendants")),
+        "{}",
+        r["target"]
+    );
+}
+
+#[test]
+fn the_python_servers_drop_under_churn_is_lost_while_healthy() {
+    let (r, output) = python_churn("py_drop_churn", &["--drop-one-in", "97"], true);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let g = gaps(&r);
+    let distinct = u(&g["distinct_lost"]);
+    let dropped = u(&r["iterations"][0]["after"]["info"]["dropped"]);
+    assert!(dropped > 0 && distinct > 0, "{}", g["summary"]);
+    // The switch drops one delivery (one frame to one member), never a whole group message.
+    let lost = u(&g["totals"]["gaps"]) + u(&g["totals"]["tail_loss"]);
+    assert!(
+        lost <= dropped,
+        "nothing is lost but what the server dropped: {lost} > {dropped}"
+    );
+    assert_eq!(u(&g["causes"]["while_healthy"]), distinct, "{}", g["causes"]);
+    assert_eq!(u(&g["causes"]["under_backlog"]), 0, "{}", g["causes"]);
+    // One delivery in 97 dropped, a message going to at most 7 members: never two of one message.
+    assert_eq!(u(&g["missed_by"]["one"]), distinct, "{}", g["missed_by"]);
+    assert_eq!(u(&g["missed_by"]["every"]), 0, "{}", g["missed_by"]);
+    let summary = g["summary"].as_str().unwrap();
+    assert!(summary.contains("a silent drop"), "{summary}");
+    assert!(summary.contains("and the server used"), "{summary}");
+    assert_cpu_is_sampled(&r);
+    eprintln!(
+        "py_drop_churn: {dropped} dropped, {lost} lost, {} unconfirmed; {summary}",
+        g["totals"]["unconfirmed"]
+    );
+}
+
+#[test]
+fn the_same_churn_without_the_switch_loses_nothing() {
+    let (r, output) = python_churn("py_clean_churn", &[], false);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let g = gaps(&r);
+    assert_eq!(g["outcome"], "clean", "{}", g["summary"]);
+    assert_eq!(u(&g["distinct_lost"]), 0, "{}", g["summary"]);
+    assert_eq!(
+        u(&g["totals"]["gaps"]) + u(&g["totals"]["tail_loss"]),
+        0,
+        "{}",
+        g["totals"]
+    );
+    assert_eq!(u(&r["iterations"][0]["after"]["info"]["dropped"]), 0);
+    let sessions = u(&r["iterations"][0]["sessions"]);
+    assert!(sessions > 6 + 5, "churn happened: {sessions} sessions");
+    assert_cpu_is_sampled(&r);
+    eprintln!(
+        "py_clean_churn: {} sent, {} received, {} unconfirmed, {sessions} sessions; {}",
+        g["totals"]["sent"], g["totals"]["received"], g["totals"]["unconfirmed"], g["summary"]
+    );
+}

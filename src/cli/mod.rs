@@ -662,6 +662,9 @@ fn print_summary(outcome: &runner::RunOutcome) {
     for route in &r.http {
         println!("       http     {}", route.line());
     }
+    for warning in &r.warnings {
+        println!("  warning: {warning}");
+    }
 }
 
 fn render_load_error(error: &LoadError) -> String {

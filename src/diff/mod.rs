@@ -3,7 +3,8 @@
 //! Verdict changes come first (clean → leak, no gaps → gaps, within → breach), with the evidence a
 //! person needs to act — for new gaps the room, the sender and the first missing range. Then the
 //! figures that moved beyond noise (latency percentiles, bytes per connection and per HTTP
-//! request, deliveries per second, HTTP requests per second and p99 per route), each with its
+//! request, messages lost, distinct messages lost and unconfirmed and the losses' causes,
+//! deliveries per second, HTTP requests per second and p99 per route), each with its
 //! relative change and whether the move is a regression. Results of different schema versions or
 //! of different scenarios are refused, not compared.
 //!

@@ -233,6 +233,20 @@ fn figures(result: &RunResult) -> Vec<Figure> {
             0.5,
             false,
         );
+        // Counted over every loss since loss forensics came in: a result from before has no
+        // distinct count, and its zero unconfirmed and causes would read as changes.
+        if let Some(distinct) = v.gaps.distinct_lost {
+            let g = &v.gaps;
+            for (name, value) in [
+                ("messages unconfirmed", totals.unconfirmed),
+                ("distinct messages lost", distinct),
+                ("distinct messages unconfirmed", g.distinct_unconfirmed),
+                ("distinct lost while healthy", g.causes.while_healthy),
+                ("distinct lost under backlog", g.causes.under_backlog),
+            ] {
+                push(name.into(), "", value as f64, Worse::Higher, 0.5, false);
+            }
+        }
         let expected = totals.received + totals.lost();
         if expected > 0 {
             push(

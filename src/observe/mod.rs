@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod clock;
+pub mod cpu;
 pub mod events;
 pub mod http;
 pub mod latency;

@@ -17,6 +17,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio_util::sync::CancellationToken;
 
 use super::clock::{RunClock, secs};
+use super::cpu::CpuProbe;
 use super::timeline::Timeline;
 use crate::heap;
 
@@ -50,6 +51,18 @@ pub struct Sample {
     /// Counters shown for reference (backend memory, server-wide client counts); not judged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub info: BTreeMap<String, u64>,
+    /// The target's CPU over the window before this sample, in cores (1.0: one core busy the
+    /// whole window): an external server's summed over its process tree; for the embedded server
+    /// leakrun's whole process, whose threads it shares with the clients (see
+    /// `target.cpu_source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cpu: Option<f64>,
+    /// leakrun's own process CPU over the same window, in cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leakrun_cpu: Option<f64>,
+    /// Seconds the CPU figures cover: since the sample before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_window_s: Option<f64>,
 }
 
 /// What one state source read.
@@ -303,16 +316,25 @@ pub struct Probes {
     memory: MemoryProbe,
     sources: Vec<Box<dyn StateSource>>,
     heap: Option<Box<dyn HeapSource>>,
+    own_cpu: CpuProbe,
+    /// The target's CPU, when it is another process than leakrun's.
+    target_cpu: Option<CpuProbe>,
 }
 
 impl Probes {
     /// Probes on `clock` of resident memory and state, without a heap series.
+    /// The CPU is read of the memory probe's process (and its tree, when it sums one).
     pub fn new(clock: RunClock, memory: MemoryProbe, sources: Vec<Box<dyn StateSource>>) -> Self {
+        let own_cpu = CpuProbe::own_process();
+        let target = memory.pid.as_u32();
+        let target_cpu = (target != own_cpu.pid() || memory.tree).then(|| CpuProbe::new(target, memory.tree));
         Self {
             clock,
             memory,
             sources,
             heap: None,
+            own_cpu,
+            target_cpu,
         }
     }
 
@@ -338,6 +360,11 @@ impl Probes {
             None => None,
         };
         let memory = self.memory.reading();
+        let own = self.own_cpu.since_last();
+        let target = match &self.target_cpu {
+            Some(probe) => probe.since_last(),
+            None => own,
+        };
         Ok(Sample {
             at_s: secs(self.clock.now_ns()),
             rss_bytes: memory.map(|(rss, _)| rss),
@@ -348,6 +375,9 @@ impl Probes {
             harness_heap_bytes: heap.and_then(|h| h.harness_bytes),
             state,
             info,
+            target_cpu: target.map(|w| w.cores),
+            leakrun_cpu: own.map(|w| w.cores),
+            cpu_window_s: own.or(target).map(|w| w.window_s),
         })
     }
 }

@@ -17,6 +17,8 @@ pub struct Stat {
     pub pgrp: u32,
     /// Start time after boot, in clock ticks: with the pid, a name no later process shares.
     pub start_time: u64,
+    /// CPU time spent so far, user and system (`utime + stime`), in clock ticks.
+    pub cpu_ticks: u64,
 }
 
 impl Stat {
@@ -36,6 +38,11 @@ impl Stat {
             ppid: fields.get(1)?.parse().ok()?,
             pgrp: fields.get(2)?.parse().ok()?,
             start_time: fields.get(19)?.parse().ok()?,
+            cpu_ticks: fields
+                .get(11)?
+                .parse::<u64>()
+                .ok()?
+                .saturating_add(fields.get(12)?.parse().ok()?),
         })
     }
 
@@ -78,6 +85,15 @@ pub fn alive(pid: u32) -> bool {
 /// that exited waits for init to reap it, and is gone for every purpose here.
 pub fn group_alive(pgid: u32) -> bool {
     all().any(|(_, stat)| stat.pgrp == pgid && stat.is_live())
+}
+
+/// Clock ticks per second, the unit of [`Stat::cpu_ticks`].
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as f64,
+        _ => 100.0,
+    }
 }
 
 /// Every live descendant of `root` (children, grandchildren, ...), each with its identity.
@@ -124,7 +140,8 @@ mod tests {
                 state: 'S',
                 ppid: 17,
                 pgrp: 4242,
-                start_time: 998877
+                start_time: 998877,
+                cpu_ticks: 7
             }
         );
         assert!(stat.is_live());

@@ -98,6 +98,10 @@ pub struct TargetInfo {
     pub command: Option<String>,
     /// Where `rss_bytes` comes from, e.g. `rss of pid 123 and 3 child processes, summed over its process tree`.
     pub memory_source: String,
+    /// Where each sample's `target_cpu` comes from (absent in results written before it was
+    /// read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_source: Option<String>,
     /// The started server's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -247,6 +251,10 @@ pub struct RunResult {
     /// incomplete (status `error`), and no baseline is taken of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<LostWork>,
+    /// What makes some figures less than they seem, e.g. leakrun itself saturated (its figures
+    /// are then a lower bound); printed under the run's summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl RunResult {

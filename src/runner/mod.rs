@@ -175,6 +175,7 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         delivery_timeline: Vec::new(),
         http: Vec::new(),
         incomplete: Vec::new(),
+        warnings: Vec::new(),
     };
 
     match execute(loaded, options, &clock, &mut result).await {
@@ -351,6 +352,7 @@ async fn run_on(
     if !site_lists.is_empty() {
         stage.target.name_sites(site_lists);
     }
+    result.warnings.extend(tally::saturation_warning(result));
     let (events, not_kept) = ctx.events.take();
     result.events = EventLogOut { events, not_kept };
     let server = target.stats();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::iteration;
 use crate::load::http::Route;
 use crate::observe::analysis::{Forensics, LossRecord, LossTotals};
+use crate::observe::cpu;
 use crate::observe::http::Tally;
 use crate::observe::latency::LatencyBook;
 use crate::observe::sampler::Sample;
@@ -13,7 +14,7 @@ use crate::results::{MAX_LOSS_RECORDS, RunResult};
 use crate::scenario::LoadedScenario;
 use crate::target::JudgedMemory;
 use crate::verdict::leak::IterationMemory;
-use crate::verdict::{self, Verdicts, gaps::RoomLoss, latency::RoomLatency};
+use crate::verdict::{self, Verdicts, gaps::RoomLoss, gaps::ServerCpu, latency::RoomLatency};
 
 /// What the iterations add up to, judged at the end.
 pub struct Tallies {
@@ -74,6 +75,52 @@ impl Tallies {
     }
 }
 
+/// The warning when leakrun itself was saturated: over a stretch of samples, or over an
+/// iteration's send and drain (its `generator` figures).
+pub fn saturation_warning(result: &RunResult) -> Option<String> {
+    let cores = cpu::usable_cores();
+    cpu::saturation(&result.timeline.samples, cores).or_else(|| {
+        result
+            .iterations
+            .iter()
+            .find(|i| i.generator.cpu_share >= cpu::SATURATED_SHARE && i.send_s + i.drain_s >= cpu::MIN_SATURATED_S)
+            .map(|i| {
+                format!(
+                    "leakrun itself was saturated: in iteration {} its process kept {:.0}% of the {cores:.0} core(s) it may use busy over the send and drain, so the load it offered and the latencies it measured are bounded by its own work: its figures are a lower bound of what the server can take",
+                    i.index + 1,
+                    i.generator.cpu_share * 100.0
+                )
+            })
+    })
+}
+
+/// The target's mean CPU over the samples taken while an iteration's load was on (send and
+/// drain), for the gaps summary; none when no such sample read it.
+pub fn cpu_under_load(result: &RunResult, embedded: bool) -> Option<ServerCpu> {
+    let loaded = |at: f64| {
+        result
+            .iterations
+            .iter()
+            .any(|i| at > i.started_s && at <= i.started_s + i.send_s + i.drain_s)
+    };
+    let figures: Vec<f64> = result
+        .timeline
+        .samples
+        .iter()
+        .filter(|s| loaded(s.at_s))
+        .filter_map(|s| s.target_cpu)
+        .collect();
+    if figures.is_empty() {
+        return None;
+    }
+    Some(ServerCpu {
+        mean_cores: figures.iter().sum::<f64>() / figures.len() as f64,
+        peak_cores: figures.iter().copied().fold(0.0, f64::max),
+        samples: figures.len() as u64,
+        shared_with_clients: embedded,
+    })
+}
+
 /// The three verdicts over everything the iterations saw.
 pub fn judge(
     loaded: &LoadedScenario,
@@ -96,11 +143,13 @@ pub fn judge(
             totals: *t,
         })
         .collect();
+    let embedded = matches!(scenario.server, crate::scenario::ServerSpec::Embedded(_));
     let gaps = verdict::gaps::judge(
         totals,
         per_room,
         &tallies.records,
         &tallies.forensics,
+        cpu_under_load(result, embedded),
         server.map_or(0, |s| s.layer.dropped_full),
         server.map_or(0, |s| s.layer.fault_dropped),
         &scenario.thresholds,

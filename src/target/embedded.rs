@@ -185,6 +185,9 @@ impl Target for Embedded {
                     ""
                 }
             ),
+            cpu_source: Some(format!(
+                "leakrun's own process (pid {pid}): the embedded server runs on the same tokio runtime threads as the clients, so its CPU is not told apart"
+            )),
             log: None,
             stopped: None,
         }

@@ -323,6 +323,10 @@ impl Target for External {
                 _ => None,
             },
             memory_source: memory_source(self.pid, last.and_then(|s| s.rss_processes)),
+            cpu_source: Some(format!(
+                "utime + stime of pid {} and its descendants in /proc, summed over its process tree",
+                self.pid
+            )),
             log: self
                 .process
                 .as_ref()

@@ -25,6 +25,32 @@ pub struct RoomLoss {
     pub totals: LossTotals,
 }
 
+/// The target's CPU while the load was on, for the summary's diagnosis.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ServerCpu {
+    /// Mean cores busy over the samples taken during the iterations' send and drain.
+    pub mean_cores: f64,
+    /// The highest of those samples.
+    pub peak_cores: f64,
+    /// How many samples.
+    pub samples: u64,
+    /// The figure is leakrun's whole process (the embedded server shares its threads with the
+    /// clients), not the server's alone.
+    pub shared_with_clients: bool,
+}
+
+impl ServerCpu {
+    /// "the server used 55% of a core" or, for the embedded server, what its process used.
+    fn phrase(&self) -> String {
+        let who = if self.shared_with_clients {
+            "leakrun's process (server and clients together)"
+        } else {
+            "the server"
+        };
+        format!("{who} used {:.0}% of a core", self.mean_cores * 100.0)
+    }
+}
+
 /// The gaps verdict with its evidence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GapsVerdict {
@@ -62,18 +88,22 @@ pub struct GapsVerdict {
     /// How loss times line up across rooms and with disconnects.
     #[serde(default)]
     pub signature: Signature,
+    /// The target's CPU while the load was on (absent when no sample read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu: Option<ServerCpu>,
     /// The first loss records (the full list is in `losses`).
     pub first_losses: Vec<LossRecord>,
 }
 
 /// Judges `totals` against `thresholds`; `records` are the kept loss records in time order and
-/// `forensics` the figures over every loss.
+/// `forensics` the figures over every loss; `server_cpu` the target's CPU under load.
 #[allow(clippy::too_many_arguments)]
 pub fn judge(
     totals: LossTotals,
     per_room: Vec<RoomLoss>,
     records: &[LossRecord],
     forensics: &Forensics,
+    server_cpu: Option<ServerCpu>,
     server_dropped_full: u64,
     server_fault_dropped: u64,
     thresholds: &Thresholds,
@@ -134,7 +164,7 @@ pub fn judge(
     } else {
         let mut line = format!("gaps: {}", breaches.join(", "));
         if distinct > 0 {
-            line.push_str(&format!("; {}", diagnosis(forensics)));
+            line.push_str(&format!("; {}", diagnosis(forensics, server_cpu.as_ref())));
         }
         if let Some(first) = records
             .iter()
@@ -183,25 +213,31 @@ pub fn judge(
         causes: forensics.causes,
         missed_by: forensics.missed_by,
         signature: forensics.signature,
+        server_cpu,
         first_losses: records.iter().take(20).cloned().collect(),
     }
 }
 
-/// What the losses looked like, for the summary: cause, who missed them, rooms, disconnects.
-pub fn diagnosis(f: &Forensics) -> String {
+/// What the losses looked like, for the summary: cause (with the server's CPU under load, when
+/// read), who missed them, rooms, disconnects.
+pub fn diagnosis(f: &Forensics, cpu: Option<&ServerCpu>) -> String {
     let c = &f.causes;
     let mut parts = Vec::new();
+    let (and_cpu, while_cpu) = match cpu {
+        Some(cpu) => (format!(" and {}", cpu.phrase()), format!(", while {}", cpu.phrase())),
+        None => (String::new(), String::new()),
+    };
     let cause = match (c.while_healthy, c.under_backlog) {
         (h, 0) => format!(
-            "{h} distinct lost while delivery p99 stayed under {}: a silent drop",
+            "{h} distinct lost while delivery p99 stayed under {}{and_cpu}: a silent drop",
             fmt_us(c.healthy_p99_us.max(1))
         ),
         (0, b) => format!(
-            "{b} distinct lost after delivery latency had climbed to {}: the server fell behind",
+            "{b} distinct lost after delivery latency had climbed to {}{while_cpu}: the server fell behind",
             fmt_us(c.backlog_peak_us)
         ),
         (h, b) => format!(
-            "{h} distinct lost while delivery p99 stayed under {} (a silent drop), {b} after it had climbed to {} (the server fell behind)",
+            "{h} distinct lost while delivery p99 stayed under {} (a silent drop), {b} after it had climbed to {} (the server fell behind){while_cpu}",
             fmt_us(c.healthy_p99_us.max(1)),
             fmt_us(c.backlog_peak_us)
         ),
@@ -288,8 +324,16 @@ mod tests {
             gaps: 3,
             ..LossTotals::default()
         };
-        let judge_with = |f: &Forensics| judge(totals, Vec::new(), &records, f, 0, 0, &thresholds(""), false);
-        let silent = judge_with(&forensics(1, 1, 0));
+        let external = ServerCpu {
+            mean_cores: 0.55,
+            peak_cores: 0.8,
+            samples: 10,
+            shared_with_clients: false,
+        };
+        let judge_with = |f: &Forensics, cpu: Option<ServerCpu>| {
+            judge(totals, Vec::new(), &records, f, cpu, 0, 0, &thresholds(""), false)
+        };
+        let silent = judge_with(&forensics(1, 1, 0), Some(external));
         assert_eq!(silent.outcome, GapOutcome::Gaps);
         assert_eq!(silent.distinct_lost, Some(1));
         assert!(
@@ -298,15 +342,30 @@ mod tests {
             silent.summary
         );
         assert!(
-            silent.summary.contains("p99 stayed under 12.0ms: a silent drop"),
+            silent
+                .summary
+                .contains("p99 stayed under 12.0ms and the server used 55% of a core: a silent drop"),
             "{}",
             silent.summary
         );
-        let behind = judge_with(&forensics(1, 0, 1));
+        let behind = judge_with(&forensics(1, 0, 1), None);
         assert!(
             behind.summary.contains("climbed to 71.00s: the server fell behind"),
             "{}",
             behind.summary
+        );
+        let shared = ServerCpu {
+            shared_with_clients: true,
+            mean_cores: 1.2,
+            ..external
+        };
+        let embedded = judge_with(&forensics(1, 0, 1), Some(shared));
+        assert!(
+            embedded.summary.contains(
+                "climbed to 71.00s, while leakrun's process (server and clients together) used 120% of a core: the server fell behind"
+            ),
+            "{}",
+            embedded.summary
         );
     }
 
@@ -322,17 +381,37 @@ mod tests {
             distinct_unconfirmed: 2,
             ..Forensics::default()
         };
-        let free = judge(totals, Vec::new(), &[], &f, 0, 0, &thresholds(""), false);
+        let free = judge(totals, Vec::new(), &[], &f, None, 0, 0, &thresholds(""), false);
         assert_eq!(free.outcome, GapOutcome::Clean, "{}", free.summary);
         assert!(free.summary.contains("6 unconfirmed (2 distinct"), "{}", free.summary);
-        let strict = judge(totals, Vec::new(), &[], &f, 0, 0, &thresholds("unconfirmed = 5"), false);
+        let strict = judge(
+            totals,
+            Vec::new(),
+            &[],
+            &f,
+            None,
+            0,
+            0,
+            &thresholds("unconfirmed = 5"),
+            false,
+        );
         assert_eq!(strict.outcome, GapOutcome::Gaps, "{}", strict.summary);
         assert!(
             strict.summary.contains("6 unconfirmed (allowed 5)"),
             "{}",
             strict.summary
         );
-        let loose = judge(totals, Vec::new(), &[], &f, 0, 0, &thresholds("unconfirmed = 6"), false);
+        let loose = judge(
+            totals,
+            Vec::new(),
+            &[],
+            &f,
+            None,
+            0,
+            0,
+            &thresholds("unconfirmed = 6"),
+            false,
+        );
         assert_eq!(loose.outcome, GapOutcome::Clean, "{}", loose.summary);
     }
 }

@@ -1,0 +1,191 @@
+//! CPU per sample: how busy the target and leakrun itself were over each sample window, in cores
+//! (1.0 is one core busy for the whole window), read from `utime + stime` in `/proc/<pid>/stat`.
+//!
+//! An external server is summed over its process tree (forked workers included); the embedded
+//! server runs on the same tokio runtime threads as leakrun's clients, so its CPU cannot be told
+//! apart and leakrun's whole process stands in for it. When leakrun itself keeps most of the cores
+//! it may use busy over a stretch, the load it offered and the latencies it measured are bounded
+//! by its own work: [`saturation`] says so.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::sampler::Sample;
+use crate::process::procfs::{self, Stat};
+
+/// leakrun's CPU at or above this share of the cores it may use is saturated.
+pub const SATURATED_SHARE: f64 = 0.9;
+/// A saturated stretch shorter than this many seconds is a burst, not a limit.
+pub const MIN_SATURATED_S: f64 = 1.0;
+
+/// CPU over one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuWindow {
+    /// Cores busy on average over the window.
+    pub cores: f64,
+    /// The window's length, seconds.
+    pub window_s: f64,
+}
+
+/// What the previous reading found: when, and the CPU ticks of each process by (pid, start time).
+struct Reading {
+    at: Instant,
+    ticks: HashMap<(u32, u64), u64>,
+}
+
+/// Reads the CPU of a process, or of a process and its descendants, between calls.
+pub struct CpuProbe {
+    pid: u32,
+    tree: bool,
+    last: Mutex<Option<Reading>>,
+}
+
+impl CpuProbe {
+    /// A probe of process `pid` alone (`tree` false) or with every process below it.
+    pub fn new(pid: u32, tree: bool) -> Self {
+        Self {
+            pid,
+            tree,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// A probe of leakrun's own process.
+    pub fn own_process() -> Self {
+        Self::new(std::process::id(), false)
+    }
+
+    /// The process this probe reads.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The CPU since the previous call; none on the first call and when the process is gone. A
+    /// process of the tree that ended within the window takes its last window's ticks with it
+    /// (a lower bound); one that started within it counts all of its ticks.
+    pub fn since_last(&self) -> Option<CpuWindow> {
+        let now = Instant::now();
+        let ticks = self.ticks()?;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = last.replace(Reading {
+            at: now,
+            ticks: ticks.clone(),
+        })?;
+        let window_s = now.duration_since(previous.at).as_secs_f64();
+        if window_s <= 0.0 {
+            return None;
+        }
+        let spent: u64 = ticks
+            .iter()
+            .map(|(id, &t)| t.saturating_sub(previous.ticks.get(id).copied().unwrap_or(0)))
+            .sum();
+        Some(CpuWindow {
+            cores: spent as f64 / procfs::ticks_per_second() / window_s,
+            window_s,
+        })
+    }
+
+    /// The CPU ticks of every process read, by (pid, start time); none when the root is gone.
+    fn ticks(&self) -> Option<HashMap<(u32, u64), u64>> {
+        let root = Stat::read(self.pid).filter(Stat::is_live)?;
+        let mut ticks = HashMap::from([((self.pid, root.start_time), root.cpu_ticks)]);
+        if self.tree {
+            for child in procfs::descendants(self.pid) {
+                if let Some(stat) = Stat::read(child.pid).filter(|s| s.start_time == child.start_time) {
+                    ticks.insert((child.pid, stat.start_time), stat.cpu_ticks);
+                }
+            }
+        }
+        Some(ticks)
+    }
+}
+
+/// The cores leakrun may use.
+pub fn usable_cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// A warning when leakrun's own CPU stayed at or above [`SATURATED_SHARE`] of `cores` over
+/// consecutive samples spanning at least [`MIN_SATURATED_S`]: the longest such stretch.
+pub fn saturation(samples: &[Sample], cores: f64) -> Option<String> {
+    let limit = SATURATED_SHARE * cores;
+    let (mut best, mut run) = (None::<(f64, f64, f64)>, None::<(f64, f64, f64)>);
+    for sample in samples {
+        match (sample.leakrun_cpu, sample.cpu_window_s) {
+            (Some(cpu), Some(window)) if cpu >= limit => {
+                let (start, length, busy) = run.unwrap_or((sample.at_s - window, 0.0, 0.0));
+                let next = (start, length + window, busy + cpu * window);
+                run = Some(next);
+                if best.is_none_or(|b| next.1 > b.1) {
+                    best = Some(next);
+                }
+            }
+            _ => run = None,
+        }
+    }
+    let (start, length, busy) = best.filter(|b| b.1 >= MIN_SATURATED_S)?;
+    Some(format!(
+        "leakrun itself was saturated: its process kept {:.2} of the {cores:.0} core(s) it may use busy for {length:.1}s from {start:.1}s, so the load it offered and the latencies it measured are bounded by its own work: its figures are a lower bound of what the server can take",
+        busy / length
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_thread_shows_as_about_one_core() {
+        let probe = CpuProbe::own_process();
+        assert_eq!(probe.since_last(), None, "the first call only starts the window");
+        let until = Instant::now() + std::time::Duration::from_millis(400);
+        let mut spin = 0u64;
+        while Instant::now() < until {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let window = probe.since_last().expect("a second reading");
+        assert!(window.window_s >= 0.4, "{window:?}");
+        assert!(window.cores > 0.5 && window.cores < 1.5, "{window:?}");
+        assert_eq!(CpuProbe::new(u32::MAX - 1, true).since_last(), None);
+    }
+
+    #[test]
+    fn a_tree_probe_counts_a_busy_child() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("sh");
+        let probe = CpuProbe::new(std::process::id(), true);
+        probe.since_last();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let window = probe.since_last();
+        let _ = child.kill();
+        let _ = child.wait();
+        let window = window.expect("a reading");
+        assert!(window.cores > 0.3, "the spinning child's CPU is in the sum: {window:?}");
+    }
+
+    fn sample(at_s: f64, cpu: f64) -> Sample {
+        Sample {
+            at_s,
+            leakrun_cpu: Some(cpu),
+            cpu_window_s: Some(0.25),
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn only_a_long_enough_stretch_is_saturation() {
+        let burst: Vec<Sample> = (1..=3).map(|i| sample(i as f64 * 0.25, 1.95)).collect();
+        assert_eq!(saturation(&burst, 2.0), None, "0.75 s is a burst");
+        let mut long: Vec<Sample> = (1..=8).map(|i| sample(i as f64 * 0.25, 1.9)).collect();
+        long.push(sample(2.25, 0.5));
+        let warning = saturation(&long, 2.0).expect("2 s at 1.9 of 2 cores");
+        assert!(
+            warning.contains("1.90 of the 2 core(s)") && warning.contains("for 2.0s from 0.0s"),
+            "{warning}"
+        );
+        assert_eq!(saturation(&long, 4.0), None, "1.9 of 4 cores is not saturated");
+    }
+}

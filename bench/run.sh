@@ -2,8 +2,10 @@
 # Throughput and memory benchmark of the runner on the memory layer: 1,000 connections in 10
 # rooms, at several send rates. Prints deliveries per second, delivery latency, losses and the
 # peak RSS of the whole leakrun process (server, clients and observers together), once for the
-# normal build and once for a build without the counting allocator (`--no-default-features`), in
-# the same run, so the allocator's cost is read off side by side.
+# normal build (the counting allocator, sampling allocation sites at the default one per 512 KiB),
+# once for the same build with sampling off (`--set server.heap_sample=0`), and once for a build
+# without the counting allocator (`--no-default-features`), in the same run, so the sampler's and
+# the allocator's costs are read off side by side (target: sampled ≥ 0.95 × unsampled).
 # Usage: bench/run.sh [RATE ...]   (default: 2 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,11 +15,13 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 printf '%-14s %-6s %14s %12s %10s %10s %8s %12s\n' build rate deliveries/s delivered p50 p99 lost peak_rss_MiB
 for rate in ${@:-2 3}; do
-  for build in counting:target/release/leakrun plain:target/no-count-heap/release/leakrun; do
+  for build in sampled:target/release/leakrun:512KiB counting:target/release/leakrun:0 plain:target/no-count-heap/release/leakrun:0; do
     name=${build%%:*}
-    binary=${build#*:}
+    rest=${build#*:}
+    binary=${rest%%:*}
+    sample=${rest#*:}
     sed "s/RATE/$rate/" bench/memory_1000.toml > "$out/bench.toml"
-    /usr/bin/time -f '%M' -o "$out/rss" "$binary" run "$out/bench.toml" --out "$out" --no-progress >/dev/null 2>&1 || true
+    /usr/bin/time -f '%M' -o "$out/rss" "$binary" run "$out/bench.toml" --set "server.heap_sample=\"$sample\"" --out "$out" --no-progress >/dev/null 2>&1 || true
     python3 - "$out/bench_memory_1000.json" "$(cat "$out/rss")" "$rate" "$name" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

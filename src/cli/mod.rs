@@ -61,13 +61,21 @@ pub enum Command {
         no_report: bool,
     },
     /// Write the HTML report of a result: memory, state, churn and losses, latency, HTTP and
-    /// allocation sites on one time axis, self-contained (inline SVG and CSS).
+    /// allocation sites on one time axis, self-contained (inline SVG and CSS). Given two files,
+    /// BASE.json HEAD.json, the diff report: the verdict changes `leakrun diff` finds first, the
+    /// figures that moved, then the two timelines overlaid (a baseline on either side: verdicts
+    /// and figures only).
     Report {
-        /// A result file (results/<name>.json).
-        result: PathBuf,
-        /// Where to write the report; default: beside the result, .html for .json.
+        /// A result file (results/<name>.json), or two: BASE.json HEAD.json.
+        #[arg(required = true, num_args = 1..=2, value_name = "RESULT.json")]
+        results: Vec<PathBuf>,
+        /// Where to write the report; default: beside the result, .html for .json (for two
+        /// files: beside HEAD, .diff.html).
         #[arg(short = 'o', long = "output", value_name = "FILE.html")]
         output: Option<PathBuf>,
+        /// For two files: relative change a figure must exceed to count, as `diff --tolerance`.
+        #[arg(long, default_value_t = crate::diff::DEFAULT_TOLERANCE)]
+        tolerance: f64,
     },
     /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
     List {
@@ -98,7 +106,7 @@ pub enum Command {
         #[arg(long, default_value = "text", value_parser = clap::builder::PossibleValuesParser::new(["text", "markdown", "json"]))]
         format: String,
         /// Relative change a figure must exceed to count, e.g. 0.1 for 10%.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = crate::diff::DEFAULT_TOLERANCE)]
         tolerance: f64,
     },
     /// Keep results as baselines: verdicts and the figures that mean the same on any machine
@@ -196,7 +204,15 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
         }
         Command::List { files, json } => list(&files, json),
         Command::Schema => schema::print(),
-        Command::Report { result, output } => write_report(&result, output.as_deref()),
+        Command::Report {
+            results,
+            output,
+            tolerance,
+        } => match results.as_slice() {
+            [base, head] => write_diff_report(base, head, output.as_deref(), tolerance),
+            [result, ..] => write_report(result, output.as_deref()),
+            [] => Exit::Usage,
+        },
         Command::Baseline { results, out } => match crate::diff::write_baselines(&results, &out) {
             Ok(written) => {
                 for path in written {
@@ -303,6 +319,48 @@ fn write_report(result: &std::path::Path, output: Option<&std::path::Path>) -> E
         }
     };
     let path = output.map_or_else(|| crate::report::path_beside(result), std::path::Path::to_path_buf);
+    if let Err(exit) = output_folder(&path) {
+        return exit;
+    }
+    written(&path, crate::report::write(&path, &run))
+}
+
+/// `leakrun report BASE HEAD`: refused as `leakrun diff` refuses (exit 2); written, exit 0 —
+/// `leakrun diff` is the gate, this is the picture.
+fn write_diff_report(
+    base: &std::path::Path,
+    head: &std::path::Path,
+    output: Option<&std::path::Path>,
+    tolerance: f64,
+) -> Exit {
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        eprintln!("error: --tolerance {tolerance}: valid: a relative change of 0 or more, e.g. 0.1 for 10%");
+        return Exit::Usage;
+    }
+    let compared = match crate::report::compare::read(base, head, tolerance) {
+        Ok(compared) => compared,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return if error.is_bad_input() {
+                Exit::Usage
+            } else {
+                Exit::Infrastructure
+            };
+        }
+    };
+    let path = output.map_or_else(
+        || crate::report::compare::path_beside(head),
+        std::path::Path::to_path_buf,
+    );
+    if let Err(exit) = output_folder(&path) {
+        return exit;
+    }
+    let html = crate::report::compare::render(&compared);
+    written(&path, html.and_then(|html| crate::report::write_html(&path, &html)))
+}
+
+/// A report's folder must exist: a usage error (2) if not.
+fn output_folder(path: &std::path::Path) -> Result<(), Exit> {
     if let Some(folder) = path.parent()
         && !folder.as_os_str().is_empty()
         && !folder.is_dir()
@@ -312,9 +370,14 @@ fn write_report(result: &std::path::Path, output: Option<&std::path::Path>) -> E
             path.display(),
             folder.display()
         );
-        return Exit::Usage;
+        return Err(Exit::Usage);
     }
-    match crate::report::write(&path, &run) {
+    Ok(())
+}
+
+/// Prints where a report went, or why it could not be written (the machine's fault, 3).
+fn written(path: &std::path::Path, outcome: Result<(), crate::report::ReportError>) -> Exit {
+    match outcome {
         Ok(()) => {
             println!("{}", path.display());
             Exit::Pass
@@ -324,6 +387,30 @@ fn write_report(result: &std::path::Path, output: Option<&std::path::Path>) -> E
             Exit::Infrastructure
         }
     }
+}
+
+/// Writes `index.html` of a folder run in `out`: every scenario, linking to its report.
+fn write_index(
+    out: &std::path::Path,
+    finished: &[report::Finished],
+) -> Result<std::path::PathBuf, crate::report::ReportError> {
+    let entries: Vec<crate::report::index::Entry<'_>> = finished
+        .iter()
+        .map(|f| crate::report::index::Entry {
+            file: &f.file,
+            result: f.result.as_ref(),
+            error: f.error.as_deref(),
+            report: f.result.as_ref().and_then(|r| {
+                let name = crate::report::path_beside(std::path::Path::new(&crate::results::RunResult::file_name(
+                    &r.scenario.name,
+                )));
+                out.join(&name).is_file().then(|| name.display().to_string())
+            }),
+        })
+        .collect();
+    let path = out.join("index.html");
+    crate::report::write_html(&path, &crate::report::index::document(&entries))?;
+    Ok(path)
 }
 
 fn diff(base: &std::path::Path, head: &std::path::Path, format: &str, tolerance: f64) -> Exit {
@@ -507,6 +594,15 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
     }
     if finished.len() > 1 {
         print!("\n{}", report::table(&finished));
+    }
+    if isolated && flags.report && !flags.folder_child {
+        match write_index(&options.out_dir, &finished) {
+            Ok(path) => println!("index    {}", path.display()),
+            Err(error) => {
+                eprintln!("error: the index: {error}");
+                worst = worst.max(Exit::Infrastructure);
+            }
+        }
     }
     if let Some(path) = flags.junit
         && let Err(error) = report::write_junit(path, &finished)

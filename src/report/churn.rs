@@ -29,9 +29,12 @@ pub fn kind_style(kind: LossKind) -> (&'static str, RGBColor) {
     }
 }
 
+/// A step line: (seconds, value) points.
+pub type Steps = Vec<(f64, f64)>;
+
 /// Connects per second (up) and disconnects per second (down, below zero) over `axis`, as steps
 /// of at most [`MAX_BINS`] bins.
-pub fn rates(result: &RunResult, axis: TimeAxis) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+pub fn rates(result: &RunResult, axis: TimeAxis) -> (Steps, Steps) {
     let width = (axis.end_s / MAX_BINS as f64).max(0.05);
     let bins = ((axis.end_s / width).ceil() as usize).clamp(1, MAX_BINS + 1);
     let mut up = vec![0u64; bins];

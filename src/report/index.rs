@@ -33,9 +33,9 @@ td.status.error, td.status.interrupted { color: #e67700; font-weight: 700; }
 /// The index page of `entries`.
 pub fn document(entries: &[Entry<'_>]) -> String {
     let mut out = String::new();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>leakrun: {} scenario(s)</title><style>{CSS}{INDEX_CSS}</style></head>\n<body data-scenarios=\"{}\">\n<header><h1>leakrun: {} scenario(s)</h1><p class=\"note\">An outcome marked <b>!</b> is not what the scenario expects.</p></header>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>leakrun: {} scenario(s)</title><style>{CSS}{INDEX_CSS}</style></head>\n<body data-scenarios=\"{}\">\n<header><h1>leakrun: {} scenario(s)</h1><p class=\"note\">An outcome marked <b>!</b> is not what the scenario expects.</p></header>",
         entries.len(),
         entries.len(),
         entries.len()
@@ -50,9 +50,9 @@ pub fn document(entries: &[Entry<'_>]) -> String {
 
 fn row(out: &mut String, entry: &Entry<'_>) {
     let Some(r) = entry.result else {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<tr class=\"scenario\" data-status=\"error\"><td>-</td><td><code>{}</code></td><td colspan=\"5\" class=\"error\">{}</td><td class=\"status error\">error</td><td>-</td><td>-</td></tr>\n",
+            "<tr class=\"scenario\" data-status=\"error\"><td>-</td><td><code>{}</code></td><td colspan=\"5\" class=\"error\">{}</td><td class=\"status error\">error</td><td>-</td><td>-</td></tr>",
             escape(entry.file),
             escape(entry.error.unwrap_or("no result"))
         );
@@ -93,9 +93,9 @@ fn row(out: &mut String, entry: &Entry<'_>) {
         || "-".to_string(),
         |file| format!("<a href=\"{}\">report</a>", escape(&href(file))),
     );
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<td>{expected}</td><td class=\"status {class}\">{word}</td><td>{:.1}s</td><td>{link}</td></tr>\n",
+        "<td>{expected}</td><td class=\"status {class}\">{word}</td><td>{:.1}s</td><td>{link}</td></tr>",
         r.elapsed_s
     );
 }

@@ -27,9 +27,9 @@ pub fn document(compared: &Compared, charts: &[Overlay]) -> String {
         Side::Baseline(_) => "baseline".into(),
     };
     let mut out = String::new();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>leakrun diff: {name}</title><style>{CSS}{DIFF_CSS}</style></head>\n<body data-base-iterations=\"{}\" data-head-iterations=\"{}\">\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>leakrun diff: {name}</title><style>{CSS}{DIFF_CSS}</style></head>\n<body data-base-iterations=\"{}\" data-head-iterations=\"{}\">",
         iterations(&compared.base),
         iterations(&compared.head),
         name = escape(&diff.scenario)
@@ -95,9 +95,9 @@ fn figures(out: &mut String, compared: &Compared) {
     let diff = &compared.diff;
     out.push_str("<section id=\"figures\"><h2>Figures that moved</h2>");
     if diff.figures.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p class=\"note\">None moved more than {:.0}%.</p></section>\n",
+            "<p class=\"note\">None moved more than {:.0}%.</p></section>",
             diff.tolerance * 100.0
         );
         return;
@@ -121,9 +121,9 @@ fn figures(out: &mut String, compared: &Compared) {
             if f.regression { "worse" } else { "" }
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</table><p class=\"note\">Figures past a {:.0}% change and their noise floor, as <code>leakrun diff</code> reports them.</p></section>\n",
+        "</table><p class=\"note\">Figures past a {:.0}% change and their noise floor, as <code>leakrun diff</code> reports them.</p></section>",
         diff.tolerance * 100.0
     );
 }
@@ -197,9 +197,9 @@ fn baseline_note(out: &mut String, compared: &Compared) {
     if sides.is_empty() {
         return;
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<p class=\"baseline\" data-baseline=\"{}\">The {} is a baseline (from <code>leakrun baseline</code>): it keeps the verdicts and the figures that mean the same on any machine, not a timeline. This page compares verdicts and figures only; there are no timelines to overlay.</p>\n",
+        "<p class=\"baseline\" data-baseline=\"{}\">The {} is a baseline (from <code>leakrun baseline</code>): it keeps the verdicts and the figures that mean the same on any machine, not a timeline. This page compares verdicts and figures only; there are no timelines to overlay.</p>",
         sides.join(" "),
         sides.join(" and the ")
     );

@@ -56,7 +56,8 @@ pub enum Command {
         /// One scenario of a folder run, started by the folder run's own process.
         #[arg(long = "folder-child", hide = true)]
         folder_child: bool,
-        /// Do not write results/<name>.html (the report) beside each result.
+        /// Do not write results/<name>.html (the report) beside each result, nor a folder run's
+        /// index.html.
         #[arg(long)]
         no_report: bool,
     },

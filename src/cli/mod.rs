@@ -593,9 +593,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         finished.push(report::Finished { file, result, error });
         worst = worst.max(exit);
     }
-    if finished.len() > 1 {
-        print!("\n{}", report::table(&finished));
-    }
+    // The index line before the table, so the table stays the last block of the output.
     if isolated && flags.report && !flags.folder_child {
         match write_index(&options.out_dir, &finished) {
             Ok(path) => println!("index    {}", path.display()),
@@ -604,6 +602,9 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
                 worst = worst.max(Exit::Infrastructure);
             }
         }
+    }
+    if finished.len() > 1 {
+        print!("\n{}", report::table(&finished));
     }
     if let Some(path) = flags.junit
         && let Err(error) = report::write_junit(path, &finished)

@@ -5,6 +5,7 @@ pub mod environment;
 pub mod files;
 pub mod http_tools;
 pub mod isolate;
+pub mod pages;
 pub mod progress;
 pub mod report;
 pub mod schema;
@@ -210,8 +211,8 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             output,
             tolerance,
         } => match results.as_slice() {
-            [base, head] => write_diff_report(base, head, output.as_deref(), tolerance),
-            [result, ..] => write_report(result, output.as_deref()),
+            [base, head] => pages::write_diff_report(base, head, output.as_deref(), tolerance),
+            [result, ..] => pages::write_report(result, output.as_deref()),
             [] => Exit::Usage,
         },
         Command::Baseline { results, out } => match crate::diff::write_baselines(&results, &out) {
@@ -303,115 +304,6 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
             run(&files, &flags, &options).await
         }
     }
-}
-
-/// `leakrun report`: a bad or foreign result is a usage error (2); a report that cannot be
-/// written is the machine's (3).
-fn write_report(result: &std::path::Path, output: Option<&std::path::Path>) -> Exit {
-    let run = match crate::report::read(result) {
-        Ok(run) => run,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return if error.is_bad_input() {
-                Exit::Usage
-            } else {
-                Exit::Infrastructure
-            };
-        }
-    };
-    let path = output.map_or_else(|| crate::report::path_beside(result), std::path::Path::to_path_buf);
-    if let Err(exit) = output_folder(&path) {
-        return exit;
-    }
-    written(&path, crate::report::write(&path, &run))
-}
-
-/// `leakrun report BASE HEAD`: refused as `leakrun diff` refuses (exit 2); written, exit 0 —
-/// `leakrun diff` is the gate, this is the picture.
-fn write_diff_report(
-    base: &std::path::Path,
-    head: &std::path::Path,
-    output: Option<&std::path::Path>,
-    tolerance: f64,
-) -> Exit {
-    if !(tolerance.is_finite() && tolerance >= 0.0) {
-        eprintln!("error: --tolerance {tolerance}: valid: a relative change of 0 or more, e.g. 0.1 for 10%");
-        return Exit::Usage;
-    }
-    let compared = match crate::report::compare::read(base, head, tolerance) {
-        Ok(compared) => compared,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return if error.is_bad_input() {
-                Exit::Usage
-            } else {
-                Exit::Infrastructure
-            };
-        }
-    };
-    let path = output.map_or_else(
-        || crate::report::compare::path_beside(head),
-        std::path::Path::to_path_buf,
-    );
-    if let Err(exit) = output_folder(&path) {
-        return exit;
-    }
-    let html = crate::report::compare::render(&compared);
-    written(&path, html.and_then(|html| crate::report::write_html(&path, &html)))
-}
-
-/// A report's folder must exist: a usage error (2) if not.
-fn output_folder(path: &std::path::Path) -> Result<(), Exit> {
-    if let Some(folder) = path.parent()
-        && !folder.as_os_str().is_empty()
-        && !folder.is_dir()
-    {
-        eprintln!(
-            "error: -o {}: the folder {} does not exist",
-            path.display(),
-            folder.display()
-        );
-        return Err(Exit::Usage);
-    }
-    Ok(())
-}
-
-/// Prints where a report went, or why it could not be written (the machine's fault, 3).
-fn written(path: &std::path::Path, outcome: Result<(), crate::report::ReportError>) -> Exit {
-    match outcome {
-        Ok(()) => {
-            println!("{}", path.display());
-            Exit::Pass
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            Exit::Infrastructure
-        }
-    }
-}
-
-/// Writes `index.html` of a folder run in `out`: every scenario, linking to its report.
-fn write_index(
-    out: &std::path::Path,
-    finished: &[report::Finished],
-) -> Result<std::path::PathBuf, crate::report::ReportError> {
-    let entries: Vec<crate::report::index::Entry<'_>> = finished
-        .iter()
-        .map(|f| crate::report::index::Entry {
-            file: &f.file,
-            result: f.result.as_ref(),
-            error: f.error.as_deref(),
-            report: f.result.as_ref().and_then(|r| {
-                let name = crate::report::path_beside(std::path::Path::new(&crate::results::RunResult::file_name(
-                    &r.scenario.name,
-                )));
-                out.join(&name).is_file().then(|| name.display().to_string())
-            }),
-        })
-        .collect();
-    let path = out.join("index.html");
-    crate::report::write_html(&path, &crate::report::index::document(&entries))?;
-    Ok(path)
 }
 
 fn diff(base: &std::path::Path, head: &std::path::Path, format: &str, tolerance: f64) -> Exit {
@@ -595,7 +487,7 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
     }
     // The index line before the table, so the table stays the last block of the output.
     if isolated && flags.report && !flags.folder_child {
-        match write_index(&options.out_dir, &finished) {
+        match pages::write_index(&options.out_dir, &finished) {
             Ok(path) => println!("index    {}", path.display()),
             Err(error) => {
                 eprintln!("error: the index: {error}");

@@ -48,6 +48,101 @@ async fn a_report_loads_without_console_errors_and_draws() {
     );
 }
 
+/// Loads `file` in `browser`: no console error, at least `charts` charts, a screenshot that is
+/// not blank (at least `ink` of its pixels drawn: a page of charts draws far more than a table).
+async fn loads_and_draws(browser: &mut Browser, file: &std::path::Path, charts: u64, ink_share: f64) {
+    let page = browser.open(&format!("file://{}", file.display())).await;
+    let drawn = browser
+        .eval(&page, "document.querySelectorAll('svg.chart').length")
+        .await;
+    assert!(
+        drawn.as_u64().is_some_and(|n| n >= charts),
+        "{}: charts in the DOM: {drawn}",
+        file.display()
+    );
+    let shot = browser.screenshot(&page).await;
+    let (share, colours) = ink(&shot);
+    assert!(
+        share > ink_share && colours > 8,
+        "{}: a blank screenshot: {share:.3} of pixels inked, {colours} colours",
+        file.display()
+    );
+    assert!(
+        browser.errors(&page).is_empty(),
+        "{}: console errors: {:#?}",
+        file.display(),
+        browser.errors(&page)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_diff_report_and_a_folder_index_load_without_console_errors_and_draw() {
+    let dir = scratch();
+    // A folder run of the two gap controls: its index, and the gaps control's result as head.
+    let folder = dir.path().join("scenarios");
+    std::fs::create_dir_all(&folder).unwrap();
+    for control in ["clean_churn", "drop_one_in_200"] {
+        std::fs::copy(
+            format!("scenarios/controls/{control}.toml"),
+            folder.join(format!("{control}.toml")),
+        )
+        .unwrap();
+    }
+    let out = dir.path().join("results");
+    let set = ["--no-progress", "--set", "run.duration=2s"];
+    let mut args = vec!["run", folder.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(set);
+    let output = leakrun(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let index = out.join("index.html");
+    assert!(index.exists(), "{}", describe(&output));
+    // The clean control under the gaps control's name: the base.
+    let base = dir.path().join("base");
+    let mut args = vec![
+        "run",
+        "scenarios/controls/clean_churn.toml",
+        "--out",
+        base.to_str().unwrap(),
+        "--no-report",
+        "--set",
+        "name=drop_one_in_200",
+    ];
+    args.extend(set);
+    let output = leakrun(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report = dir.path().join("diff.html");
+    let output = leakrun(&[
+        "report",
+        base.join("drop_one_in_200.json").to_str().unwrap(),
+        out.join("drop_one_in_200.json").to_str().unwrap(),
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+
+    let mut browser = Browser::start().await;
+    loads_and_draws(&mut browser, &report, 4, 0.05).await;
+    // The index is a table of text: a sliver of the page is ink.
+    loads_and_draws(&mut browser, &index, 0, 0.004).await;
+    // The index's links lead to the reports: followed in the browser, each page has its charts.
+    let page = browser.open(&format!("file://{}", index.display())).await;
+    let links = browser
+        .eval(&page, "Array.from(document.querySelectorAll('a')).map(a => a.href)")
+        .await;
+    let links: Vec<String> = links
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    for link in links {
+        let path = std::path::PathBuf::from(link.trim_start_matches("file://"));
+        assert!(path.is_file(), "{link} resolves");
+        loads_and_draws(&mut browser, &path, 4, 0.05).await;
+    }
+}
+
 /// `leakrun serve` on a free port, stopped on drop.
 struct Serve {
     child: std::process::Child,

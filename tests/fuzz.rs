@@ -440,6 +440,19 @@ fn diff_and_baseline_answer_every_mutated_result() {
             one.is_ok() || two.is_ok()
         });
         compared += usize::from(diffed);
+        // The diff report refuses what diff refuses, and draws what it compares (every tenth
+        // case: a drawing takes a while).
+        if n % 10 == 0 {
+            no_panic("diff report", n, &text, || {
+                let report = leakrun::report::compare::read(&good_path, &case, 0.1);
+                let diff = leakrun::diff::compare_files(&good_path, &case, 0.1);
+                assert_eq!(report.is_ok(), diff.is_ok(), "case {n}: report and diff disagree");
+                if let Ok(compared) = report {
+                    let html = leakrun::report::compare::render(&compared).expect("a diff report draws");
+                    assert!(!html.contains("<script"), "case {n}");
+                }
+            });
+        }
         let made = no_panic("baseline", n, &text, || {
             leakrun::diff::write_baselines(std::slice::from_ref(&case), &out)
         });

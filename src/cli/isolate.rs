@@ -45,8 +45,10 @@ pub async fn run_in_child(
     options: &RunOptions,
 ) -> (Exit, anyhow::Result<RunResult>) {
     let result_path = options.out_dir.join(RunResult::file_name(&scenario.scenario.name));
-    // A result left from an earlier run must not pass for this one's.
+    // A result (and its report) left from an earlier run must not pass for this one's: the
+    // index links a report only beside a result this run wrote.
     let _ = std::fs::remove_file(&result_path);
+    let _ = std::fs::remove_file(crate::report::path_beside(&result_path));
     let child_options = process::Options {
         output: process::Output::Inherit,
         stop_grace: CHILD_GRACE,

@@ -5,6 +5,7 @@ pub mod environment;
 pub mod files;
 pub mod http_tools;
 pub mod isolate;
+pub mod pages;
 pub mod progress;
 pub mod report;
 pub mod schema;
@@ -56,18 +57,27 @@ pub enum Command {
         /// One scenario of a folder run, started by the folder run's own process.
         #[arg(long = "folder-child", hide = true)]
         folder_child: bool,
-        /// Do not write results/<name>.html (the report) beside each result.
+        /// Do not write results/<name>.html (the report) beside each result, nor a folder run's
+        /// index.html.
         #[arg(long)]
         no_report: bool,
     },
     /// Write the HTML report of a result: memory, state, churn and losses, latency, HTTP and
-    /// allocation sites on one time axis, self-contained (inline SVG and CSS).
+    /// allocation sites on one time axis, self-contained (inline SVG and CSS). Given two files,
+    /// BASE.json HEAD.json, the diff report: the verdict changes `leakrun diff` finds first, the
+    /// figures that moved, then the two timelines overlaid (a baseline on either side: verdicts
+    /// and figures only).
     Report {
-        /// A result file (results/<name>.json).
-        result: PathBuf,
-        /// Where to write the report; default: beside the result, .html for .json.
+        /// A result file (results/<name>.json), or two: BASE.json HEAD.json.
+        #[arg(required = true, num_args = 1..=2, value_name = "RESULT.json")]
+        results: Vec<PathBuf>,
+        /// Where to write the report; default: beside the result, .html for .json (for two
+        /// files: beside HEAD, .diff.html).
         #[arg(short = 'o', long = "output", value_name = "FILE.html")]
         output: Option<PathBuf>,
+        /// For two files: relative change a figure must exceed to count, as `diff --tolerance`.
+        #[arg(long, default_value_t = crate::diff::DEFAULT_TOLERANCE)]
+        tolerance: f64,
     },
     /// List scenarios with what a CI matrix needs: file, name, backend, services to install.
     List {
@@ -98,7 +108,7 @@ pub enum Command {
         #[arg(long, default_value = "text", value_parser = clap::builder::PossibleValuesParser::new(["text", "markdown", "json"]))]
         format: String,
         /// Relative change a figure must exceed to count, e.g. 0.1 for 10%.
-        #[arg(long, default_value_t = 0.1)]
+        #[arg(long, default_value_t = crate::diff::DEFAULT_TOLERANCE)]
         tolerance: f64,
     },
     /// Keep results as baselines: verdicts and the figures that mean the same on any machine
@@ -196,7 +206,15 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
         }
         Command::List { files, json } => list(&files, json),
         Command::Schema => schema::print(),
-        Command::Report { result, output } => write_report(&result, output.as_deref()),
+        Command::Report {
+            results,
+            output,
+            tolerance,
+        } => match results.as_slice() {
+            [base, head] => pages::write_diff_report(base, head, output.as_deref(), tolerance),
+            [result, ..] => pages::write_report(result, output.as_deref()),
+            [] => Exit::Usage,
+        },
         Command::Baseline { results, out } => match crate::diff::write_baselines(&results, &out) {
             Ok(written) => {
                 for path in written {
@@ -284,44 +302,6 @@ pub async fn execute(cli: Cli, cancel: CancellationToken) -> Exit {
                 report: !no_report,
             };
             run(&files, &flags, &options).await
-        }
-    }
-}
-
-/// `leakrun report`: a bad or foreign result is a usage error (2); a report that cannot be
-/// written is the machine's (3).
-fn write_report(result: &std::path::Path, output: Option<&std::path::Path>) -> Exit {
-    let run = match crate::report::read(result) {
-        Ok(run) => run,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return if error.is_bad_input() {
-                Exit::Usage
-            } else {
-                Exit::Infrastructure
-            };
-        }
-    };
-    let path = output.map_or_else(|| crate::report::path_beside(result), std::path::Path::to_path_buf);
-    if let Some(folder) = path.parent()
-        && !folder.as_os_str().is_empty()
-        && !folder.is_dir()
-    {
-        eprintln!(
-            "error: -o {}: the folder {} does not exist",
-            path.display(),
-            folder.display()
-        );
-        return Exit::Usage;
-    }
-    match crate::report::write(&path, &run) {
-        Ok(()) => {
-            println!("{}", path.display());
-            Exit::Pass
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            Exit::Infrastructure
         }
     }
 }
@@ -504,6 +484,16 @@ async fn run(files: &[PathBuf], flags: &Flags<'_>, options: &RunOptions) -> Exit
         };
         finished.push(report::Finished { file, result, error });
         worst = worst.max(exit);
+    }
+    // The index line before the table, so the table stays the last block of the output.
+    if isolated && flags.report && !flags.folder_child {
+        match pages::write_index(&options.out_dir, &finished) {
+            Ok(path) => println!("index    {}", path.display()),
+            Err(error) => {
+                eprintln!("error: the index: {error}");
+                worst = worst.max(Exit::Infrastructure);
+            }
+        }
     }
     if finished.len() > 1 {
         print!("\n{}", report::table(&finished));

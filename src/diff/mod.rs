@@ -229,13 +229,27 @@ pub fn compare_files(
     };
     let (base, head) = (raw(base_path)?, raw(head_path)?);
     let (base_file, head_file) = (base_path.display().to_string(), head_path.display().to_string());
+    compare_values(&base, &base_file, &head, &head_file, tolerance)
+}
+
+/// Compares two result (or baseline) documents already parsed as JSON, `base_file` and
+/// `head_file` naming them in messages: the schema versions and scenario names are checked first,
+/// as [`compare_files`] does (the HTML diff report reads its files bounded, then comes here).
+pub fn compare_values(
+    base: &serde_json::Value,
+    base_file: &str,
+    head: &serde_json::Value,
+    head_file: &str,
+    tolerance: f64,
+) -> Result<Diff, LoadDiffError> {
+    let (base_file, head_file) = (base_file.to_string(), head_file.to_string());
     let schema = |v: &serde_json::Value, file: &str| {
         v["schema_version"]
             .as_u64()
             .map(|n| n as u32)
             .ok_or_else(|| LoadDiffError::Unreadable(format!("{file}: not a leakrun result (no schema_version)")))
     };
-    let (bs, hs) = (schema(&base, &base_file)?, schema(&head, &head_file)?);
+    let (bs, hs) = (schema(base, &base_file)?, schema(head, &head_file)?);
     if bs != hs || bs != SCHEMA_VERSION {
         return Err(DiffError::Schema {
             base_file,
@@ -253,23 +267,34 @@ pub fn compare_files(
             .unwrap_or_default()
             .to_string()
     };
-    if name(&base) != name(&head) {
+    if name(base) != name(head) {
         return Err(DiffError::Scenario {
             base_file,
-            base: name(&base),
+            base: name(base),
             head_file,
-            head: name(&head),
+            head: name(head),
         }
         .into());
     }
-    let (base, head) = (snapshot_of(base, &base_file)?, snapshot_of(head, &head_file)?);
+    let (base, head) = (
+        snapshot_of(base.clone(), &base_file)?,
+        snapshot_of(head.clone(), &head_file)?,
+    );
     Ok(compare(&base, &base_file, &head, &head_file, tolerance)?)
+}
+
+/// The tolerance `diff` and the diff report use unless told otherwise: a 10% relative change.
+pub const DEFAULT_TOLERANCE: f64 = 0.1;
+
+/// Whether a document is a baseline (from `leakrun baseline`) rather than a full result.
+pub fn is_baseline(value: &serde_json::Value) -> bool {
+    value["kind"] == snapshot::BASELINE_KIND
 }
 
 /// A result file's JSON as a snapshot: a baseline as it is, a full result reduced.
 fn snapshot_of(value: serde_json::Value, file: &str) -> Result<Snapshot, LoadDiffError> {
     let unreadable = |e: serde_json::Error| LoadDiffError::Unreadable(format!("{file}: not a leakrun result: {e}"));
-    if value["kind"] == snapshot::BASELINE_KIND {
+    if is_baseline(&value) {
         return serde_json::from_value(value).map_err(unreadable);
     }
     let result: RunResult = serde_json::from_value(value).map_err(unreadable)?;

@@ -54,6 +54,15 @@ impl TimeAxis {
     }
 }
 
+impl TimeAxis {
+    /// The axis covering both `a` and `b`: two runs overlaid, each from its own start.
+    pub fn spanning(a: Self, b: Self) -> Self {
+        Self {
+            end_s: a.end_s.max(b.end_s),
+        }
+    }
+}
+
 /// `v` when it is a finite number, else 0 (a hand-edited result may hold anything).
 pub fn finite(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }
@@ -241,6 +250,26 @@ impl TimeChart {
             ctx.draw_series(starts.iter().map(|&(_, at)| {
                 PathElement::new(vec![(at, y.start), (at, y.end)], RGBColor(90, 90, 90).stroke_width(1))
             }))
+            .map_err(ReportError::draw)?;
+            Ok(())
+        })
+    }
+
+    /// Lines at every iteration's start of one of two overlaid runs, in its colour: an
+    /// `iteration-marks` layer with `data-run` set to `run` (one line per iteration).
+    pub fn run_iterations(&mut self, result: &RunResult, run: &str, colour: RGBColor) -> Result<(), ReportError> {
+        let y = self.y.clone();
+        let starts: Vec<f64> = thin(&result.iterations, super::MAX_ITERATIONS_DRAWN)
+            .iter()
+            .map(|i| finite(i.started_s))
+            .collect();
+        let attrs = [("run", run.to_string()), ("marks", starts.len().to_string())];
+        self.layer("iteration-marks", &attrs, |ctx| {
+            ctx.draw_series(
+                starts
+                    .iter()
+                    .map(|&at| PathElement::new(vec![(at, y.start), (at, y.end)], colour.mix(0.55).stroke_width(1))),
+            )
             .map_err(ReportError::draw)?;
             Ok(())
         })

@@ -29,8 +29,12 @@ pub fn kind_style(kind: LossKind) -> (&'static str, RGBColor) {
     }
 }
 
-/// The churn chart, and how many loss marks it holds.
-pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<(String, usize), ReportError> {
+/// A step line: (seconds, value) points.
+pub type Steps = Vec<(f64, f64)>;
+
+/// Connects per second (up) and disconnects per second (down, below zero) over `axis`, as steps
+/// of at most [`MAX_BINS`] bins.
+pub fn rates(result: &RunResult, axis: TimeAxis) -> (Steps, Steps) {
     let width = (axis.end_s / MAX_BINS as f64).max(0.05);
     let bins = ((axis.end_s / width).ceil() as usize).clamp(1, MAX_BINS + 1);
     let mut up = vec![0u64; bins];
@@ -55,7 +59,12 @@ pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<(String, usize), Repo
             })
             .collect()
     };
-    let (ups, downs) = (rate(&up, 1.0), rate(&down, -1.0));
+    (rate(&up, 1.0), rate(&down, -1.0))
+}
+
+/// The churn chart, and how many loss marks it holds.
+pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<(String, usize), ReportError> {
+    let (ups, downs) = rates(result, axis);
     let top = ups.iter().map(|p| p.1).fold(1.0, f64::max);
     let bottom = downs.iter().map(|p| p.1).fold(-1.0, f64::min);
     let y = y_range(bottom, top);

@@ -9,7 +9,9 @@
 
 pub mod axis;
 pub mod churn;
+pub mod compare;
 pub mod http;
+pub mod index;
 pub mod latency;
 pub mod memory;
 pub mod page;
@@ -67,6 +69,10 @@ pub enum ReportError {
         /// This leakrun's version.
         ours: &'static str,
     },
+    /// Two results that cannot be compared (another schema, another scenario), in the words of
+    /// `leakrun diff`.
+    #[error("{0}")]
+    Incomparable(crate::diff::LoadDiffError),
     /// plotters could not draw a chart.
     #[error("drawing a chart failed: {0}")]
     Draw(String),
@@ -90,7 +96,7 @@ impl ReportError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::TooLarge { .. } | Self::NotAResult { .. } | Self::Schema { .. }
+            Self::TooLarge { .. } | Self::NotAResult { .. } | Self::Schema { .. } | Self::Incomparable(_)
         ) || matches!(self, Self::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound || source.kind() == std::io::ErrorKind::InvalidData)
     }
 }
@@ -109,6 +115,11 @@ struct HeadTool {
 
 /// Reads a result file for a report: at most [`MAX_RESULT_BYTES`], of this schema version.
 pub fn read(path: &Path) -> Result<RunResult, ReportError> {
+    parse(path, &read_bounded(path)?)
+}
+
+/// The bytes of the file at `path`, at most [`MAX_RESULT_BYTES`] of them.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, ReportError> {
     let read_error = |source| ReportError::Read {
         path: path.to_path_buf(),
         source,
@@ -123,7 +134,7 @@ pub fn read(path: &Path) -> Result<RunResult, ReportError> {
             path: path.to_path_buf(),
         });
     }
-    parse(path, &bytes)
+    Ok(bytes)
 }
 
 /// Parses a result document read from `path`.
@@ -219,7 +230,11 @@ pub fn path_beside(json: &Path) -> PathBuf {
 /// Renders `result` and writes it to `path` (a temporary file in the same folder, then a rename,
 /// so a reader never sees half a report).
 pub fn write(path: &Path, result: &RunResult) -> Result<(), ReportError> {
-    let html = render(result)?;
+    write_html(path, &render(result)?)
+}
+
+/// Writes the page `html` to `path` (a temporary file in the same folder, then a rename).
+pub fn write_html(path: &Path, html: &str) -> Result<(), ReportError> {
     let write_error = |source| ReportError::Write {
         path: path.to_path_buf(),
         source,

@@ -13,7 +13,8 @@ use crate::results::{RunResult, Status};
 /// Most characters of the resolved scenario shown.
 const MAX_SCENARIO_TEXT: usize = 64 * 1024;
 
-const CSS: &str = "
+/// The style sheet of every report page, inline.
+pub const CSS: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px auto; max-width: 1000px; color: #222; background: #fff; }
 h1 { font-size: 1.5em; margin: 0 0 4px; }
 h2 { font-size: 1.15em; margin: 28px 0 6px; border-bottom: 1px solid #ddd; padding-bottom: 3px; }
@@ -35,8 +36,8 @@ pre.scenario { font-size: 0.78em; background: #f6f6f6; padding: 8px; overflow-x:
 .error { color: #c92a2a; font-weight: 600; }
 ";
 
-/// A legend entry: colour and words.
-fn legend(items: &[(RGBColor, &str)]) -> String {
+/// A legend: a colour swatch and words per entry.
+pub fn legend(items: &[(RGBColor, &str)]) -> String {
     let mut out = String::from("<ul class=\"legend\">");
     for (RGBColor(r, g, b), label) in items {
         let _ = write!(

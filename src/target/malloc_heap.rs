@@ -171,7 +171,7 @@ impl MallocHeap {
         variables
     }
 
-    /// Waits, at most `bound`, until a process of the server `root` counts allocations, and
+    /// Waits, at most `bound`, until a process of the server `root` holds counted blocks, and
     /// checks that the library sees every process of it allocate.
     pub async fn verify(&self, root: u32, bound: Duration) -> Result<(), MallocError> {
         *self.root.lock().expect("root lock") = Some(root);
@@ -194,7 +194,7 @@ impl MallocHeap {
                 }
                 Ok(pages
                     .iter()
-                    .any(|(_, r)| r.header.allocations.load(std::sync::atomic::Ordering::Relaxed) > 0))
+                    .any(|(_, r)| r.header.live_blocks.load(std::sync::atomic::Ordering::Relaxed) > 0))
             })?;
             if counted {
                 return Ok(());

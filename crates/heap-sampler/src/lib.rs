@@ -28,7 +28,7 @@ pub const DEPTH: usize = 40;
 /// Marks a region's header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LKRHEAP1");
 /// Layout version; a reader refuses another.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes kept of the process's executable path.
 pub const EXE_BYTES: usize = 256;
 
@@ -58,8 +58,6 @@ pub struct Header {
     pub live_bytes: AtomicI64,
     /// Live blocks counted.
     pub live_blocks: AtomicI64,
-    /// Allocations counted since the process started (or exec'd).
-    pub allocations: AtomicU64,
     /// Bytes allocated since the process started: the sampling clock.
     pub allocated: AtomicU64,
     /// Mean bytes between samples; 0: sampling off.
@@ -137,7 +135,6 @@ impl Region {
                 flags: AtomicU64::new(0),
                 live_bytes: AtomicI64::new(0),
                 live_blocks: AtomicI64::new(0),
-                allocations: AtomicU64::new(0),
                 allocated: AtomicU64::new(0),
                 sample_mean: AtomicU64::new(0),
                 next_sample_at: AtomicU64::new(0),
@@ -213,7 +210,6 @@ impl Region {
         let h = &self.header;
         h.live_bytes.fetch_add(size as i64, Ordering::Relaxed);
         h.live_blocks.fetch_add(1, Ordering::Relaxed);
-        h.allocations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a freed block of `size` usable bytes.
@@ -374,6 +370,10 @@ pub fn capture_stack(skip: usize, frames: &mut [u64; DEPTH]) -> usize {
     // the system unwinder it uses is thread-safe.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
+            // The outermost frame of a thread reads as address 0: the stack ends there.
+            if frame.ip().is_null() {
+                return false;
+            }
             seen += 1;
             if seen > skip {
                 frames[kept] = frame.ip() as u64;

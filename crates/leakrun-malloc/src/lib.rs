@@ -447,7 +447,7 @@ fn env_number(name: &CStr) -> Option<u64> {
 
 /// Maps `<LEAKRUN_MALLOC_DIR>/<pid>.page` (fresh: truncated), starts its counters at `start`'s
 /// and publishes it. Only system calls: safe in a forked child of a threaded process.
-unsafe fn publish(start: (i64, i64, u64, u64)) {
+unsafe fn publish(start: (i64, i64, u64)) {
     let dir = unsafe { libc::getenv(c"LEAKRUN_MALLOC_DIR".as_ptr()) };
     if dir.is_null() {
         return;
@@ -493,8 +493,7 @@ unsafe fn publish(start: (i64, i64, u64, u64)) {
         let h = &region.header;
         h.live_bytes.store(start.0, Ordering::Relaxed);
         h.live_blocks.store(start.1, Ordering::Relaxed);
-        h.allocations.store(start.2, Ordering::Relaxed);
-        h.allocated.store(start.3, Ordering::Relaxed);
+        h.allocated.store(start.2, Ordering::Relaxed);
         region.set_mean(env_number(c"LEAKRUN_MALLOC_SAMPLE").unwrap_or(0));
         let mut flags = FLAG_READY;
         if !malloc_is_ours() {
@@ -525,27 +524,24 @@ unsafe fn malloc_is_ours() -> bool {
 }
 
 /// The counters of the region in use now.
-fn counters() -> (i64, i64, u64, u64) {
+fn counters() -> (i64, i64, u64) {
     let h = &region().header;
     (
         h.live_bytes.load(Ordering::Relaxed),
         h.live_blocks.load(Ordering::Relaxed),
-        h.allocations.load(Ordering::Relaxed),
         h.allocated.load(Ordering::Relaxed),
     )
 }
 
 /// The parent's counters as they stood when it forked.
-static AT_FORK: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static AT_FORK: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
 
 extern "C" fn before_fork() {
-    let (bytes, blocks, allocations, allocated) = counters();
-    for (cell, value) in AT_FORK.iter().zip([
-        bytes as usize,
-        blocks as usize,
-        allocations as usize,
-        allocated as usize,
-    ]) {
+    let (bytes, blocks, allocated) = counters();
+    for (cell, value) in AT_FORK
+        .iter()
+        .zip([bytes as usize, blocks as usize, allocated as usize])
+    {
         cell.store(value, Ordering::Relaxed);
     }
 }
@@ -554,7 +550,7 @@ extern "C" fn in_child() {
     let at = |i: usize| AT_FORK[i].load(Ordering::Relaxed);
     // The child must not write into its parent's region.
     SHARED.store(std::ptr::null_mut(), Ordering::Release);
-    unsafe { publish((at(0) as i64, at(1) as i64, at(2) as u64, at(3) as u64)) };
+    unsafe { publish((at(0) as i64, at(1) as i64, at(2) as u64)) };
 }
 
 extern "C" fn init() {
@@ -563,7 +559,6 @@ extern "C" fn init() {
     let start = (
         early.live_bytes.load(Ordering::Relaxed),
         early.live_blocks.load(Ordering::Relaxed),
-        early.allocations.load(Ordering::Relaxed),
         early.allocated.load(Ordering::Relaxed),
     );
     unsafe {

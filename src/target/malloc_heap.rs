@@ -192,9 +192,7 @@ impl MallocHeap {
                         });
                     }
                 }
-                Ok(pages
-                    .iter()
-                    .any(|(_, r)| r.header.live_blocks.load(std::sync::atomic::Ordering::Relaxed) > 0))
+                Ok(pages.iter().any(|(_, r)| r.live_blocks() > 0))
             })?;
             if counted {
                 return Ok(());
@@ -256,10 +254,9 @@ impl MallocHeap {
 
     /// Live bytes and blocks summed over the server's processes now.
     fn read_now(&self) -> HeapReading {
-        use std::sync::atomic::Ordering::Relaxed;
         self.with_pages(|pages| HeapReading {
-            bytes: pages.iter().map(|(_, r)| r.header.live_bytes.load(Relaxed)).sum(),
-            blocks: Some(pages.iter().map(|(_, r)| r.header.live_blocks.load(Relaxed)).sum()),
+            bytes: pages.iter().map(|(_, r)| r.live_bytes()).sum(),
+            blocks: Some(pages.iter().map(|(_, r)| r.live_blocks()).sum()),
             harness_bytes: None,
             processes: Some(pages.len() as u32),
         })
@@ -268,7 +265,6 @@ impl MallocHeap {
     /// The stacks whose estimated live bytes changed since the last call (the first call sets
     /// the baseline and reports none); raw until [`MallocHeap::name_sites`].
     pub fn sites(&self) -> SiteReport {
-        use std::sync::atomic::Ordering::Relaxed;
         let started = Instant::now();
         let mut report = SiteReport::default();
         let mut tracker = self.sites.lock().expect("sites lock");
@@ -282,8 +278,8 @@ impl MallocHeap {
                 })
                 .collect();
             for process in &sampled {
-                let bytes = process.region.header.live_bytes.load(Relaxed);
-                let blocks = process.region.header.live_blocks.load(Relaxed);
+                let bytes = process.region.live_bytes();
+                let blocks = process.region.live_blocks();
                 report.bytes += bytes;
                 report.blocks += blocks;
                 report.processes.push(ProcessHeap {

@@ -28,7 +28,7 @@ pub const DEPTH: usize = 40;
 /// Marks a region's header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LKRHEAP1");
 /// Layout version; a reader refuses another.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes kept of the process's executable path.
 pub const EXE_BYTES: usize = 256;
 
@@ -54,27 +54,38 @@ pub struct Header {
     pub pid: AtomicU32,
     /// [`FLAG_MALLOC_ELSEWHERE`], [`FLAG_READY`].
     pub flags: AtomicU64,
-    /// Live bytes (usable sizes) of the allocations counted.
-    pub live_bytes: AtomicI64,
-    /// Live blocks counted.
-    pub live_blocks: AtomicI64,
-    /// Bytes allocated since the process started: the sampling clock.
-    pub allocated: AtomicU64,
     /// Mean bytes between samples; 0: sampling off.
     pub sample_mean: AtomicU64,
-    /// The value of `allocated` at which the next sample is taken.
-    pub next_sample_at: AtomicU64,
     /// Samples taken.
     pub samples: AtomicU64,
     /// Samples that found their bucket full and were not kept.
     pub samples_dropped: AtomicU64,
-    /// State of the random draws.
-    pub rng: AtomicU64,
     /// The executable's path, NUL-padded.
     pub exe: [AtomicU64; EXE_BYTES / 8],
     /// Held while a sample's stack is captured: one at a time, and never from inside itself.
     busy: AtomicBool,
 }
+
+/// Counters of the allocations made on one CPU, on a cache line of their own, so that threads
+/// on different cores never write the same line (the counters are summed by the reader; a block
+/// freed on another CPU than the one that allocated it is subtracted there, and the sum stays
+/// right).
+#[repr(C, align(64))]
+pub struct Shard {
+    /// Live bytes (usable sizes) allocated here, less those freed here.
+    pub live_bytes: AtomicI64,
+    /// Live blocks, likewise.
+    pub live_blocks: AtomicI64,
+    /// Bytes allocated here since the process started: this CPU's sampling clock.
+    pub allocated: AtomicU64,
+    /// The value of `allocated` at which this CPU's next sample is taken.
+    pub next_sample_at: AtomicU64,
+    /// State of this CPU's random draws.
+    pub rng: AtomicU64,
+}
+
+/// CPUs with a shard of their own (more share by their number modulo this).
+pub const SHARDS: usize = 64;
 
 /// One sampled allocation's record.
 #[repr(C)]
@@ -89,12 +100,13 @@ pub struct Slot {
     pub frames: [AtomicU64; DEPTH],
 }
 
-/// The whole shared layout: header, the keys (a pointer per slot, [`EMPTY`] or [`BUSY`]), the
-/// slots.
+/// The whole shared layout: header, the per-CPU counters, the keys (a pointer per slot, [`EMPTY`]
+/// or [`BUSY`]), the slots.
 #[repr(C)]
 pub struct Region {
-    /// Identity and counters.
+    /// Identity and settings.
     pub header: Header,
+    shards: [Shard; SHARDS],
     keys: [AtomicU64; SLOTS],
     slots: [Slot; SLOTS],
 }
@@ -116,6 +128,14 @@ pub struct LiveSample {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
 #[allow(clippy::declare_interior_mutable_const)]
+const SHARD: Shard = Shard {
+    live_bytes: AtomicI64::new(0),
+    live_blocks: AtomicI64::new(0),
+    allocated: ZERO,
+    next_sample_at: ZERO,
+    rng: ZERO,
+};
+#[allow(clippy::declare_interior_mutable_const)]
 const SLOT: Slot = Slot {
     weight: ZERO,
     size: ZERO,
@@ -133,17 +153,13 @@ impl Region {
                 version: AtomicU32::new(0),
                 pid: AtomicU32::new(0),
                 flags: AtomicU64::new(0),
-                live_bytes: AtomicI64::new(0),
-                live_blocks: AtomicI64::new(0),
-                allocated: AtomicU64::new(0),
                 sample_mean: AtomicU64::new(0),
-                next_sample_at: AtomicU64::new(0),
                 samples: AtomicU64::new(0),
                 samples_dropped: AtomicU64::new(0),
-                rng: AtomicU64::new(0),
                 exe: [ZERO; EXE_BYTES / 8],
                 busy: AtomicBool::new(false),
             },
+            shards: [SHARD; SHARDS],
             keys: [ZERO; SLOTS],
             slots: [SLOT; SLOTS],
         }
@@ -164,7 +180,12 @@ impl Region {
         h.magic.store(MAGIC, Ordering::Relaxed);
         h.version.store(VERSION, Ordering::Relaxed);
         h.pid.store(pid, Ordering::Relaxed);
-        h.rng.store(seed | 1, Ordering::Relaxed);
+        for (i, shard) in self.shards.iter().enumerate() {
+            shard.rng.store(
+                (seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)) | 1,
+                Ordering::Relaxed,
+            );
+        }
         let mut word = [0u8; 8];
         for (i, chunk) in exe.chunks(8).take(EXE_BYTES / 8 - 1).enumerate() {
             word.fill(0);
@@ -191,51 +212,93 @@ impl Region {
         bytes
     }
 
-    /// Sets the mean bytes between samples (0 turns sampling off) and draws the first point.
+    /// Sets the mean bytes between samples (0 turns sampling off) and draws each CPU's first
+    /// point.
     pub fn set_mean(&self, mean: u64) {
-        let h = &self.header;
-        h.sample_mean.store(mean, Ordering::Relaxed);
-        if h.rng.load(Ordering::Relaxed) == 0 {
-            h.rng.store(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        self.header.sample_mean.store(mean, Ordering::Relaxed);
+        for (i, shard) in self.shards.iter().enumerate() {
+            if shard.rng.load(Ordering::Relaxed) == 0 {
+                shard
+                    .rng
+                    .store(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1), Ordering::Relaxed);
+            }
+            if mean > 0 {
+                let at = shard.allocated.load(Ordering::Relaxed) + draw(&shard.rng, mean);
+                shard.next_sample_at.store(at, Ordering::Relaxed);
+            }
         }
-        if mean > 0 {
-            let at = h.allocated.load(Ordering::Relaxed) + self.draw(mean);
-            h.next_sample_at.store(at, Ordering::Relaxed);
-        }
+    }
+
+    /// The counters of the CPU the calling thread runs on.
+    #[inline]
+    fn shard(&self) -> &Shard {
+        // SAFETY: sched_getcpu has no preconditions (glibc reads it from rseq, or the vDSO).
+        let cpu = unsafe { libc::sched_getcpu() };
+        &self.shards[(cpu.max(0) as usize) % SHARDS]
     }
 
     /// Counts a new live block of `size` usable bytes (the preloaded library's counters).
     #[inline]
     pub fn count_alloc(&self, size: u64) {
-        let h = &self.header;
-        h.live_bytes.fetch_add(size as i64, Ordering::Relaxed);
-        h.live_blocks.fetch_add(1, Ordering::Relaxed);
+        let shard = self.shard();
+        shard.live_bytes.fetch_add(size as i64, Ordering::Relaxed);
+        shard.live_blocks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a freed block of `size` usable bytes.
     #[inline]
     pub fn count_free(&self, size: u64) {
-        let h = &self.header;
-        h.live_bytes.fetch_sub(size as i64, Ordering::Relaxed);
-        h.live_blocks.fetch_sub(1, Ordering::Relaxed);
+        let shard = self.shard();
+        shard.live_bytes.fetch_sub(size as i64, Ordering::Relaxed);
+        shard.live_blocks.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Advances the sampling clock by an allocation of `size` bytes; true when that allocation is
-    /// to be sampled (exactly one caller wins each sampling point).
+    /// Live bytes, summed over the CPUs.
+    pub fn live_bytes(&self) -> i64 {
+        self.shards.iter().map(|s| s.live_bytes.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Live blocks, summed over the CPUs.
+    pub fn live_blocks(&self) -> i64 {
+        self.shards.iter().map(|s| s.live_blocks.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Bytes allocated since the start, summed over the CPUs.
+    pub fn allocated(&self) -> u64 {
+        self.shards.iter().map(|s| s.allocated.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Starts the counters at `live_bytes`, `live_blocks` and `allocated` (a forked child starts
+    /// where its parent stood).
+    pub fn start_at(&self, live_bytes: i64, live_blocks: i64, allocated: u64) {
+        for shard in &self.shards {
+            shard.live_bytes.store(0, Ordering::Relaxed);
+            shard.live_blocks.store(0, Ordering::Relaxed);
+            shard.allocated.store(0, Ordering::Relaxed);
+        }
+        let first = &self.shards[0];
+        first.live_bytes.store(live_bytes, Ordering::Relaxed);
+        first.live_blocks.store(live_blocks, Ordering::Relaxed);
+        first.allocated.store(allocated, Ordering::Relaxed);
+    }
+
+    /// Advances this CPU's sampling clock by an allocation of `size` bytes; true when that
+    /// allocation is to be sampled (exactly one caller wins each sampling point).
     #[inline]
     pub fn should_sample(&self, size: u64) -> bool {
-        let h = &self.header;
-        let mean = h.sample_mean.load(Ordering::Relaxed);
+        let mean = self.header.sample_mean.load(Ordering::Relaxed);
         if mean == 0 {
             return false;
         }
-        let total = h.allocated.fetch_add(size, Ordering::Relaxed).wrapping_add(size);
-        let next = h.next_sample_at.load(Ordering::Relaxed);
+        let shard = self.shard();
+        let total = shard.allocated.fetch_add(size, Ordering::Relaxed).wrapping_add(size);
+        let next = shard.next_sample_at.load(Ordering::Relaxed);
         if total < next {
             return false;
         }
-        let following = total.wrapping_add(self.draw(mean));
-        h.next_sample_at
+        let following = total.wrapping_add(draw(&shard.rng, mean));
+        shard
+            .next_sample_at
             .compare_exchange(next, following, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     }
@@ -322,27 +385,26 @@ impl Region {
         }
         live
     }
-
-    /// An exponential draw with mean `mean` (xorshift64*; races between threads only mix the
-    /// state further).
-    fn draw(&self, mean: u64) -> u64 {
-        let rng = &self.header.rng;
-        let mut x = rng.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        rng.store(x, Ordering::Relaxed);
-        let bits = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
-        // Uniform in (0, 1]: never ln(0).
-        let uniform = (bits as f64 + 1.0) / (1u64 << 53) as f64;
-        (-uniform.ln() * mean as f64).min(u64::MAX as f64 / 4.0) as u64
-    }
 }
 
 impl Default for Region {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// An exponential draw with mean `mean` from the xorshift64* state `rng` (races between threads
+/// on one CPU only mix the state further).
+fn draw(rng: &AtomicU64, mean: u64) -> u64 {
+    let mut x = rng.load(Ordering::Relaxed);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng.store(x, Ordering::Relaxed);
+    let bits = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+    // Uniform in (0, 1]: never ln(0).
+    let uniform = (bits as f64 + 1.0) / (1u64 << 53) as f64;
+    (-uniform.ln() * mean as f64).min(u64::MAX as f64 / 4.0) as u64
 }
 
 /// The bucket a pointer lives in (its first slot).

@@ -491,9 +491,7 @@ unsafe fn publish(start: (i64, i64, u64)) {
         let seed = (pid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (memory as u64);
         region.initialise(pid, exe, seed);
         let h = &region.header;
-        h.live_bytes.store(start.0, Ordering::Relaxed);
-        h.live_blocks.store(start.1, Ordering::Relaxed);
-        h.allocated.store(start.2, Ordering::Relaxed);
+        region.start_at(start.0, start.1, start.2);
         region.set_mean(env_number(c"LEAKRUN_MALLOC_SAMPLE").unwrap_or(0));
         let mut flags = FLAG_READY;
         if !malloc_is_ours() {
@@ -525,12 +523,8 @@ unsafe fn malloc_is_ours() -> bool {
 
 /// The counters of the region in use now.
 fn counters() -> (i64, i64, u64) {
-    let h = &region().header;
-    (
-        h.live_bytes.load(Ordering::Relaxed),
-        h.live_blocks.load(Ordering::Relaxed),
-        h.allocated.load(Ordering::Relaxed),
-    )
+    let region = region();
+    (region.live_bytes(), region.live_blocks(), region.allocated())
 }
 
 /// The parent's counters as they stood when it forked.
@@ -555,12 +549,7 @@ extern "C" fn in_child() {
 
 extern "C" fn init() {
     resolved();
-    let early = &EARLY.header;
-    let start = (
-        early.live_bytes.load(Ordering::Relaxed),
-        early.live_blocks.load(Ordering::Relaxed),
-        early.allocated.load(Ordering::Relaxed),
-    );
+    let start = (EARLY.live_bytes(), EARLY.live_blocks(), EARLY.allocated());
     unsafe {
         publish(start);
         libc::pthread_atfork(Some(before_fork), None, Some(in_child));

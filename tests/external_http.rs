@@ -5,47 +5,11 @@
 
 mod common;
 
-use std::net::TcpListener;
-
 use common::*;
-
-/// The HTTP-only external scenario around `leakrun serve --cache <cache>` on a free port.
-fn scenario_text(name: &str, cache: &str, expect_leak: bool) -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    format!(
-        r#"name = "{name}"
-[server]
-target = "external"
-command = [{bin:?}, "serve", "--port", "{port}", "--cache", "{cache}"]
-http_url = "http://127.0.0.1:{port}/"
-ready_timeout = "10s"
-
-[[http]]
-method = "PUT"
-path = "/cache/{{key}}"
-keys = 1000000000
-body = 10000
-workers = 4
-requests = 1500
-
-[run]
-duration = "20s"
-iterations = 5
-warmup = 1
-
-[expect]
-leak = {expect_leak}
-"#,
-        bin = env!("CARGO_BIN_EXE_leakrun"),
-    )
-}
 
 fn run(name: &str, cache: &str, expect_leak: bool) -> serde_json::Value {
     let dir = scratch();
-    let path = scenario(dir.path(), name, &scenario_text(name, cache, expect_leak));
+    let path = scenario(dir.path(), name, &serve_cache_scenario(name, cache, expect_leak, ""));
     let out = dir.path().join("results");
     let output = run_scenario(&path, &out);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));

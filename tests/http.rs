@@ -443,15 +443,6 @@ fn diff_reports_a_cache_that_started_leaking_and_http_figures_that_regressed() {
     }
 }
 
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn serve_and_load_talk_to_each_other_and_serve_stops_on_ctrl_c() {
     let port = free_port();

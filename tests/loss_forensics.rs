@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::python_server::free_port;
 use common::*;
 use tokio_tungstenite::tungstenite::{self, Message};
 

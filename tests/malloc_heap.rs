@@ -9,50 +9,14 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// `leakrun serve --cache <cache>` as an external target with the preloaded heap.
 fn serve_scenario(name: &str, cache: &str, expect_leak: bool) -> String {
-    let port = free_port();
-    format!(
-        r#"name = "{name}"
-[server]
-target = "external"
-command = [{bin:?}, "serve", "--port", "{port}", "--cache", "{cache}"]
-http_url = "http://127.0.0.1:{port}/"
-ready_timeout = "10s"
-heap = "malloc"
-heap_sample = "64KiB"
-
-[[http]]
-method = "PUT"
-path = "/cache/{{key}}"
-keys = 1000000000
-body = 10000
-workers = 4
-requests = 1500
-
-[run]
-duration = "20s"
-iterations = 5
-warmup = 1
-
-[expect]
-leak = {expect_leak}
-"#,
-        bin = env!("CARGO_BIN_EXE_leakrun"),
-    )
+    serve_cache_scenario(name, cache, expect_leak, "heap = \"malloc\"\nheap_sample = \"64KiB\"")
 }
 
 fn run(dir: &Path, name: &str, text: &str) -> (std::process::Output, PathBuf) {

@@ -103,3 +103,45 @@ pub fn interrupt(child: &std::process::Child) {
         .expect("run kill");
     assert!(sent.success(), "kill -INT {}", child.id());
 }
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The HTTP-only external scenario around `leakrun serve --cache <cache>` on a free port: four
+/// workers PUT 1,500 values of 10,000 bytes per iteration, five iterations, one of warm-up.
+/// `server_extra` goes at the end of `[server]` (a heap probe, say).
+pub fn serve_cache_scenario(name: &str, cache: &str, expect_leak: bool, server_extra: &str) -> String {
+    let port = free_port();
+    format!(
+        r#"name = "{name}"
+[server]
+target = "external"
+command = [{bin:?}, "serve", "--port", "{port}", "--cache", "{cache}"]
+http_url = "http://127.0.0.1:{port}/"
+ready_timeout = "10s"
+{server_extra}
+
+[[http]]
+method = "PUT"
+path = "/cache/{{key}}"
+keys = 1000000000
+body = 10000
+workers = 4
+requests = 1500
+
+[run]
+duration = "20s"
+iterations = 5
+warmup = 1
+
+[expect]
+leak = {expect_leak}
+"#,
+        bin = env!("CARGO_BIN_EXE_leakrun"),
+    )
+}

@@ -1,7 +1,6 @@
 //! The Python broadcast chat server (`tests/support/ws_chat_server.py`) the external-target tests
 //! start: where its script and Python are, its command line, and whether its process is gone.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 /// The chat server's source.
@@ -21,14 +20,6 @@ pub fn python() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The server's command line as a TOML array.

@@ -494,13 +494,17 @@ unsafe fn publish(start: (i64, i64, u64)) {
         region.start_at(start.0, start.1, start.2);
         region.set_mean(env_number(c"LEAKRUN_MALLOC_SAMPLE").unwrap_or(0));
         let mut flags = FLAG_READY;
-        if !malloc_is_ours() {
+        if MALLOC_ELSEWHERE.load(Ordering::Relaxed) {
             flags |= FLAG_MALLOC_ELSEWHERE;
         }
         SHARED.store(memory.cast(), Ordering::Release);
         h.flags.store(flags, Ordering::Release);
     }
 }
+
+/// Set by the constructor when the process's `malloc` is not this library's (asked once: a forked
+/// child must not call into the dynamic linker).
+static MALLOC_ELSEWHERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether the process's `malloc` is this library's: the object that defines the `malloc` the
 /// global scope finds is the one this library's own data lives in. (A reference to `malloc` from
@@ -549,6 +553,8 @@ extern "C" fn in_child() {
 
 extern "C" fn init() {
     resolved();
+    // SAFETY: the dynamic linker is usable from a constructor.
+    MALLOC_ELSEWHERE.store(!unsafe { malloc_is_ours() }, Ordering::Relaxed);
     let start = (EARLY.live_bytes(), EARLY.live_blocks(), EARLY.allocated());
     unsafe {
         publish(start);

@@ -95,8 +95,10 @@ fn gaps_that_appear_exit_1_and_name_the_room_sender_and_range() {
     assert_eq!(markdown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&markdown.stdout).contains("| gaps | clean | gaps | ❌ worse |"));
 
-    // The other way round the verdict improved: nothing got worse.
-    let better = leakrun(&["diff", h, b]);
+    // The other way round the verdict improved: nothing got worse. (Two short runs' delivery
+    // latency can differ by more than the default 10% on a busy machine: only the verdicts and
+    // the loss figures are the point here.)
+    let better = leakrun(&["diff", h, b, "--tolerance", "100"]);
     let stdout = String::from_utf8_lossy(&better.stdout);
     assert!(stdout.contains("better gaps: gaps → clean"), "{stdout}");
     assert_eq!(better.status.code(), Some(0), "{}", describe(&better));

@@ -11,6 +11,7 @@ pub mod latency;
 pub mod ranges;
 pub mod sampled_sites;
 pub mod sampler;
+pub mod saturation;
 pub mod sites;
 pub mod symbols;
 pub mod timeline;

@@ -79,7 +79,7 @@ impl Tallies {
 /// iteration's send and drain (its `generator` figures).
 pub fn saturation_warning(result: &RunResult) -> Option<String> {
     let cores = cpu::usable_cores();
-    cpu::saturation(&result.timeline.samples, cores).or_else(|| {
+    crate::observe::saturation::saturation(&result.timeline.samples, cores).or_else(|| {
         result
             .iterations
             .iter()

@@ -6,7 +6,8 @@
 # of its own) and for this tree, side by side in one run: memory per
 # connection (peak RSS of the process over connections: server and clients together), connect
 # p99, deliveries per second (offered and delivered), delivery p99, messages sent, lost, and the
-# CPU seconds the process used.
+# CPU seconds the process used, and those CPU seconds per delivery received (cpu_us/del: where
+# both cores are saturated, this is what bounds the rate).
 #
 # Each connection is two sockets in this one process (the client's and the server's), so the
 # open-file limit caps the connections: with `ulimit -n` at 20,000 that is 9,900, and the script
@@ -41,17 +42,23 @@ trap 'rm -rf "$work"' EXIT
 
 # The builds: BEFORE from its tree into a target folder of its own (seeded with this tree's
 # compiled dependencies, so only leakrun compiles; both trees give leakrun the same artifact
-# names, so one folder cannot hold both), then this tree.
+# names, so one folder cannot hold both), kept there under its commit id so a second run of the
+# same BEFORE does not build it again; then this tree.
 before_target=target/c10k-before
-if [[ ! -d $before_target/release ]]; then
-  mkdir -p "$before_target"
-  cargo build --release --quiet
-  cp -a target/release "$before_target/"
+before_rev=$(git rev-parse --verify "$before^{commit}")
+before_bin=$before_target/leakrun-$before_rev
+if [[ ! -x $before_bin ]]; then
+  if [[ ! -d $before_target/release ]]; then
+    mkdir -p "$before_target"
+    cargo build --release --quiet
+    cp -a target/release "$before_target/"
+  fi
+  # -m: the extracted sources are newer than any artifact, so leakrun is rebuilt from them.
+  git archive "$before_rev" | tar -x -m -C "$work" --one-top-level=src-before
+  cargo build --release --quiet --manifest-path "$work/src-before/Cargo.toml" --target-dir "$PWD/$before_target"
+  cp "$before_target/release/leakrun" "$before_bin"
 fi
-# -m: the extracted sources are newer than any artifact, so leakrun is rebuilt from them.
-git archive "$before" | tar -x -m -C "$work" --one-top-level=src-before
-cargo build --release --quiet --manifest-path "$work/src-before/Cargo.toml" --target-dir "$PWD/$before_target"
-cp "$before_target/release/leakrun" "$work/leakrun-before"
+cp "$before_bin" "$work/leakrun-before"
 cargo build --release --quiet
 cp target/release/leakrun "$work/leakrun-after"
 
@@ -67,8 +74,9 @@ cp target/release/leakrun "$work/leakrun-after"
   done
 } > "$work/c10k.toml"
 
+echo "before: $before ($before_rev); load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "c10k: $connections connections, $rooms rooms x ($listeners listeners + $senders senders at $rate/s), $duration, offered $(( rooms * senders * per_room ))x$rate deliveries/s"
-printf '%-8s %12s %10s %14s %14s %10s %10s %8s %8s %8s\n' build KiB/conn peak_MiB connect_p99 deliveries/s delivery_p99 sent lost dropped cpu_s
+printf '%-8s %12s %10s %14s %14s %10s %10s %8s %8s %8s %10s\n' build KiB/conn peak_MiB connect_p99 deliveries/s delivery_p99 sent lost dropped cpu_s cpu_us/del
 for build in before after; do
   rm -f "$work/c10k.json"
   /usr/bin/time -f '%M %U %S' -o "$work/time" "$work/leakrun-$build" run "$work/c10k.toml" --out "$work" --no-progress \
@@ -84,6 +92,6 @@ connect = r["verdicts"]["latency"]["connect"]["p99_us"] / 1000 if r.get("verdict
 dropped = (it.get("server_after") or {}).get("layer", {}).get("dropped_full", 0)
 print(f'{sys.argv[3]:<8} {rss_kib / int(sys.argv[4]):>12.1f} {rss_kib / 1024:>10.0f} {connect:>12.1f}ms '
       f'{it["deliveries_per_s"]:>14,.0f} {it["delivery"]["p99_us"] / 1000:>10.1f}ms {t["sent"]:>8,} '
-      f'{t["gaps"] + t["tail_loss"]:>8,} {dropped:>8,} {cpu:>8.1f}')
+      f'{t["gaps"] + t["tail_loss"]:>8,} {dropped:>8,} {cpu:>8.1f} {cpu * 1e6 / max(t["received"], 1):>10.1f}')
 PY
 done

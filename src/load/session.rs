@@ -27,7 +27,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Read buffer per client socket: tungstenite allocates it whole for every connection, and a chat
 /// frame is a few hundred bytes. Larger frames are still read whole (the buffer grows for them).
-pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// tungstenite zeroes the free part before every read attempt (two per frame received: the read
+/// and the one that finds nothing more), so a smaller buffer is less work per delivery.
+pub const CLIENT_READ_BUFFER: usize = 2 * 1024;
 
 /// Bytes of frames gathered before a write reaches the socket; a client's frames are small and
 /// each is flushed as it is sent, so this only bounds what one send can gather.
@@ -110,54 +112,70 @@ pub async fn run(
     let mut lived_through_drain = false;
     let reading = plan.reader == Reader::Normal;
 
-    loop {
-        let next_send = ctx.clock.instant_at(send_start_ns + sent * interval_ns);
-        tokio::select! {
-            biased;
-            changed = phase.changed() => {
-                let now = if changed.is_ok() { *phase.borrow() } else { Phase::Disconnect };
-                if now >= Phase::Quiesce {
-                    sending = false;
-                }
-                if now == Phase::Disconnect {
-                    lived_through_drain = true;
-                    break;
+    // The futures the loop waits on live across its turns: a receipt neither registers a new
+    // phase waiter nor makes a new timer; the send timer is moved on after each send.
+    let send_timer = sleep_until(Instant::from_std(ctx.clock.instant_at(send_start_ns)));
+    tokio::pin!(send_timer);
+    let closing = sleep_until_opt(close_at);
+    tokio::pin!(closing);
+    'session: loop {
+        let changed = {
+            let changed = phase.changed();
+            tokio::pin!(changed);
+            loop {
+                tokio::select! {
+                    biased;
+                    changed = &mut changed => break changed,
+                    _ = &mut closing => break 'session,
+                    frame = socket.next(), if reading => match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            observe(ctx, &mut tracker, &mut latencies, book, room_name, &text, plan.client, id);
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            ended_by_server = true;
+                            break 'session;
+                        }
+                        Some(Ok(_)) => {}
+                    },
+                    _ = &mut send_timer, if sending => {
+                        let envelope = Envelope {
+                            nonce: ctx.clock.nonce(),
+                            sender: id,
+                            seq: sent,
+                            room: room_name,
+                            intended_us: (send_start_ns + sent * interval_ns) / 1000,
+                        };
+                        ctx.template.encode_into(&envelope, plan.payload, &mut buffer);
+                        match timeout(SEND_TIMEOUT, socket.send(Message::text(buffer.as_str()))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                ended_by_server = true;
+                                break 'session;
+                            }
+                            Err(_) => {
+                                send_stalled = true;
+                                break 'session;
+                            }
+                        }
+                        sent += 1;
+                        ctx.live.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let next = ctx.clock.instant_at(send_start_ns + sent * interval_ns);
+                        send_timer.as_mut().reset(Instant::from_std(next));
+                    }
                 }
             }
-            _ = sleep_until_opt(close_at) => break,
-            frame = socket.next(), if reading => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    observe(ctx, &mut tracker, &mut latencies, book, room_name, &text, plan.client, id);
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    ended_by_server = true;
-                    break;
-                }
-                Some(Ok(_)) => {}
-            },
-            _ = sleep_until(Instant::from_std(next_send)), if sending => {
-                let envelope = Envelope {
-                    nonce: ctx.clock.nonce(),
-                    sender: id,
-                    seq: sent,
-                    room: room_name,
-                    intended_us: (send_start_ns + sent * interval_ns) / 1000,
-                };
-                ctx.template.encode_into(&envelope, plan.payload, &mut buffer);
-                match timeout(SEND_TIMEOUT, socket.send(Message::text(buffer.as_str()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => {
-                        ended_by_server = true;
-                        break;
-                    }
-                    Err(_) => {
-                        send_stalled = true;
-                        break;
-                    }
-                }
-                sent += 1;
-                ctx.live.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+        };
+        let now = if changed.is_ok() {
+            *phase.borrow()
+        } else {
+            Phase::Disconnect
+        };
+        if now >= Phase::Quiesce {
+            sending = false;
+        }
+        if now == Phase::Disconnect {
+            lived_through_drain = true;
+            break;
         }
     }
 

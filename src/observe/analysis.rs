@@ -410,7 +410,7 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock, h
         room.forged += t.forged;
         room.foreign += t.foreign;
         let owed_all = receiver.lived_through_drain && t.first_receipt_ns.is_some();
-        for (&sender, seen) in t.senders() {
+        for (sender, seen) in t.senders() {
             let known = by_id.get(&sender).filter(|s| s.room == receiver.room && s.sent > 0);
             match known {
                 Some(_) => {
@@ -430,7 +430,7 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock, h
                 pairs
                     .entry(sender.id)
                     .or_default()
-                    .push((receiver, t.senders().get(&sender.id)));
+                    .push((receiver, t.sender(sender.id)));
             }
         }
     }

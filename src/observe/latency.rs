@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// Recorded values per flush.
-pub const BATCH: usize = 256;
+/// Recorded values per flush: at most this many wait in a connection's batch (16 bytes each).
+pub const BATCH: usize = 64;
 
 /// Percentiles of one histogram, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -66,6 +66,14 @@ impl SharedHistogram {
     pub fn record_all(&self, values: &[u64]) {
         let mut h = self.lock();
         for &v in values {
+            record_into(&mut h, v);
+        }
+    }
+
+    /// Records the latency of every `(receipt time, latency)` pair in `pairs`.
+    pub fn record_pairs(&self, pairs: &[(u64, u64)]) {
+        let mut h = self.lock();
+        for &(_, v) in pairs {
             record_into(&mut h, v);
         }
     }
@@ -139,11 +147,13 @@ impl LatencyBook {
     }
 }
 
-/// A client's local buffer of delivery latencies for one room.
+/// A client's local buffer of delivery latencies for one room. It holds nothing until the first
+/// receipt and grows with what arrives, up to [`BATCH`] values, so a connection that hears
+/// little costs little.
 pub struct DeliveryBatch {
     room: usize,
-    values: Vec<u64>,
-    at_ns: Vec<u64>,
+    /// `(run-clock ns of receipt, latency µs)`.
+    values: Vec<(u64, u64)>,
 }
 
 impl DeliveryBatch {
@@ -151,15 +161,13 @@ impl DeliveryBatch {
     pub fn for_room(room: usize) -> Self {
         Self {
             room,
-            values: Vec::with_capacity(BATCH),
-            at_ns: Vec::with_capacity(BATCH),
+            values: Vec::new(),
         }
     }
 
     /// Adds a value received at run-clock `at_ns`, flushing into `book` when the batch is full.
     pub fn push(&mut self, at_ns: u64, micros: u64, book: &LatencyBook) {
-        self.values.push(micros);
-        self.at_ns.push(at_ns);
+        self.values.push((at_ns, micros));
         if self.values.len() == BATCH {
             self.flush(book);
         }
@@ -171,15 +179,19 @@ impl DeliveryBatch {
             return;
         }
         if let Some(room) = book.delivery.get(self.room) {
-            room.record_all(&self.values);
+            room.record_pairs(&self.values);
         }
         let mut windows = book.lock_windows();
-        for (&at, &us) in self.at_ns.iter().zip(&self.values) {
+        for &(at, us) in &self.values {
             windows.record(at, us);
         }
         drop(windows);
         self.values.clear();
-        self.at_ns.clear();
+    }
+
+    /// Bytes this batch holds (its capacity).
+    pub fn held_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<(u64, u64)>()
     }
 }
 
@@ -400,6 +412,21 @@ mod tests {
         let w = windows[50];
         assert!((500_000..=510_000).contains(&w.max_us), "{w:?}");
         assert!(w.p50_us >= 500_000 * 9 / 10 && w.p50_us <= w.max_us, "{w:?}");
+    }
+
+    #[test]
+    fn a_batch_holds_nothing_until_it_hears_and_at_most_a_batch_after() {
+        let book = LatencyBook::new(1);
+        let mut batch = DeliveryBatch::for_room(0);
+        assert_eq!(batch.held_bytes(), 0);
+        batch.push(1, 5, &book);
+        assert!(batch.held_bytes() > 0 && batch.held_bytes() < BATCH * 16);
+        for v in 0..10 * BATCH as u64 {
+            batch.push(v, v, &book);
+        }
+        assert!(batch.held_bytes() <= BATCH * 16, "{}", batch.held_bytes());
+        batch.flush(&book);
+        assert_eq!(book.delivery[0].summary().count, 10 * BATCH as u64 + 1);
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! (with when), and counts duplicates, reordered and misrouted messages as they arrive. Deciding
 //! what was lost needs the senders' side too and happens after the iteration in `analysis`.
 //!
+//! The state grows with what the receiver heard, never with what it might hear: one entry per
+//! sender it received from (kept sorted by id, so it is found by binary search, the last one
+//! looked up first), each as small as its ranges and holes.
+//!
 //! Tokens come from the network and are not trusted: one with another run's nonce is counted as
 //! `foreign`, one whose sender was never issued (or whose seq no sender can reach) as `forged`,
 //! and neither is tracked, so a hostile server cannot grow this state with made-up senders.
-
-use rustc_hash::FxHashMap;
 
 use super::ranges::RangeSet;
 use crate::envelope::Envelope;
@@ -61,7 +63,11 @@ const MAX_MISROUTE_SAMPLES: usize = 16;
 #[derive(Debug, Default)]
 pub struct SeqTracker {
     nonce: u64,
-    senders: FxHashMap<u64, SenderSeen>,
+    /// One entry per sender heard from, sorted by sender id.
+    senders: Vec<(u64, SenderSeen)>,
+    /// Index into `senders` of the last sender looked up: a receiver mostly hears one sender
+    /// after another of a few.
+    last: usize,
     /// Messages accepted (not misrouted, not duplicate).
     pub received: u64,
     /// Messages seen twice.
@@ -115,7 +121,7 @@ impl SeqTracker {
             }
             return Arrival::Misrouted;
         }
-        let state = self.senders.entry(envelope.sender).or_default();
+        let state = Self::sender_mut(&mut self.senders, &mut self.last, envelope.sender);
         let previous_max = state.seen.max();
         if !state.seen.insert(envelope.seq) {
             self.duplicates += 1;
@@ -142,9 +148,39 @@ impl SeqTracker {
         seen.jumps.get(i).filter(|j| j.0 <= first).map(|j| j.2)
     }
 
-    /// Per-sender state, for the analysis after the iteration.
-    pub fn senders(&self) -> &FxHashMap<u64, SenderSeen> {
-        &self.senders
+    /// The state of `sender`, made when it is first heard from.
+    fn sender_mut<'a>(senders: &'a mut Vec<(u64, SenderSeen)>, last: &mut usize, sender: u64) -> &'a mut SenderSeen {
+        let at = match senders.get(*last) {
+            Some(&(id, _)) if id == sender => *last,
+            _ => match senders.binary_search_by_key(&sender, |&(id, _)| id) {
+                Ok(at) => at,
+                Err(at) => {
+                    senders.insert(at, (sender, SenderSeen::default()));
+                    at
+                }
+            },
+        };
+        *last = at;
+        &mut senders[at].1
+    }
+
+    /// Per-sender state, for the analysis after the iteration: every sender heard from, by
+    /// increasing id.
+    pub fn senders(&self) -> impl Iterator<Item = (u64, &SenderSeen)> + '_ {
+        self.senders.iter().map(|(id, seen)| (*id, seen))
+    }
+
+    /// What was seen of `sender`, if it was heard from.
+    pub fn sender(&self, sender: u64) -> Option<&SenderSeen> {
+        self.senders
+            .binary_search_by_key(&sender, |&(id, _)| id)
+            .ok()
+            .map(|at| &self.senders[at].1)
+    }
+
+    /// How many senders were heard from (the entries this tracker holds).
+    pub fn senders_heard(&self) -> usize {
+        self.senders.len()
     }
 }
 
@@ -173,7 +209,7 @@ mod tests {
         assert_eq!(t.observe(&env(2, 0, "b"), "a", 15, 2), Arrival::Misrouted);
         assert_eq!((t.received, t.duplicates, t.reordered, t.misrouted), (4, 1, 1, 1));
         assert_eq!(t.first_receipt_ns, Some(10));
-        let seen = &t.senders()[&1];
+        let seen = t.sender(1).expect("sender 1 was heard");
         assert_eq!(seen.seen.holes().collect::<Vec<_>>(), [(8, 9)]);
         assert_eq!(seen.jumps, [(7, 9, 12)]);
         assert_eq!(SeqTracker::opened_at(seen, 8), Some(12));
@@ -195,6 +231,24 @@ mod tests {
         assert_eq!(t.observe(&own(1, u64::MAX - 1), "a", 2, 3), Arrival::Duplicate);
         assert_eq!((t.forged, t.foreign, t.received), (3, 1, 1));
         assert_eq!(t.first_receipt_ns, Some(2), "untrusted tokens prove no subscription");
-        assert_eq!(t.senders().len(), 1);
+        assert_eq!(t.senders_heard(), 1);
+    }
+
+    #[test]
+    fn holds_only_the_senders_heard_and_finds_each() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.senders_heard(), 0, "nothing is kept before anything arrives");
+        for (sender, seq) in [(7, 0), (3, 0), (7, 1), (9, 0), (3, 1), (3, 3), (7, 2)] {
+            t.observe(&env(sender, seq, "a"), "a", 1, 10);
+        }
+        assert_eq!(t.senders_heard(), 3);
+        let ids: Vec<u64> = t.senders().map(|(id, _)| id).collect();
+        assert_eq!(ids, [3, 7, 9]);
+        assert_eq!(t.sender(7).map(|s| s.seen.len()), Some(3));
+        assert_eq!(
+            t.sender(3).map(|s| s.seen.holes().collect::<Vec<_>>()),
+            Some(vec![(2, 3)])
+        );
+        assert!(t.sender(5).is_none());
     }
 }

@@ -70,16 +70,18 @@ pub async fn serve_socket(socket: ServerSocket, room: String, state: Arc<AppStat
 }
 
 async fn pump(
-    socket: ServerSocket,
+    mut socket: ServerSocket,
     room: &str,
     channel: &mut crate::layer::ChannelReceiver,
     state: &AppState,
 ) -> Ending {
     let counters = &state.counters;
-    let (mut sink, mut stream) = socket.split();
+    // One task reads and writes the socket unsplit: `select!` drops the read future before a
+    // branch runs, so the write needs no lock shared with the read (`next` is cancel-safe: a
+    // frame read in part stays in the socket's buffer).
     loop {
         tokio::select! {
-            incoming = stream.next() => match incoming {
+            incoming = socket.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     if text.len() > state.max_frame {
                         ServerCounters::bump(&counters.oversize_frames);
@@ -97,7 +99,7 @@ async fn pump(
                 }
                 Some(Ok(Message::Binary(_))) => ServerCounters::bump(&counters.binary_frames),
                 Some(Ok(Message::Close(_))) => {
-                    let _ = sink.close().await;
+                    let _ = socket.close(None).await;
                     return Ending::Graceful;
                 }
                 // Ping and pong are answered by the protocol layer.
@@ -110,13 +112,13 @@ async fn pump(
                 let mut batch = 0;
                 let mut next = Some(first);
                 while let Some(bytes) = next {
-                    if sink.feed(text_message(bytes)).await.is_err() {
+                    if socket.feed(text_message(bytes)).await.is_err() {
                         return Ending::Abrupt;
                     }
                     batch += 1;
                     next = if batch < WRITE_BATCH { channel.try_recv() } else { None };
                 }
-                if sink.flush().await.is_err() {
+                if socket.flush().await.is_err() {
                     return Ending::Abrupt;
                 }
                 counters.frames_out.fetch_add(batch as u64, std::sync::atomic::Ordering::Relaxed);

@@ -19,7 +19,10 @@ pub type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Read buffer per server socket. tungstenite allocates it whole per connection and grows it
 /// only for a frame that does not fit, so a small one costs nothing for large frames but time.
-pub const SERVER_READ_BUFFER: usize = 4 * 1024;
+/// It also zeroes the free part before every read attempt, and the connection task tries a read
+/// each time it wakes to write group messages out (most server sockets only ever write), so
+/// its size is paid on every delivery: 1 KiB holds a few chat frames.
+pub const SERVER_READ_BUFFER: usize = 1024;
 
 /// Bytes of outgoing frames gathered before they are written to the socket. The connection
 /// flushes after each batch anyway; this bounds what a batch gathers before a write.

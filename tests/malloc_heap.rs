@@ -98,13 +98,13 @@ fn build_tiny_server(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     binary
 }
 
-fn tiny_scenario(name: &str, binary: &Path) -> String {
-    let port = free_port();
+/// A scenario around a tiny server on `port`; `command` is the TOML value of `server.command`.
+fn tiny_scenario(name: &str, command: &str, port: u16) -> String {
     format!(
         r#"name = "{name}"
 [server]
 target = "external"
-command = [{binary:?}, "{port}"]
+command = {command}
 ws_url = "ws://127.0.0.1:{port}/{{room}}"
 ready_port = {port}
 heap = "malloc"
@@ -124,7 +124,9 @@ duration = "1s"
 fn refused(name: &str, flags: &[&str]) -> String {
     let dir = scratch();
     let binary = build_tiny_server(dir.path(), name, flags);
-    let (output, out) = run(dir.path(), name, &tiny_scenario(name, &binary));
+    let port = free_port();
+    let command = format!("[{:?}, \"{port}\"]", binary.display().to_string());
+    let (output, out) = run(dir.path(), name, &tiny_scenario(name, &command, port));
     assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
     let r = result(&out, name);
     assert_eq!(r["status"], "error");
@@ -143,6 +145,27 @@ fn a_static_server_is_refused_not_judged() {
     let said = refused("tiny_static", &["-static"]);
     assert!(said.contains("server.heap = \"malloc\""), "{said}");
     assert!(said.contains("statically linked"), "{said}");
+}
+
+#[test]
+fn a_static_server_behind_a_shell_that_did_load_the_library_is_refused() {
+    // `sh -c "server; true"` forks the server and waits: the shell loads the library and counts
+    // its own heap, the server (static) never does. The shell's page must not pass for it.
+    let dir = scratch();
+    let binary = build_tiny_server(dir.path(), "tiny_wrapped", &["-static"]);
+    let port = free_port();
+    let command = format!("\"{} {port}; true\"", binary.display());
+    let text = tiny_scenario("tiny_wrapped", &command, port);
+    let (output, out) = run(dir.path(), "tiny_wrapped", &text);
+    assert_eq!(output.status.code(), Some(3), "{}\n{text}", describe(&output));
+    let said = result(&out, "tiny_wrapped")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        said.contains(&format!("listens on port {port} but never loaded")),
+        "{said}"
+    );
 }
 
 #[test]

@@ -220,7 +220,7 @@ impl External {
                 let pid = process.pid();
                 let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;
                 if let Some(heap) = &heap
-                    && let Err(error) = heap.wait_ready(pid, HEAP_PROBE_START).await
+                    && let Err(error) = heap.wait_ready(pid, addr.port(), HEAP_PROBE_START).await
                 {
                     let tail = log_tail(&process.watch(), process.log());
                     let stopped = describe(process.stop().await, command.stop_grace);

@@ -58,11 +58,12 @@ impl HeapProbeHandle {
         }
     }
 
-    /// Waits, at most `bound` after readiness, until the probe sees the server `pid`.
-    pub async fn wait_ready(&self, pid: u32, bound: Duration) -> Result<(), HeapProbeError> {
+    /// Waits, at most `bound` after readiness, until the probe sees the server `pid`, which
+    /// serves on `port`.
+    pub async fn wait_ready(&self, pid: u32, port: u16, bound: Duration) -> Result<(), HeapProbeError> {
         match self {
             Self::Python(heap) => Ok(heap.wait_for_answer(bound).await?),
-            Self::Malloc(heap) => Ok(heap.verify(pid, bound).await?),
+            Self::Malloc(heap) => Ok(heap.verify(pid, port, bound).await?),
         }
     }
 

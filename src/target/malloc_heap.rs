@@ -61,6 +61,19 @@ pub enum MallocError {
     /// The folder for the pages could not be made.
     #[error("server.heap = \"malloc\": cannot prepare the folder for the heap pages: {0}")]
     Folder(#[from] std::io::Error),
+    /// The process that serves (holds the listening socket) has no page: it never loaded the
+    /// library, though another process of the tree (a wrapper shell, say) did.
+    #[error(
+        "server.heap = \"malloc\": pid {pid} ({exe}) listens on port {port} but never loaded leakrun's preloaded allocator (a statically linked server, or one started with LD_PRELOAD removed); its heap cannot be counted; use heap = \"none\" (resident memory) for it"
+    )]
+    ListenerNotLoaded {
+        /// The serving process.
+        pid: u32,
+        /// Its executable.
+        exe: String,
+        /// The port it listens on.
+        port: u16,
+    },
     /// No process of the server loaded the library.
     #[error(
         "server.heap = \"malloc\": no process of the server (pid {pid}{more}) loaded leakrun's preloaded allocator within {secs}s of readiness: a statically linked server, or one whose command drops LD_PRELOAD, cannot be counted; use heap = \"none\" (resident memory) for it"
@@ -172,10 +185,12 @@ impl MallocHeap {
     }
 
     /// Waits, at most `bound`, until a process of the server `root` holds counted blocks, and
-    /// checks that the library sees every process of it allocate.
-    pub async fn verify(&self, root: u32, bound: Duration) -> Result<(), MallocError> {
+    /// checks that the library sees every process of it allocate — above all the ones that
+    /// listen on `port`, the server's own (a wrapper's page must not stand in for them).
+    pub async fn verify(&self, root: u32, port: u16, bound: Duration) -> Result<(), MallocError> {
         *self.root.lock().expect("root lock") = Some(root);
         let deadline = Instant::now() + bound;
+        let mut scanned: HashMap<String, Option<(&'static str, &'static str)>> = HashMap::new();
         loop {
             let counted = self.with_pages(|pages| {
                 for (pid, region) in pages {
@@ -183,7 +198,10 @@ impl MallocHeap {
                     if region.header.flags.load(std::sync::atomic::Ordering::Acquire) & FLAG_MALLOC_ELSEWHERE != 0 {
                         return Err(MallocError::MallocElsewhere { pid: *pid, exe });
                     }
-                    if let Some((symbol, allocator)) = foreign_allocator(Path::new(&exe)) {
+                    let foreign = *scanned
+                        .entry(exe.clone())
+                        .or_insert_with(|| foreign_allocator(Path::new(&exe)));
+                    if let Some((symbol, allocator)) = foreign {
                         return Err(MallocError::OwnAllocator {
                             pid: *pid,
                             exe,
@@ -195,7 +213,7 @@ impl MallocHeap {
                 Ok(pages.iter().any(|(_, r)| r.live_blocks() > 0))
             })?;
             if counted {
-                return Ok(());
+                return self.listeners_counted(root, port);
             }
             if Instant::now() >= deadline {
                 let others = procfs::descendants(root).len();
@@ -209,6 +227,27 @@ impl MallocHeap {
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every process of the tree that listens on `port` has a page of its own.
+    fn listeners_counted(&self, root: u32, port: u16) -> Result<(), MallocError> {
+        let tree: Vec<u32> = std::iter::once(root)
+            .chain(procfs::descendants(root).into_iter().map(|i| i.pid))
+            .take(MAX_PROCESSES)
+            .collect();
+        let counted: Vec<u32> = self.with_pages(|pages| pages.iter().map(|(pid, _)| *pid).collect());
+        match procfs::listening(&tree, port)
+            .into_iter()
+            .find(|pid| !counted.contains(pid))
+        {
+            Some(pid) => Err(MallocError::ListenerNotLoaded {
+                pid,
+                exe: std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map_or_else(|_| "?".into(), |p| p.display().to_string()),
+                port,
+            }),
+            None => Ok(()),
         }
     }
 

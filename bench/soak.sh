@@ -25,6 +25,7 @@
 # wrong. leakrun's own verdicts and exit code are printed, not judged here.
 #
 # Usage: bench/soak.sh [DURATION] [BACKEND ...]   (default: 60m memory redis-lists)
+#        bench/soak.sh --report DIR                (the figures again from an earlier soak's folder)
 #   DURATION: 90s, 3m, 60m, 1h. Environment: ITERATION (sending time per iteration, default 60s
 #   from 20m up, else 30s), OVERHEAD (seconds an iteration takes beyond sending: drain, settle,
 #   analysis; default 2), OUT (results folder, default results/soak/<time>).
@@ -42,6 +43,13 @@ seconds() {
   esac
 }
 
+report_only=
+if [ "${1:-}" = --report ]; then
+  [ -d "${2:-}" ] || { echo "error: --report DIR: valid: a folder an earlier soak wrote (results/soak/<time>)" >&2; exit 2; }
+  report_only=$2
+  shift 2
+  set -- 1s $(cd "$report_only" && for d in */; do echo "${d%/}"; done)
+fi
 duration=${1:-60m}
 [ $# -gt 0 ] && shift
 backends=("$@")
@@ -76,6 +84,11 @@ if [ -f .env ] && grep -Eq '^[[:space:]]*(export[[:space:]]+)?(REDIS_URL|AMQP_UR
 fi
 
 out=${OUT:-results/soak/$(date +%Y%m%d-%H%M%S)}
+codes=()
+if [ -n "$report_only" ]; then
+  out=$report_only
+  for b in "${backends[@]}"; do codes+=(-1); done
+else
 mkdir -p "$out"
 cargo build --release --quiet
 binary=target/release/leakrun
@@ -98,7 +111,6 @@ for b in "${backends[@]}"; do
     --out "$out/$b" --no-progress >"$out/$b.log" 2>&1 &
   pids+=($!)
 done
-codes=()
 for pid in "${pids[@]}"; do
   code=0
   wait "$pid" || code=$?
@@ -106,6 +118,7 @@ for pid in "${pids[@]}"; do
 done
 trap - INT TERM
 echo "finished $(date -u +%FT%TZ)"
+fi
 
 args=()
 for i in "${!backends[@]}"; do
@@ -119,7 +132,7 @@ argv = sys.argv[1:]
 worst = 0
 for i in range(0, len(argv), 4):
     backend, code, path, log = argv[i], int(argv[i + 1]), argv[i + 2], argv[i + 3]
-    print(f"\n== {backend}: leakrun exit {code}, log {log}")
+    print(f"\n== {backend}: leakrun exit {code if code >= 0 else 'not known (--report)'}, log {log}")
     if not os.path.exists(path):
         print(f"   no result at {path}")
         worst = max(worst, 2)
@@ -213,16 +226,33 @@ for i in range(0, len(argv), 4):
         tail = [(t, b) for t, b in samples if t >= warm]
         mib = lambda b: b / 2**20
         at_warm = tail[0][1]
-        n = len(tail)
-        mt = sum(t for t, _ in tail) / n
-        mb = sum(b for _, b in tail) / n
-        var = sum((t - mt) ** 2 for t, _ in tail)
-        slope = sum((t - mt) * (b - mb) for t, b in tail) / var * 60 if var else 0.0
+        def slope_of(points):  # least squares, bytes per minute
+            n = len(points)
+            mt = sum(t for t, _ in points) / n
+            mb = sum(b for _, b in points) / n
+            var = sum((t - mt) ** 2 for t, _ in points)
+            return sum((t - mt) * (b - mb) for t, b in points) / var * 60 if var else 0.0
+        slope = slope_of(tail)
+        half = (warm + last_t) / 2
+        early, late = [p for p in tail if p[0] < half], [p for p in tail if p[0] >= half]
         print(f"   leakrun RSS ({len(samples)} samples, stride {r['timeline']['stride']}): start {mib(samples[0][1]):.1f} MiB, "
               f"max in the first {warm / 60:.1f} min {mib(max(head)):.1f} MiB, at {warm / 60:.1f} min {mib(at_warm):.1f} MiB, "
               f"end {mib(samples[-1][1]):.1f} MiB; after {warm / 60:.1f} min min {mib(min(b for _, b in tail)):.1f} "
               f"max {mib(max(b for _, b in tail)):.1f} MiB, slope {slope / 1024:+.1f} KiB/min "
               f"({slope * (last_t - warm) / 60 / 2**20:+.2f} MiB over the {(last_t - warm) / 60:.1f} min)")
+        if len(early) >= 2 and len(late) >= 2:
+            print(f"   leakrun RSS slope {warm / 60:.1f}-{half / 60:.1f} min {slope_of(early) / 1024:+.1f} KiB/min, "
+                  f"{half / 60:.1f}-{last_t / 60:.1f} min {slope_of(late) / 1024:+.1f} KiB/min")
+        # What of it is live heap: the embedded server's and leakrun's own clients' and observers'.
+        for key, what in (("heap_bytes", "server heap"), ("harness_heap_bytes", "clients' and observers' heap")):
+            hs = [(s["at_s"], s[key]) for s in r["timeline"]["samples"] if s.get(key) is not None]
+            late = [(t, b) for t, b in hs if t >= warm]
+            if hs and late:
+                print(f"   {what}: start {mib(hs[0][1]):.2f} MiB, at {warm / 60:.1f} min {mib(late[0][1]):.2f} MiB, "
+                      f"end {mib(hs[-1][1]):.2f} MiB")
+        cpu = [s["leakrun_cpu"] for s in r["timeline"]["samples"] if s.get("leakrun_cpu") is not None]
+        if cpu:
+            print(f"   leakrun CPU: mean {sum(cpu) / len(cpu):.3f} cores, max sample {max(cpu):.3f}")
     else:
         print("   leakrun RSS: too few samples")
     if bad:

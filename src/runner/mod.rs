@@ -341,14 +341,7 @@ async fn run_on(
     let failure = failure.or_else(|| sampler.failure());
     result.timeline = sampler.finish().await;
     // Allocation sites are named once, now that no sample measures leakrun's memory any more.
-    let mut site_lists: Vec<&mut Vec<crate::observe::sites::SiteGrowth>> =
-        tallies.memory.iter_mut().filter_map(|m| m.sites.as_mut()).collect();
-    site_lists.extend(
-        result
-            .iterations
-            .iter_mut()
-            .filter_map(|i| i.heap_probe.as_mut().map(|r| &mut r.sites)),
-    );
+    let site_lists = tallies.site_lists(result);
     if !site_lists.is_empty() {
         stage.target.name_sites(site_lists);
     }

@@ -41,6 +41,20 @@ impl Tallies {
         }
     }
 
+    /// Every list of allocation sites the judged memory and the result's iterations hold, for
+    /// naming them once at the end.
+    pub fn site_lists<'a>(
+        &'a mut self,
+        result: &'a mut RunResult,
+    ) -> Vec<&'a mut Vec<crate::observe::sites::SiteGrowth>> {
+        let judged = self.memory.iter_mut().filter_map(|m| m.sites.as_mut());
+        let reported = result
+            .iterations
+            .iter_mut()
+            .filter_map(|i| i.heap_probe.as_mut().map(|r| &mut r.sites));
+        judged.chain(reported).collect()
+    }
+
     /// Adds one iteration's outcome; its figures go into the result.
     pub fn add(&mut self, outcome: iteration::Outcome, connections_closed: u64, result: &mut RunResult) {
         // An interrupted iteration is reported, not judged: what was in flight when the signal

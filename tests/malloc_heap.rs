@@ -5,12 +5,14 @@
 //! allocator, under the preloaded library): its unbounded cache is the positive control (every
 //! 10,000-byte PUT stays), the bounded one the negative. Two C servers built here show the
 //! servers the library cannot see: a statically linked one, one that links its own `malloc`, and
-//! one that allocates through a prefixed jemalloc.
+//! one that allocates through a prefixed jemalloc. A SIGKILLed leakrun leaves neither the server
+//! nor its shared-memory pages behind.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -232,4 +234,64 @@ duration = "1s"
     assert_eq!(last["heap_processes"], 2, "{}\n{last}", describe(&output));
     let bytes = last["heap_bytes"].as_i64().unwrap();
     assert!(bytes > 8 << 20, "the child's 8 MiB are in the sum: {bytes}");
+}
+
+/// The folder holding `<pid>.page`, among the library's folders in /dev/shm and the temp folder.
+fn page_folder_of(pid: u32) -> Option<PathBuf> {
+    [PathBuf::from("/dev/shm"), std::env::temp_dir()]
+        .iter()
+        .filter_map(|root| std::fs::read_dir(root).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("leakrun-malloc-"))
+        })
+        .find(|folder| folder.join(format!("{pid}.page")).exists())
+}
+
+#[test]
+fn a_sigkilled_run_leaves_neither_the_server_nor_its_heap_pages() {
+    let dir = scratch();
+    let path = scenario(
+        dir.path(),
+        "killed_malloc",
+        &serve_scenario("killed_malloc", "unbounded", true),
+    );
+    let mut child = spawn_run(&path, dir.path(), |_| {});
+    let root = child.id();
+    // The server (`leakrun serve`, below the run) and its page.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (server, folder) = loop {
+        let found = leakrun::process::procfs::descendants(root)
+            .into_iter()
+            .find_map(|p| page_folder_of(p.pid).map(|folder| (p, folder)));
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server with a heap page started below leakrun (pid {root})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Command::new("kill")
+        .args(["-KILL", &root.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (server.is_alive() || folder.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !server.is_alive(),
+        "the server (pid {}) outlived a SIGKILLed leakrun",
+        server.pid
+    );
+    assert!(!folder.exists(), "{} outlived a SIGKILLed leakrun", folder.display());
 }

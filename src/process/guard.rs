@@ -3,8 +3,10 @@
 //! kill, a crash — when no destructor and no signal handler of leakrun's runs.
 //!
 //! It holds the read end of a pipe only leakrun writes to. `add <id>` lines name more targets (a
-//! helper's pid); `done` means leakrun stopped everything itself; end of input means leakrun is
-//! gone: SIGTERM to every target, SIGKILL after the grace period. The guard sits in a process
+//! helper's pid); `remove <path>` lines name folders made for the child (the preloaded heap's
+//! shared-memory pages); `done` means leakrun stopped everything itself; end of input means
+//! leakrun is gone: SIGTERM to every target, SIGKILL after the grace period, then the folders
+//! are removed. The guard sits in a process
 //! group of its own, so a Ctrl-C at the terminal does not end it before leakrun has stopped.
 
 use std::io::Write as _;
@@ -19,6 +21,8 @@ while IFS= read -r line; do
   case "$line" in
     done) exit 0 ;;
     "add "*) targets="$targets ${line#add }" ;;
+    "remove "*) folders="$folders
+${line#remove }" ;;
   esac
 done
 alive() { for t in $targets; do kill -0 "$t" 2>/dev/null && return 0; done; return 1; }
@@ -26,6 +30,7 @@ alive() { for t in $targets; do kill -0 "$t" 2>/dev/null && return 0; done; retu
 i=0
 while [ "$i" -lt "$2" ] && alive; do sleep 0.1; i=$((i+1)); done
 for t in $targets; do kill -KILL "$t" 2>/dev/null; done
+printf '%s\n' "$folders" | while IFS= read -r f; do [ -n "$f" ] && rm -rf -- "$f"; done
 exit 0"#;
 
 /// A running guard for one child's group.
@@ -64,6 +69,18 @@ impl Guard {
     pub fn add(&mut self, pid: u32) {
         if let Some(stdin) = self.stdin.as_mut() {
             let _ = writeln!(stdin, "add {pid}");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Has the guard remove folder `path` once it has stopped the child, if leakrun is gone by
+    /// then (leakrun removes it itself otherwise). Only an absolute path on one line is passed.
+    pub fn remove_if_abandoned(&mut self, path: &std::path::Path) {
+        let Some(text) = path.to_str().filter(|t| path.is_absolute() && !t.contains('\n')) else {
+            return;
+        };
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "remove {text}");
             let _ = stdin.flush();
         }
     }

@@ -230,6 +230,14 @@ impl ChildProcess {
         self.watch().exited()
     }
 
+    /// Has the child's guard remove folder `path` (made for the child) if leakrun dies without
+    /// stopping it; a child without a guard leaves it to leakrun.
+    pub fn remove_if_abandoned(&mut self, path: &std::path::Path) {
+        if let Some(guard) = self.guard.as_mut() {
+            guard.remove_if_abandoned(path);
+        }
+    }
+
     /// Takes on every descendant the child has started outside its own process group (an
     /// Erlang VM's port helpers): registered, guarded and stopped with it.
     pub fn adopt_helpers(&mut self) {

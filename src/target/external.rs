@@ -215,7 +215,10 @@ impl External {
                     heap: heap.as_ref(),
                     service,
                 };
-                let process = spawn(command, &log, &extra).map_err(not_installed)?;
+                let mut process = spawn(command, &log, &extra).map_err(not_installed)?;
+                if let Some(folder) = heap.as_ref().and_then(HeapProbeHandle::folder) {
+                    process.remove_if_abandoned(folder);
+                }
                 let check = Check::new(&command.ready, addr);
                 let pid = process.pid();
                 let process = wait_ready(process, &check, command.ready_timeout, cancel).await?;

@@ -58,6 +58,15 @@ impl HeapProbeHandle {
         }
     }
 
+    /// A folder made for the server's processes, which must not outlive the run (the preloaded
+    /// heap's shared-memory pages).
+    pub fn folder(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Python(_) => None,
+            Self::Malloc(heap) => Some(heap.folder()),
+        }
+    }
+
     /// Waits, at most `bound` after readiness, until the probe sees the server `pid`, which
     /// serves on `port`.
     pub async fn wait_ready(&self, pid: u32, port: u16, bound: Duration) -> Result<(), HeapProbeError> {

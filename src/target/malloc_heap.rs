@@ -161,6 +161,11 @@ impl MallocHeap {
         })
     }
 
+    /// The folder the pages are published in (removed when the probe is dropped).
+    pub fn folder(&self) -> &Path {
+        self.folder.path()
+    }
+
     /// The variables the server's command gets: the library first on `LD_PRELOAD` (before
     /// `existing`), the pages' folder, the sampling rate, and `PYTHONMALLOC=malloc` unless the
     /// command sets it (CPython's own small-object allocator bypasses malloc).

@@ -2,12 +2,16 @@
 //! it preloads into a server): the live samples of each process, grouped by call stack, compared
 //! with the last report.
 //!
-//! Reports carry raw stacks (return addresses of one process) while the run goes on; the names
-//! come once, at the end, from [`SampledSites::name`]: loading a binary's debug info takes tens
-//! of megabytes, which under way would read as the server's resident memory growing.
+//! Reports carry raw stacks while the run goes on; the names come once, at the end, from
+//! [`SampledSites::name`]: loading a binary's debug info takes tens of megabytes, which under way
+//! would read as the server's resident memory growing. A raw stack is kept once, in a table of
+//! the stacks seen, and a report names it by its index there: each iteration's report holds a
+//! few bytes per stack, not 40 return addresses spelled out (which grew leakrun's own heap by
+//! about 140 KiB an iteration in a soak).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use leakrun_heap_sampler::Region;
 
@@ -16,8 +20,15 @@ use super::symbols::{self, Mapping, Symbolizer};
 
 /// How a raw stack's site reads until it is named: `stack of pid <pid>`.
 const RAW_SITE: &str = "stack of pid ";
+/// How a raw stack's traceback reads until it is named: its index in the table, `#<index>`.
+const RAW_STACK: &str = "#";
 /// Most raw stacks one report keeps (largest change first).
 const MAX_RAW_STACKS: usize = 2000;
+/// Most distinct stacks a run keeps; the samples of stacks first seen after that are summed
+/// under one entry per process, [`OTHER_STACKS`].
+const MAX_STACKS: usize = 50_000;
+/// The table index of the stacks not kept.
+const OTHER_STACKS: u32 = u32::MAX;
 
 /// One process's sampled region, as a report reads it.
 pub struct Sampled<'a> {
@@ -29,12 +40,18 @@ pub struct Sampled<'a> {
     pub exe: PathBuf,
 }
 
-/// Estimated live bytes and blocks per (process, stack).
-type StackTotals = HashMap<(u32, Vec<u64>), (i64, i64)>;
+/// One process's call stack.
+type Stack = (u32, Arc<[u64]>);
 
-/// The state between reports: the last estimate per stack, and each process's mappings.
+/// Estimated live bytes and blocks per (process, stack index).
+type StackTotals = HashMap<(u32, u32), (i64, i64)>;
+
+/// The state between reports: the stacks seen, the last estimate per stack, and each process's
+/// mappings.
 #[derive(Default)]
 pub struct SampledSites {
+    stacks: Vec<Stack>,
+    index: HashMap<Stack, u32>,
     previous: Option<StackTotals>,
     processes: HashMap<u32, (Vec<Mapping>, PathBuf)>,
 }
@@ -43,6 +60,22 @@ impl SampledSites {
     /// Nothing reported yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The index of `frames` of process `pid` in the table, added when it is new (or
+    /// [`OTHER_STACKS`] once the table is full).
+    fn intern(&mut self, pid: u32, frames: Vec<u64>) -> u32 {
+        let key: Stack = (pid, frames.into());
+        if let Some(at) = self.index.get(&key) {
+            return *at;
+        }
+        if self.stacks.len() >= MAX_STACKS {
+            return OTHER_STACKS;
+        }
+        let at = self.stacks.len() as u32;
+        self.stacks.push(key.clone());
+        self.index.insert(key, at);
+        at
     }
 
     /// The stacks whose estimated live bytes changed since the last call, largest growth first
@@ -56,7 +89,8 @@ impl SampledSites {
                 self.processes.insert(process.pid, (maps, process.exe.clone()));
             }
             for sample in process.region.live() {
-                let entry = totals.entry((process.pid, sample.frames)).or_default();
+                let stack = self.intern(process.pid, sample.frames);
+                let entry = totals.entry((process.pid, stack)).or_default();
                 entry.0 = entry.0.saturating_add(sample.weight as i64);
                 entry.1 += (sample.weight / sample.size.max(1)).max(1) as i64;
             }
@@ -75,9 +109,9 @@ impl SampledSites {
                     .map(|(key, b)| (key, (0, 0), *b)),
             )
             .filter(|(_, n, b)| n.0 != b.0)
-            .map(|((pid, frames), n, b)| SiteGrowth {
+            .map(|((pid, stack), n, b)| SiteGrowth {
                 site: format!("{RAW_SITE}{pid}"),
-                traceback: frames.iter().map(|pc| format!("{pc:#x}")).collect(),
+                traceback: vec![format!("{RAW_STACK}{stack}")],
                 bytes: n.0 - b.0,
                 blocks: n.1 - b.1,
             })
@@ -127,17 +161,96 @@ impl SampledSites {
 
     /// The name of one raw stack; a site that is not raw keeps its own.
     fn describe(&self, symbolizer: &mut Symbolizer, site: &str, traceback: &[String]) -> (String, Vec<String>) {
-        let pid = site.strip_prefix(RAW_SITE).and_then(|p| p.parse::<u32>().ok());
-        let Some((maps, exe)) = pid.and_then(|pid| self.processes.get(&pid)) else {
+        let Some(pid) = site.strip_prefix(RAW_SITE).and_then(|p| p.parse::<u32>().ok()) else {
             return (site.to_string(), traceback.to_vec());
         };
-        let frames: Vec<symbols::Frame> = traceback
+        let stack = match traceback {
+            [only] => only.strip_prefix(RAW_STACK).and_then(|i| i.parse::<u32>().ok()),
+            _ => None,
+        };
+        if stack == Some(OTHER_STACKS) {
+            let site = format!("stacks of pid {pid} first seen after the first {MAX_STACKS}");
+            return (site, Vec::new());
+        }
+        let Some((_, pcs)) = stack.and_then(|i| self.stacks.get(i as usize)) else {
+            return (site.to_string(), traceback.to_vec());
+        };
+        let raw = || pcs.iter().map(|pc| format!("{pc:#x}")).collect::<Vec<_>>();
+        let Some((maps, exe)) = self.processes.get(&pid) else {
+            return (site.to_string(), raw());
+        };
+        let frames: Vec<symbols::Frame> = pcs
             .iter()
-            .filter_map(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok())
             .enumerate()
-            .flat_map(|(i, pc)| symbolizer.frames(maps, pc, i > 0))
+            .flat_map(|(i, pc)| symbolizer.frames(maps, *pc, i > 0))
             .collect();
         let described = symbols::describe(&frames, exe);
         (described.site, described.traceback)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region() -> Box<Region> {
+        let layout = std::alloc::Layout::new::<Region>();
+        // SAFETY: zeroed memory is a valid region of atomics; the layout is the region's own.
+        unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut Region) }
+    }
+
+    #[test]
+    fn a_report_names_its_stacks_by_index_and_naming_restores_them() {
+        let r = region();
+        r.set_mean(1024);
+        let stack = |f: &mut [u64; leakrun_heap_sampler::DEPTH]| {
+            f[0] = 0x1111;
+            f[1] = 0x2222;
+            2
+        };
+        assert!(r.record(0x10_0000, 4096, stack));
+        // No such process: no mappings, so the stack is named by its addresses.
+        let process = || Sampled {
+            pid: u32::MAX - 1,
+            region: &r,
+            exe: PathBuf::from("/nonexistent"),
+        };
+        let mut sites = SampledSites::new();
+        assert!(
+            sites.report(&[process()]).is_empty(),
+            "the first report is the baseline"
+        );
+        assert!(r.record(0x20_0000, 4096, stack));
+        assert!(r.record(0x30_0000, 64, |f| {
+            f[0] = 0x3333;
+            1
+        }));
+        let mut report = sites.report(&[process()]);
+        assert_eq!(report.len(), 2, "{report:?}");
+        assert_eq!(sites.stacks.len(), 2, "each stack is kept once");
+        let grown = report.iter().find(|s| s.bytes >= 4096).expect("the 4 KiB stack grew");
+        assert_eq!(grown.site, format!("stack of pid {}", u32::MAX - 1));
+        assert_eq!(grown.traceback, vec!["#0".to_string()]);
+        sites.name(vec![&mut report], 10);
+        let tracebacks: Vec<&Vec<String>> = report.iter().map(|s| &s.traceback).collect();
+        assert!(
+            tracebacks.contains(&&vec!["0x1111".to_string(), "0x2222".to_string()]),
+            "{report:?}"
+        );
+        assert!(tracebacks.contains(&&vec!["0x3333".to_string()]), "{report:?}");
+    }
+
+    #[test]
+    fn stacks_past_the_table_are_summed_under_one_entry() {
+        let mut sites = SampledSites::new();
+        for i in 0..MAX_STACKS as u64 {
+            assert_eq!(sites.intern(7, vec![i]), i as u32);
+        }
+        assert_eq!(sites.intern(7, vec![0]), 0, "a known stack keeps its index");
+        assert_eq!(sites.intern(7, vec![u64::MAX]), OTHER_STACKS);
+        let mut symbolizer = Symbolizer::new();
+        let (site, traceback) = sites.describe(&mut symbolizer, "stack of pid 7", &[format!("#{OTHER_STACKS}")]);
+        assert!(site.contains("first seen after the first 50000"), "{site}");
+        assert!(traceback.is_empty());
     }
 }

@@ -5,7 +5,8 @@
 # Prints, for the build of BEFORE (default: main, built from `git archive` into a target folder
 # of its own) and for this tree, side by side in one run: memory per
 # connection (peak RSS of the process over connections: server and clients together), connect
-# p99, deliveries per second (offered and delivered), delivery p99 over all deliveries and in the
+# p99, deliveries per second (over send and drain time, and steady_del/s: the median 100 ms window
+# once every sender sends), delivery p99 over all deliveries and in the
 # worst room (room_p99, what the latency verdict judges), messages sent, lost, and the
 # CPU seconds the process used, and those CPU seconds per delivery received (cpu_us/del: where
 # both cores are saturated, this is what bounds the rate).
@@ -81,7 +82,7 @@ cp target/release/leakrun "$work/leakrun-after"
 
 echo "before: $before ($before_rev); load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "c10k: $connections connections, $rooms rooms x ($listeners listeners + $senders senders at $rate/s), $duration, offered $(( rooms * senders * per_room ))x$rate deliveries/s"
-printf '%-8s %12s %10s %14s %14s %12s %10s %10s %8s %8s %8s %10s\n' build KiB/conn peak_MiB connect_p99 deliveries/s delivery_p99 room_p99 sent lost dropped cpu_s cpu_us/del
+printf '%-8s %12s %10s %14s %14s %14s %12s %10s %10s %8s %8s %8s %10s\n' build KiB/conn peak_MiB connect_p99 deliveries/s steady_del/s delivery_p99 room_p99 sent lost dropped cpu_s cpu_us/del
 for ((run = 0; run < runs; run++)); do
 for build in before after; do
   rm -f "$work/c10k.json"
@@ -97,9 +98,15 @@ t = it["totals"]
 connect = r["verdicts"]["latency"]["connect"]["p99_us"] / 1000 if r.get("verdicts") else float("nan")
 dropped = (it.get("server_after") or {}).get("layer", {}).get("dropped_full", 0)
 rooms = (r.get("verdicts") or {}).get("latency", {}).get("delivery") or []
+# The delivered rate once every sender sends: the median 100 ms window of receipt between the
+# last first send (plus a second) and the end of the send phase.
+start = it["started_s"] + it["first_sends"]["span_ms"] / 1000 + 1
+end = it["started_s"] + it["send_s"]
+rates = sorted(w["count"] / w["width_s"] for w in r.get("delivery_timeline", []) if start <= w["at_s"] and w["at_s"] + w["width_s"] <= end)
+steady = rates[len(rates) // 2] if rates else float("nan")
 worst_room = max((room["delivery"]["p99_us"] for room in rooms), default=float("nan")) / 1000
 print(f'{sys.argv[3]:<8} {rss_kib / int(sys.argv[4]):>12.1f} {rss_kib / 1024:>10.0f} {connect:>12.1f}ms '
-      f'{it["deliveries_per_s"]:>14,.0f} {it["delivery"]["p99_us"] / 1000:>10.1f}ms {worst_room:>10.1f}ms {t["sent"]:>8,} '
+      f'{it["deliveries_per_s"]:>14,.0f} {steady:>14,.0f} {it["delivery"]["p99_us"] / 1000:>10.1f}ms {worst_room:>10.1f}ms {t["sent"]:>8,} '
       f'{t["gaps"] + t["tail_loss"]:>8,} {dropped:>8,} {cpu:>8.1f} {cpu * 1e6 / max(t["received"], 1):>10.1f}')
 PY
 done

@@ -193,15 +193,9 @@ impl SampledSites {
 mod tests {
     use super::*;
 
-    fn region() -> Box<Region> {
-        let layout = std::alloc::Layout::new::<Region>();
-        // SAFETY: zeroed memory is a valid region of atomics; the layout is the region's own.
-        unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut Region) }
-    }
-
     #[test]
     fn a_report_names_its_stacks_by_index_and_naming_restores_them() {
-        let r = region();
+        let r = Region::boxed();
         r.set_mean(1024);
         let stack = |f: &mut [u64; leakrun_heap_sampler::DEPTH]| {
             f[0] = 0x1111;

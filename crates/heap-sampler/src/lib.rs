@@ -186,6 +186,21 @@ impl Region {
         }
     }
 
+    /// An empty region on the heap (it is too large for a thread's stack), for a reader of
+    /// its own or a test.
+    pub fn boxed() -> Box<Region> {
+        let layout = std::alloc::Layout::new::<Region>();
+        // SAFETY: zeroed memory is a valid region of atomics (the state `Region::new` gives);
+        // the layout is the region's own, and a null allocation is reported, not used.
+        unsafe {
+            let memory = std::alloc::alloc_zeroed(layout) as *mut Region;
+            if memory.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(memory)
+        }
+    }
+
     /// Views zeroed or previously written shared memory as a region.
     ///
     /// # Safety
@@ -540,10 +555,7 @@ mod tests {
     use super::*;
 
     fn region() -> Box<Region> {
-        // A region is too large for the test thread's stack.
-        let layout = std::alloc::Layout::new::<Region>();
-        // SAFETY: zeroed memory is a valid region of atomics; the layout is the region's own.
-        unsafe { Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut Region) }
+        Region::boxed()
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! Reports carry raw stacks while the run goes on; the names come once, at the end, from
 //! [`SampledSites::name`]: loading a binary's debug info takes tens of megabytes, which under way
 //! would read as the server's resident memory growing. A raw stack is kept once, in a table of
-//! the stacks seen, and a report names it by its index there: each iteration's report holds a
-//! few bytes per stack, not 40 return addresses spelled out (which grew leakrun's own heap by
-//! about 140 KiB an iteration in a soak).
+//! the stacks seen, and a report names it by its index there: each iteration's report (kept
+//! until the end, for naming) holds a few bytes per changed stack, not up to 40 return addresses
+//! spelled out in hex.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -99,8 +99,9 @@ connect = r["verdicts"]["latency"]["connect"]["p99_us"] / 1000 if r.get("verdict
 dropped = (it.get("server_after") or {}).get("layer", {}).get("dropped_full", 0)
 rooms = (r.get("verdicts") or {}).get("latency", {}).get("delivery") or []
 # The delivered rate once every sender sends: the median 100 ms window of receipt between the
-# last first send (plus a second) and the end of the send phase.
-start = it["started_s"] + it["first_sends"]["span_ms"] / 1000 + 1
+# last first send (plus a second) and the end of the send phase (a build that does not report its
+# first sends: from a second after the send phase began).
+start = it["started_s"] + (it.get("first_sends") or {}).get("span_ms", 0) / 1000 + 1
 end = it["started_s"] + it["send_s"]
 rates = sorted(w["count"] / w["width_s"] for w in r.get("delivery_timeline", []) if start <= w["at_s"] and w["at_s"] + w["width_s"] <= end)
 steady = rates[len(rates) // 2] if rates else float("nan")

@@ -6,8 +6,8 @@
 //! helper's pid); `remove <path>` lines name folders made for the child (the preloaded heap's
 //! shared-memory pages); `done` means leakrun stopped everything itself; end of input means
 //! leakrun is gone: SIGTERM to every target, SIGKILL after the grace period, then the folders
-//! are removed. The guard sits in a process
-//! group of its own, so a Ctrl-C at the terminal does not end it before leakrun has stopped.
+//! are removed. The guard sits in a process group of its own, so a Ctrl-C at the terminal does
+//! not end it before leakrun has stopped.
 
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;

@@ -566,7 +566,8 @@ fn judge_retention(
     let heap_rise = (total_heap(last) - total_heap(before)) as f64;
     let kept = rss_rise - heap_rise.max(0.0);
     let heap_flat = heap.class != SeriesClass::Leak;
-    let rising = rss.slope_per_iteration.is_some_and(|s| s > limits.rss_growth as f64);
+    let rising = rss.slope_per_iteration.is_some_and(|s| s > limits.rss_growth as f64)
+        && steep_steps(&rss, iterations, limits.rss_growth as f64) * 2 >= rss.rising_steps[1];
     if heap_flat && (kept > limits.retention as f64 || rising) {
         rss.class = SeriesClass::Retention;
         rss.evidence = format!(
@@ -585,6 +586,18 @@ fn judge_retention(
         );
     }
     rss
+}
+
+/// How many steps between judged iterations rose by more than `limit`: a slope made by one step
+/// of a few MiB (an allocator taking a new region once) is not memory still rising.
+fn steep_steps(series: &SeriesVerdict, iterations: &[IterationMemory], limit: f64) -> u32 {
+    let judged: Vec<f64> = iterations
+        .iter()
+        .zip(&series.after)
+        .filter(|(i, _)| !i.warmup)
+        .filter_map(|(_, v)| *v)
+        .collect();
+    judged.windows(2).filter(|w| w[1] - w[0] > limit).count() as u32
 }
 
 /// A series shown for reference: its trail and slope, not judged.
@@ -932,6 +945,24 @@ mod tests {
         assert_eq!(v.outcome, LeakOutcome::Retention, "{}", v.summary);
         assert!(v.met, "retention is not a leak");
         assert!(v.summary.starts_with("retention, not a leak"), "{}", v.summary);
+    }
+
+    #[test]
+    fn rss_that_steps_up_once_beside_a_flat_heap_is_not_still_rising() {
+        // Measured on a Python server under the heap probe: RSS stepped up 3.7 MiB once, at a
+        // different iteration each run, and stayed; 10 MiB above its start, under the limit.
+        let before = sample(1_000_000, 44 << 20, 0);
+        let mib = |m: f64| (m * (1 << 20) as f64) as u64;
+        let rss = [51.0, 49.4, 49.6, 53.3, 53.3, 53.4];
+        let its = run(|i| sample(1_000_100, mib(rss[i as usize]), 0), 6, 100);
+        let v = judge(&before, &its, &limits(), false);
+        assert_eq!(v.outcome, LeakOutcome::Clean, "{}", v.summary);
+        // The same rise kept up step after step is retention, still rising.
+        let steady = [51.0, 52.5, 54.0, 55.5, 57.0, 58.5];
+        let its = run(|i| sample(1_000_100, mib(steady[i as usize]), 0), 6, 100);
+        let v = judge(&before, &its, &limits(), false);
+        assert_eq!(v.outcome, LeakOutcome::Retention, "{}", v.summary);
+        assert!(v.summary.contains("still rising"), "{}", v.summary);
     }
 
     #[test]

@@ -237,7 +237,11 @@ fn the_job_commands_exist_and_take_the_flags_they_are_given() {
     );
     let mut calls = leakrun_calls(WORKFLOW, &read(WORKFLOW), &["target/debug/leakrun "]);
     calls.extend(leakrun_calls("scripts/scenarios", &scenarios, &["\"${leakrun[@]}\" "]));
-    calls.extend(leakrun_calls(".ci/run", &read(".ci/run"), &["cargo run --quiet -- "]));
+    calls.extend(leakrun_calls(
+        ".ci/run",
+        &read(".ci/run"),
+        &["cargo run --quiet -- ", "target/debug/leakrun "],
+    ));
     for from in [WORKFLOW, "scripts/scenarios", ".ci/run"] {
         assert!(calls.iter().any(|c| c.from == from), "no leakrun call found in {from}");
     }

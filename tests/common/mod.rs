@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod django;
 pub mod html;
 pub mod python_server;
 

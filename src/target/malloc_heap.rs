@@ -11,8 +11,11 @@
 //!
 //! A process whose allocations the library cannot see is found after readiness and is an error,
 //! never a clean verdict: a static binary (no page), a binary that defines `malloc` itself (the
-//! library reports it), or one that links an allocator of its own under other names (jemalloc,
-//! mimalloc, tcmalloc symbols in the executable).
+//! library reports it; the executable's symbols name the allocator when they can, `mallctl` for
+//! a statically linked jemalloc), or one that links an allocator of its own under other names
+//! (prefixed jemalloc, mimalloc, tcmalloc symbols in the executable). A server on a shared-library
+//! allocator (`libjemalloc.so.2`) is none of these: the preloaded library comes first in the
+//! lookup, forwards to it and counts every block.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -43,6 +46,15 @@ const FOREIGN_ALLOCATORS: [(&str, &str); 9] = [
     ("tc_malloc", "tcmalloc"),
     ("rpmalloc", "rpmalloc"),
     ("sn_rust_alloc", "snmalloc"),
+];
+/// Symbols that name the allocator behind a `malloc` of the executable's own (only asked once the
+/// library found the global `malloc` is not its own: unprefixed jemalloc also exports these).
+const OWN_MALLOC_ALLOCATORS: [(&str, &str); 5] = [
+    ("mallctl", "jemalloc"),
+    ("mallocx", "jemalloc"),
+    ("mi_malloc", "mimalloc"),
+    ("tc_malloc", "tcmalloc"),
+    ("rpmalloc", "rpmalloc"),
 ];
 
 /// Why the probe could not be had, or cannot see the server.
@@ -88,13 +100,16 @@ pub enum MallocError {
     },
     /// A process defines its own `malloc`.
     #[error(
-        "server.heap = \"malloc\": pid {pid} ({exe}) has an allocator of its own linked in (its `malloc` is not the preloaded one), so leakrun never sees it allocate; use heap = \"none\" (resident memory), or build it with the system allocator"
+        "server.heap = \"malloc\": pid {pid} ({exe}) has {found} linked in as its `malloc` (not the preloaded one), so leakrun never sees it allocate; use heap = \"none\" (resident memory), or build it with the system allocator"
     )]
     MallocElsewhere {
         /// The process.
         pid: u32,
         /// Its executable.
         exe: String,
+        /// What the executable's symbols say it is: `jemalloc (symbol `mallctl`)`, or `an
+        /// allocator of its own` when they say nothing.
+        found: String,
     },
     /// A process allocates through an allocator of its own under other names.
     #[error(
@@ -201,11 +216,15 @@ impl MallocHeap {
                 for (pid, region) in pages {
                     let exe = String::from_utf8_lossy(&region.exe()).into_owned();
                     if region.header.flags.load(std::sync::atomic::Ordering::Acquire) & FLAG_MALLOC_ELSEWHERE != 0 {
-                        return Err(MallocError::MallocElsewhere { pid: *pid, exe });
+                        let found = match allocator_in(Path::new(&exe), &OWN_MALLOC_ALLOCATORS) {
+                            Some((symbol, allocator)) => format!("{allocator} (symbol `{symbol}`)"),
+                            None => "an allocator of its own".into(),
+                        };
+                        return Err(MallocError::MallocElsewhere { pid: *pid, exe, found });
                     }
                     let foreign = *scanned
                         .entry(exe.clone())
-                        .or_insert_with(|| foreign_allocator(Path::new(&exe)));
+                        .or_insert_with(|| allocator_in(Path::new(&exe), &FOREIGN_ALLOCATORS));
                     if let Some((symbol, allocator)) = foreign {
                         return Err(MallocError::OwnAllocator {
                             pid: *pid,
@@ -376,8 +395,9 @@ fn locate() -> Result<PathBuf, MallocError> {
     }
 }
 
-/// The first symbol of an allocator that bypasses malloc, in the executable's symbol tables.
-fn foreign_allocator(exe: &Path) -> Option<(&'static str, &'static str)> {
+/// The first of `table`'s symbols (symbol, allocator) the executable defines, in its symbol
+/// tables.
+fn allocator_in(exe: &Path, table: &[(&'static str, &'static str)]) -> Option<(&'static str, &'static str)> {
     use object::{Object as _, ObjectSymbol as _};
     let file = std::fs::File::open(exe).ok()?;
     // SAFETY: read-only mapping, only parsed.
@@ -389,10 +409,7 @@ fn foreign_allocator(exe: &Path) -> Option<(&'static str, &'static str)> {
         .filter(|s| s.is_definition())
         .filter_map(|s| s.name().ok())
         .collect();
-    FOREIGN_ALLOCATORS
-        .iter()
-        .find(|(symbol, _)| names.contains(symbol))
-        .copied()
+    table.iter().find(|(symbol, _)| names.contains(symbol)).copied()
 }
 
 /// A sample's heap reading: the counters in the pages, summed.

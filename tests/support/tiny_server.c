@@ -4,7 +4,10 @@
  * OWN_MALLOC, which links an allocator of its own under the names malloc/free/calloc/realloc (as a
  * server statically linking jemalloc does), so the preloaded library never sees it allocate; and
  * with PREFIXED_ALLOCATOR, which allocates through `je_malloc` (jemalloc built with a prefix, as
- * Rust's jemallocator links it): malloc stays the system's, but the server's memory bypasses it. */
+ * Rust's jemallocator links it): malloc stays the system's, but the server's memory bypasses it.
+ * With PVALLOC_TOO it also takes and frees a pvalloc block per connection: jemalloc has no pvalloc,
+ * so under the shared jemalloc the preloaded library must give that block to jemalloc, whose
+ * free gets it back. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -12,6 +15,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef PVALLOC_TOO
+#include <malloc.h>
+#endif
 
 #ifdef OWN_MALLOC
 /* A bump allocator over one mapping: never frees, enough for this server's life. */
@@ -75,6 +81,9 @@ int main(int argc, char **argv) {
         if (c < 0) continue;
         char *note = ALLOCATE(64);
         if (note) strcpy(note, "seen");
+#ifdef PVALLOC_TOO
+        free(pvalloc(100));
+#endif
         close(c);
     }
 }

@@ -47,7 +47,6 @@ struct Next {
     posix_memalign: AtomicUsize,
     aligned_alloc: AtomicUsize,
     valloc: AtomicUsize,
-    pvalloc: AtomicUsize,
     usable: AtomicUsize,
 }
 
@@ -60,7 +59,6 @@ static NEXT: Next = Next {
     posix_memalign: AtomicUsize::new(0),
     aligned_alloc: AtomicUsize::new(0),
     valloc: AtomicUsize::new(0),
-    pvalloc: AtomicUsize::new(0),
     usable: AtomicUsize::new(0),
 };
 
@@ -158,7 +156,6 @@ fn resolved() -> bool {
                 NEXT.posix_memalign.store(lookup(c"posix_memalign"), Ordering::Relaxed);
                 NEXT.aligned_alloc.store(lookup(c"aligned_alloc"), Ordering::Relaxed);
                 NEXT.valloc.store(lookup(c"valloc"), Ordering::Relaxed);
-                NEXT.pvalloc.store(lookup(c"pvalloc"), Ordering::Relaxed);
                 NEXT.usable.store(
                     or(
                         lookup(c"malloc_usable_size"),
@@ -379,15 +376,20 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
     }
 }
 
-/// `pvalloc`.
+/// `pvalloc`: always through the next `memalign`, with the size rounded up to whole pages as
+/// glibc's does. An allocator that has no `pvalloc` of its own (jemalloc) would otherwise leave
+/// the next definition glibc's, and its block would later be freed by the other allocator.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    unsafe {
-        if resolved() && NEXT.pvalloc.load(Ordering::Relaxed) != 0 {
-            return counted(next!(pvalloc as MallocFn)(size));
+    let page = page_size();
+    match size.max(1).checked_next_multiple_of(page) {
+        // SAFETY: memalign takes any alignment and size; a power-of-two page is valid.
+        Some(rounded) => unsafe { memalign(page, rounded) },
+        None => {
+            // SAFETY: errno is this thread's.
+            unsafe { *libc::__errno_location() = libc::ENOMEM };
+            std::ptr::null_mut()
         }
-        let page = page_size();
-        memalign(page, size.max(1).next_multiple_of(page))
     }
 }
 

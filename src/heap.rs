@@ -71,9 +71,19 @@ static SAMPLED: Region = Region::new();
 /// The header bit of a block whose stack is in [`SAMPLED`] (beside the domain in bit 0).
 const SAMPLED_BIT: u8 = 0x80;
 
+/// Whether harness-domain allocations are sampled into [`SAMPLED`] too.
+static SAMPLE_HARNESS: AtomicBool = AtomicBool::new(false);
+
 /// Samples one server-domain allocation per `mean` bytes allocated on average (0: none).
 pub fn set_sample_mean(mean: u64) {
     SAMPLED.set_mean(mean);
+}
+
+/// Samples leakrun's own (harness-domain) allocations beside the server's, so the sites name
+/// where leakrun's own memory grows too: a switch for soaks of leakrun itself
+/// (`LEAKRUN_SAMPLE_HARNESS=1`, docs/benchmarks.md), never on in a user's run.
+pub fn set_sample_harness(on: bool) {
+    SAMPLE_HARNESS.store(on, Ordering::Relaxed);
 }
 
 /// The server domain's sampled live allocations.
@@ -129,11 +139,12 @@ impl CountingAllocator {
         }
     }
 
-    /// Samples a server-domain block when its bytes cross the next sampling point; the header
-    /// bit to set when it was kept.
+    /// Samples a server-domain block (and a harness one with [`set_sample_harness`]) when its
+    /// bytes cross the next sampling point; the header bit to set when it was kept.
     #[inline]
     fn sample(domain: u8, user: *mut u8, size: usize) -> u8 {
-        if domain != Domain::Server as u8 || !SAMPLED.should_sample(size as u64) {
+        let admitted = domain == Domain::Server as u8 || SAMPLE_HARNESS.load(Ordering::Relaxed);
+        if !admitted || !SAMPLED.should_sample(size as u64) {
             return 0;
         }
         let kept = SAMPLED.record(user as usize, size as u64, |frames| {

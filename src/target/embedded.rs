@@ -70,6 +70,7 @@ impl Embedded {
         }
         let sampling = spec.heap_sample > 0 && heap::figures().is_some();
         heap::set_sample_mean(if sampling { spec.heap_sample } else { 0 });
+        heap::set_sample_harness(sampling && std::env::var_os("LEAKRUN_SAMPLE_HARNESS").is_some_and(|v| v == "1"));
         Ok(Self {
             servers,
             backend,

@@ -7,7 +7,8 @@
 # connection (peak RSS of the process over connections: server and clients together), connect
 # p99, deliveries per second (over send and drain time, and steady_del/s: the median 100 ms window
 # once every sender sends), delivery p99 over all deliveries and in the
-# worst room (room_p99, what the latency verdict judges), messages sent, lost, and the
+# worst room (room_p99, what the latency verdict judges; a second line places its tail: its
+# senders' send lag and its 100 ms windows over 100 ms), messages sent, lost, and the
 # CPU seconds the process used, and those CPU seconds per delivery received (cpu_us/del: where
 # both cores are saturated, this is what bounds the rate).
 #
@@ -109,6 +110,17 @@ worst_room = max((room["delivery"]["p99_us"] for room in rooms), default=float("
 print(f'{sys.argv[3]:<8} {rss_kib / int(sys.argv[4]):>12.1f} {rss_kib / 1024:>10.0f} {connect:>12.1f}ms '
       f'{it["deliveries_per_s"]:>14,.0f} {steady:>14,.0f} {it["delivery"]["p99_us"] / 1000:>10.1f}ms {worst_room:>10.1f}ms {t["sent"]:>8,} '
       f'{t["gaps"] + t["tail_loss"]:>8,} {dropped:>8,} {cpu:>8.1f} {cpu * 1e6 / max(t["received"], 1):>10.1f}')
+# Where the worst room's tail is (builds that record send lag and windows per room): its senders'
+# own lateness (intended send time to the write), and its 100 ms windows whose p99 passed 100 ms.
+worst = max(rooms, key=lambda room: room["delivery"]["p99_us"], default=None)
+if worst is not None and "send_lag" in worst:
+    lag = worst["send_lag"]
+    windows = {t["room"]: t["windows"] for t in r.get("delivery_timeline_per_room", [])}.get(worst["room"], [])
+    slow = [w for w in windows if w["p99_us"] > 100_000]
+    where = f' (first at {slow[0]["at_s"]:.1f}s, slowest {max(w["max_us"] for w in slow) / 1000:.0f}ms)' if slow else ''
+    print(f'         worst room {worst["room"]}: p99 {worst["delivery"]["p99_us"] / 1000:.1f}ms, its senders\' send lag '
+          f'p99 {lag["p99_us"] / 1000:.1f}ms max {lag["max_us"] / 1000:.1f}ms; {len(slow)} of {len(windows)} windows '
+          f'over 100ms{where}; send lag p99 over all rooms up to {max(room["send_lag"]["p99_us"] for room in rooms) / 1000:.1f}ms')
 PY
 done
 done

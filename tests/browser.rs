@@ -1,6 +1,7 @@
 //! In a real browser: headless Chromium loads a report with no console error and draws it (the
-//! screenshot is not blank), and two pages on `/chat/{room}/` of `leakrun serve` talk to each
-//! other (a frame sent from one shows up in the other).
+//! screenshot is not blank), two pages on `/chat/{room}/` of `leakrun serve` talk to each other
+//! (a frame sent from one shows up in the other), and a page on the embedded server of a running
+//! scenario shows the run's own frames arriving.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use common::chromium::{Browser, ink};
-use common::{describe, leakrun, scratch};
+use common::{describe, free_port, interrupt, leakrun, scenario, scratch, spawn_run};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_report_loads_without_console_errors_and_draws() {
@@ -211,4 +212,56 @@ async fn two_chat_pages_on_one_room_see_each_others_frames() {
     let bad = browser.open(&format!("{}/chat/no%20spaces/", server.url)).await;
     let text = browser.eval(&bad, "document.body.textContent").await;
     assert!(text.as_str().is_some_and(|t| t.contains("invalid room name")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_page_on_the_embedded_server_shows_the_runs_frames() {
+    let dir = scratch();
+    let port = free_port();
+    let target = scenario(
+        dir.path(),
+        "chat_page_run",
+        &format!(
+            r#"name = "chat_page_run"
+[server]
+port = {port}
+[[rooms]]
+name = "lobby"
+  [[rooms.clients]]
+  pattern = "steady"
+  count = 2
+  rate = 20
+[run]
+duration = "60s"
+iterations = 1
+"#
+        ),
+    );
+    let out = dir.path().join("results");
+    let run = spawn_run(&target, &out, |_| {});
+    let address = format!("127.0.0.1:{port}");
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&address).is_ok()
+    });
+    assert!(up, "the embedded server never listened on {address}");
+    let mut browser = Browser::start().await;
+    let tab = browser.open(&format!("http://{address}/chat/lobby/")).await;
+    assert!(
+        browser.until(&tab, "document.body.dataset.state === 'open'", 100).await,
+        "the chat page never joined the run's room"
+    );
+    // The run's clients send envelopes (`lr2|sender|seq|...`) into the room; the page shows them.
+    let arrived = "Array.from(document.querySelectorAll('#log .message')).filter(m => m.textContent.includes('lr2|')).length >= 3";
+    let seen = browser.until(&tab, arrived, 100).await;
+    let errors = browser.errors(&tab);
+    interrupt(&run);
+    let output = run.wait_with_output().expect("the run ends");
+    assert!(
+        seen,
+        "the run's frames never showed on the page; run: {}",
+        describe(&output)
+    );
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    assert_eq!(output.status.code(), Some(130), "interrupted: {}", describe(&output));
 }

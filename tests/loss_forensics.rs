@@ -18,6 +18,26 @@ fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
+/// The kept records that are lost (gap, tail loss) and how many carry each cause, after
+/// checking that every one carries one and no unconfirmed record does.
+fn record_causes(r: &serde_json::Value) -> (usize, usize, usize) {
+    let records = r["losses"]["records"].as_array().expect("records");
+    let lost: Vec<&serde_json::Value> = records.iter().filter(|l| l["kind"] != "unconfirmed").collect();
+    for record in records {
+        let cause = record["cause"].as_str();
+        if record["kind"] == "unconfirmed" {
+            assert_eq!(cause, None, "{record}");
+        } else {
+            assert!(
+                matches!(cause, Some("while_healthy" | "under_backlog")),
+                "a kept lost record carries its cause: {record}"
+            );
+        }
+    }
+    let with = |cause: &str| lost.iter().filter(|l| l["cause"] == cause).count();
+    (lost.len(), with("while_healthy"), with("under_backlog"))
+}
+
 /// Churners that send fast and drop their TCP connection while the server, 30ms per group
 /// send, is still behind on what they wrote.
 const SLOW_CHURN: &str = r#"
@@ -67,6 +87,7 @@ fn an_abrupt_senders_in_flight_frames_are_unconfirmed_not_lost() {
         .map(|l| l["kind"].as_str().unwrap())
         .collect();
     assert!(kinds.iter().all(|&k| k == "unconfirmed"), "{kinds:?}");
+    assert_eq!(record_causes(&r), (0, 0, 0), "unconfirmed records carry no cause");
     eprintln!(
         "inflight: {} unconfirmed deliveries of {} distinct messages, {} sent",
         totals["unconfirmed"], g["distinct_unconfirmed"], totals["sent"]
@@ -132,6 +153,9 @@ duration = "3s"
     assert_eq!(u(&g["causes"]["while_healthy"]), distinct, "{}", g["causes"]);
     assert_eq!(u(&g["causes"]["under_backlog"]), 0);
     assert_eq!(u(&g["totals"]["unconfirmed"]), 0, "no sender closed abruptly");
+    let (lost, healthy, backlog) = record_causes(&r);
+    assert!(lost > 0, "lost records are kept");
+    assert_eq!((healthy, backlog), (lost, 0), "every kept record lost while healthy");
     let summary = g["summary"].as_str().unwrap();
     assert!(summary.contains("a silent drop"), "{summary}");
     assert!(!r["delivery_timeline"].as_array().unwrap().is_empty());
@@ -169,6 +193,20 @@ drain = "15s"
     assert!(u(&r["server"]["layer"]["dropped_full"]) > 0, "{}", r["server"]);
     let (healthy, backlog) = (u(&g["causes"]["while_healthy"]), u(&g["causes"]["under_backlog"]));
     assert!(backlog > 0 && backlog >= 9 * healthy, "{}", g["causes"]);
+    // The kept records (the earliest, one per receiver and range) carry the causes their first
+    // messages were counted under: some under backlog, and none of a cause nothing was counted
+    // under.
+    let (lost, kept_healthy, kept_backlog) = record_causes(&r);
+    assert!(
+        lost > 0 && kept_backlog > 0,
+        "{lost} kept, {kept_backlog} under backlog"
+    );
+    assert_eq!(kept_healthy + kept_backlog, lost);
+    assert!(
+        kept_healthy == 0 || healthy > 0,
+        "{kept_healthy} kept while healthy, none counted"
+    );
+    eprintln!("behind: kept records {kept_healthy} while healthy, {kept_backlog} under backlog");
     assert_eq!(g["outcome"], "gaps");
     let summary = g["summary"].as_str().unwrap();
     assert!(summary.contains("the server fell behind"), "{summary}");

@@ -141,6 +141,7 @@ pub async fn load(options: LoadOptions, cancel: CancellationToken) -> Exit {
         rooms: Vec::new(),
         connect_timeout: Duration::from_secs(5),
         next_session: AtomicU64::new(0),
+        next_sender: AtomicU64::new(0),
         live: LiveCounters::default(),
         events: EventLog::new(0),
         phase_seed: 0,

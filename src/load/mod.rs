@@ -67,6 +67,9 @@ pub struct LoadContext {
     pub connect_timeout: Duration,
     /// Next session id.
     pub next_session: AtomicU64,
+    /// Sending sessions started so far: the next one's place in the run's sequence of send
+    /// phases (`pacing::send_offset_ns`).
+    pub next_sender: AtomicU64,
     /// Live counters.
     pub live: LiveCounters,
     /// Churn events.
@@ -103,5 +106,10 @@ impl LoadContext {
     /// A fresh session id (1-based, unique within the run).
     pub fn new_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The next sending session's place in the run's send phases, from 0.
+    pub fn new_sender_ordinal(&self) -> u64 {
+        self.next_sender.fetch_add(1, Ordering::Relaxed)
     }
 }

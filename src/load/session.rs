@@ -18,7 +18,7 @@ use super::{LoadContext, Phase};
 use crate::envelope::Envelope;
 use crate::observe::analysis::SessionReport;
 use crate::observe::events::EventKind;
-use crate::observe::latency::{DeliveryBatch, LatencyBook};
+use crate::observe::latency::{DeliveryBatch, LatencyBook, SendLagBatch};
 use crate::observe::tracker::{Arrival, SeqTracker};
 use crate::scenario::{CloseMode, Reader, SendPhase};
 
@@ -95,15 +95,17 @@ pub async fn run(
     };
     let id = ctx.new_session_id();
     let connected_ns = ctx.clock.now_ns();
-    book.connect.record(started.elapsed().as_micros() as u64);
+    book.record_connect(connected_ns, started.elapsed().as_micros() as u64);
     ctx.live.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ctx.events.record(connected_ns, EventKind::Connect, plan.client, id);
 
     let room_name = ctx.rooms[plan.room].as_str();
     let mut tracker = SeqTracker::for_run(ctx.clock.nonce());
     let mut latencies = DeliveryBatch::for_room(plan.room);
+    let mut send_lags = SendLagBatch::for_room(plan.room);
     let interval_ns = if plan.rate > 0.0 { (1e9 / plan.rate) as u64 } else { 0 };
-    let send_start_ns = connected_ns + send_offset_ns(plan.phase, ctx.phase_seed, id, interval_ns);
+    let ordinal = if interval_ns > 0 { ctx.new_sender_ordinal() } else { 0 };
+    let send_start_ns = connected_ns + send_offset_ns(plan.phase, ctx.phase_seed, ordinal, interval_ns, connected_ns);
     let mut sent: u64 = 0;
     let mut buffer = String::with_capacity(plan.payload.max(64));
     let mut sending = *phase.borrow() == Phase::Send && interval_ns > 0;
@@ -138,14 +140,16 @@ pub async fn run(
                         Some(Ok(_)) => {}
                     },
                     _ = &mut send_timer, if sending => {
+                        let intended_ns = send_start_ns + sent * interval_ns;
                         let envelope = Envelope {
                             nonce: ctx.clock.nonce(),
                             sender: id,
                             seq: sent,
                             room: room_name,
-                            intended_us: (send_start_ns + sent * interval_ns) / 1000,
+                            intended_us: intended_ns / 1000,
                         };
                         ctx.template.encode_into(&envelope, plan.payload, &mut buffer);
+                        send_lags.push(ctx.clock.now_ns().saturating_sub(intended_ns) / 1000, book);
                         match timeout(SEND_TIMEOUT, socket.send(Message::text(buffer.as_str()))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
@@ -215,6 +219,7 @@ pub async fn run(
     // Abrupt: the socket is dropped here without a close frame, as a killed process would.
     drop(socket);
     latencies.flush(book);
+    send_lags.flush(book);
     let closed_ns = ctx.clock.now_ns();
     ctx.events.record(closed_ns, kind, plan.client, id);
     Some(SessionReport {

@@ -20,7 +20,9 @@
 //! Beyond the counts, every distinct lost message (sender, seq) gets a **cause** from the delivery
 //! latency around its send time (`while_healthy` or `under_backlog`) and a **signature**: whether
 //! every, some or one of the receivers owed it missed it, whether rooms lost within the same short
-//! window, and whether losses follow disconnects more than random times would.
+//! window, and whether losses follow disconnects more than random times would. A kept gap or
+//! tail-loss record carries the cause of its first missing message, from the same judgement (one
+//! per latency window) the causes' counts use.
 //!
 //! All of it is computed per sender with one sweep over the receivers' missing intervals, so time
 //! is near-linear in the losses and memory is the trackers' own plus counters; the records kept
@@ -111,6 +113,11 @@ pub struct LossRecord {
     pub at_s: f64,
     /// The same moment as wall time.
     pub wall: String,
+    /// Why it was lost (gap, tail loss): the cause of its first missing message, judged as
+    /// `verdicts.gaps.causes` counts it. None for unconfirmed, and in results written before
+    /// records carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
 }
 
 /// Message accounting for a room or a whole iteration.
@@ -442,8 +449,10 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock, h
         .collect();
     disconnects.sort_unstable();
     let mut together: FxHashMap<u64, (usize, bool)> = FxHashMap::default();
+    // One judgement per latency window, shared by the causes' counts and the kept records.
     let mut causes_cache: FxHashMap<u64, (Cause, u64, u64)> = FxHashMap::default();
-    let window_of = |ns: u64| ns / health.windows.width_ns();
+    let width_ns = health.windows.width_ns();
+    let mut judge = |t: u64| *causes_cache.entry(t / width_ns).or_insert_with(|| health.judge(t));
 
     let mut sender_ids: Vec<u64> = pairs.keys().copied().collect();
     sender_ids.sort_unstable();
@@ -522,6 +531,7 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock, h
                         LossKind::Unconfirmed => room.unconfirmed += end - first,
                     }
                     kept.offer(secs(at_ns), || LossRecord {
+                        cause: (kind != LossKind::Unconfirmed).then(|| judge(intended(first)).0),
                         kind,
                         room: room_name.clone(),
                         receiver: receiver.id,
@@ -582,7 +592,7 @@ pub fn analyze(sessions: &[SessionReport], rooms: &[String], clock: &RunClock, h
                     }
                     for k in at..lost_end {
                         let t = intended(k);
-                        let (cause, p99, peak) = *causes_cache.entry(window_of(t)).or_insert_with(|| health.judge(t));
+                        let (cause, p99, peak) = judge(t);
                         let c = &mut forensics.causes;
                         match cause {
                             Cause::WhileHealthy => {
@@ -699,16 +709,20 @@ mod tests {
     }
 
     fn receive(s: &mut SessionReport, sender: u64, seqs: impl IntoIterator<Item = u64>, at: u64) {
+        receive_in(s, "r", sender, seqs, at);
+    }
+
+    fn receive_in(s: &mut SessionReport, room: &str, sender: u64, seqs: impl IntoIterator<Item = u64>, at: u64) {
         for seq in seqs {
             s.tracker.observe(
                 &Envelope {
                     nonce: 0,
                     sender,
                     seq,
-                    room: "r",
+                    room,
                     intended_us: 0,
                 },
-                "r",
+                room,
                 at,
                 100,
             );
@@ -716,12 +730,37 @@ mod tests {
     }
 
     fn run(sessions: &[SessionReport]) -> IterationLoss {
-        let windows = LatencyWindows::default();
+        run_with(sessions, &LatencyWindows::default())
+    }
+
+    /// Rooms `r` and `s`, delivery latency as `windows` holds it, a 500ms p99 limit.
+    fn run_with(sessions: &[SessionReport], windows: &LatencyWindows) -> IterationLoss {
         let health = Health {
-            windows: &windows,
+            windows,
             p99_limit_us: 500_000,
         };
-        analyze(sessions, &["r".into()], &RunClock::start(), health)
+        analyze(sessions, &["r".into(), "s".into()], &RunClock::start(), health)
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// A graceful sender in `room` of `sent` messages, one every 10ms from `start_ns`.
+    fn sender_at(id: u64, room: usize, start_ns: u64, sent: u64) -> SessionReport {
+        let mut s = session(id, sent, true);
+        s.room = room;
+        s.send_start_ns = start_ns;
+        s.interval_ns = 10 * MS;
+        s
+    }
+
+    /// A receiver in `room` that stayed through the drain and got every one of `sent` messages
+    /// of `sender` but `lost`.
+    fn receiver_missing(id: u64, room: usize, sender: u64, sent: u64, lost: &[u64]) -> SessionReport {
+        let mut r = session(id, 0, true);
+        r.room = room;
+        let name = ["r", "s"][room];
+        receive_in(&mut r, name, sender, (0..sent).filter(|k| !lost.contains(k)), 0);
+        r
     }
 
     #[test]
@@ -847,5 +886,125 @@ mod tests {
         assert_eq!(health.judge(12 * w).0, Cause::UnderBacklog, "climbing, below the limit");
         assert_eq!(health.judge(18 * w).0, Cause::UnderBacklog, "past the limit");
         assert_eq!(health.judge(40 * w).0, Cause::UnderBacklog, "nothing delivered after");
+    }
+
+    #[test]
+    fn rooms_losing_within_one_window_are_counted_together() {
+        // Both rooms' senders start at 1s, one message per 10ms: room r loses seq 5 (1.05s),
+        // room s seq 7 (1.07s), both in the 100ms window [1.0s, 1.1s).
+        let sessions = [
+            sender_at(1, 0, 1000 * MS, 10),
+            receiver_missing(2, 0, 1, 10, &[5]),
+            sender_at(3, 1, 1000 * MS, 10),
+            receiver_missing(4, 1, 3, 10, &[7]),
+        ];
+        let g = run(&sessions).forensics.signature;
+        assert_eq!((g.loss_windows, g.loss_windows_several_rooms), (1, 1));
+        assert_eq!(g.judged, 2);
+    }
+
+    #[test]
+    fn rooms_losing_far_apart_are_not_counted_together() {
+        // Room r loses seqs 5 and 6 (1.05s, 1.06s: one window, one room); room s, starting at
+        // 5s, loses seq 7 at 5.07s, forty windows later.
+        let sessions = [
+            sender_at(1, 0, 1000 * MS, 10),
+            receiver_missing(2, 0, 1, 10, &[5, 6]),
+            sender_at(3, 1, 5000 * MS, 10),
+            receiver_missing(4, 1, 3, 10, &[7]),
+        ];
+        let g = run(&sessions).forensics.signature;
+        assert_eq!((g.loss_windows, g.loss_windows_several_rooms), (2, 0));
+        assert_eq!(g.judged, 3);
+    }
+
+    /// A sender of 100 messages from 1s to 1.99s, a receiver missing `lost`, and a churner
+    /// disconnecting at each of `disconnects_ms`.
+    fn around_disconnects(lost: &[u64], disconnects_ms: &[u64]) -> Signature {
+        let mut sessions = vec![sender_at(1, 0, 1000 * MS, 100), receiver_missing(2, 0, 1, 100, lost)];
+        for (i, &at) in disconnects_ms.iter().enumerate() {
+            let mut churner = session(10 + i as u64, 0, false);
+            churner.closed_ns = at * MS;
+            sessions.push(churner);
+        }
+        run(&sessions).forensics.signature
+    }
+
+    #[test]
+    fn losses_just_after_disconnects_beat_the_random_baseline() {
+        // Disconnects at 1.20s and 1.25s cover [1.20s, 1.35s) of the 990ms of send time; the
+        // losses at 1.21, 1.25, 1.29 and 1.34s all fall within 100ms after one.
+        let g = around_disconnects(&[21, 25, 29, 34], &[1200, 1250]);
+        assert_eq!((g.after_disconnect, g.judged), (4, 4));
+        assert_eq!((g.covered_ns, g.span_ns), (150 * MS, 990 * MS));
+        let (share, random) = g.after_disconnect_shares().expect("losses and send time");
+        assert_eq!(share, 1.0);
+        assert_eq!(random, 150.0 / 990.0);
+        assert!(share > 6.0 * random);
+    }
+
+    #[test]
+    fn losses_away_from_disconnects_are_at_or_below_the_random_baseline() {
+        // The same disconnects; losses at 1.19s (just before one), 1.36s (just past the 100ms
+        // after the second), 1.60s and 1.70s.
+        let g = around_disconnects(&[19, 36, 60, 70], &[1200, 1250]);
+        assert_eq!((g.after_disconnect, g.judged), (0, 4));
+        let (share, random) = g.after_disconnect_shares().expect("losses and send time");
+        assert_eq!((share, random), (0.0, 150.0 / 990.0));
+        // With no disconnect at all, neither share is above zero.
+        let g = around_disconnects(&[21, 25], &[]);
+        assert_eq!(g.after_disconnect_shares(), Some((0.0, 0.0)));
+    }
+
+    #[test]
+    fn each_kept_record_carries_the_cause_its_first_message_was_counted_under() {
+        let w = super::super::latency::BASE_WINDOW_NS;
+        let mut windows = LatencyWindows::default();
+        for i in 0..20u64 {
+            // 2ms delivery for ten windows, then 900ms: past the 500ms limit.
+            let us = if i < 10 { 2_000 } else { 900_000 };
+            for _ in 0..100 {
+                windows.record(i * w + 1, us);
+            }
+        }
+        // One message per window: seq 5 is lost while healthy, 15 and the tail 18..=19 under
+        // backlog; an abrupt sender's 3 and 4, after the last anyone got, are unconfirmed.
+        let mut sender = session(1, 20, true);
+        (sender.send_start_ns, sender.interval_ns) = (0, w);
+        let mut abrupt = session(3, 5, false);
+        (abrupt.send_start_ns, abrupt.interval_ns) = (0, w);
+        let mut r = session(2, 0, true);
+        receive(&mut r, 1, (0..18).filter(|&k| k != 5 && k != 15), 0);
+        receive(&mut r, 3, 0..3, 0);
+        let loss = run_with(&[sender, abrupt, r], &windows);
+        let mut seen: Vec<_> = loss
+            .records
+            .iter()
+            .map(|r| (r.sender, r.first_seq, r.kind, r.cause))
+            .collect();
+        seen.sort_by_key(|&(sender, seq, ..)| (sender, seq));
+        assert_eq!(
+            seen,
+            [
+                (1, 5, LossKind::Gap, Some(Cause::WhileHealthy)),
+                (1, 15, LossKind::Gap, Some(Cause::UnderBacklog)),
+                (1, 18, LossKind::TailLoss, Some(Cause::UnderBacklog)),
+                (3, 3, LossKind::Unconfirmed, None),
+            ]
+        );
+        let c = loss.forensics.causes;
+        assert_eq!((c.while_healthy, c.under_backlog), (1, 3));
+        // In the result: a cause when there is one, none written otherwise, none read as None.
+        let json = |kind: LossKind| {
+            let record = loss.records.iter().find(|r| r.kind == kind).unwrap();
+            serde_json::to_value(record).unwrap()
+        };
+        assert_eq!(json(LossKind::TailLoss)["cause"], "under_backlog");
+        let unconfirmed = json(LossKind::Unconfirmed);
+        assert!(unconfirmed.get("cause").is_none(), "{unconfirmed}");
+        let mut older = json(LossKind::TailLoss);
+        older.as_object_mut().unwrap().remove("cause");
+        let read: LossRecord = serde_json::from_value(older).unwrap();
+        assert_eq!(read.cause, None);
     }
 }

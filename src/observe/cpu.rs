@@ -120,7 +120,9 @@ mod tests {
         }
         let window = probe.since_last().expect("a second reading");
         assert!(window.window_s >= 0.4, "{window:?}");
-        assert!(window.cores > 0.5 && window.cores < 1.5, "{window:?}");
+        // The process's CPU: this thread's and whatever the other tests of this binary ran
+        // meanwhile on other threads, so at least most of a core and at most every core.
+        assert!(window.cores > 0.5 && window.cores <= usable_cores() * 1.1, "{window:?}");
         assert_eq!(CpuProbe::new(u32::MAX - 1, true).since_last(), None);
     }
 

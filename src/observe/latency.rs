@@ -8,7 +8,6 @@
 //! two, a value within 12.5%), and past [`MAX_WINDOWS`] windows their width doubles and
 //! neighbours merge, as the sample timeline does.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -89,6 +88,11 @@ impl SharedHistogram {
         let _ = self.lock().add(&theirs);
     }
 
+    /// Empties it, keeping its counts array for the next values.
+    pub fn clear(&self) {
+        self.lock().reset();
+    }
+
     /// Percentiles of what was recorded.
     pub fn summary(&self) -> LatencySummary {
         let h = self.lock();
@@ -107,7 +111,8 @@ impl SharedHistogram {
     }
 }
 
-/// Delivery histograms per room, one for connect time, and delivery latency per window of time.
+/// Delivery histograms per room, one for connect time, and latency per window of time: delivery
+/// over all rooms, delivery per room (the first [`MAX_ROOMS_WITH_WINDOWS`]) and connect time.
 pub struct LatencyBook {
     /// Delivery latency, indexed like the scenario's rooms.
     pub delivery: Vec<SharedHistogram>,
@@ -115,6 +120,17 @@ pub struct LatencyBook {
     pub connect: SharedHistogram,
     /// Delivery latency over all rooms, per window of receipt time.
     pub windows: Mutex<LatencyWindows>,
+    /// Send lag per room: from a message's intended send time to the moment its client began
+    /// writing it, leakrun's own lateness (timers, scheduling), which delivery latency includes.
+    pub send_lag: Vec<SharedHistogram>,
+    /// Delivery latency per window of receipt time, for each of the first rooms.
+    room_windows: Vec<Mutex<LatencyWindows>>,
+    /// Connect time per window of the moment the connection was made.
+    connect_windows: Mutex<LatencyWindows>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LatencyBook {
@@ -124,26 +140,80 @@ impl LatencyBook {
             delivery: (0..rooms).map(|_| SharedHistogram::default()).collect(),
             connect: SharedHistogram::default(),
             windows: Mutex::new(LatencyWindows::default()),
+            send_lag: (0..rooms).map(|_| SharedHistogram::default()).collect(),
+            room_windows: (0..rooms.min(MAX_ROOMS_WITH_WINDOWS))
+                .map(|_| Mutex::new(LatencyWindows::with_max(MAX_ROOM_WINDOWS)))
+                .collect(),
+            connect_windows: Mutex::new(LatencyWindows::default()),
         }
     }
 
-    /// Adds every histogram of `other` into this book.
+    /// Adds every histogram and window of `other` into this book.
     pub fn merge(&self, other: &LatencyBook) {
         for (mine, theirs) in self.delivery.iter().zip(&other.delivery) {
             mine.merge(theirs);
         }
         self.connect.merge(&other.connect);
-        let theirs = other.windows_snapshot();
-        self.lock_windows().merge(&theirs);
+        for (mine, theirs) in self.send_lag.iter().zip(&other.send_lag) {
+            mine.merge(theirs);
+        }
+        locked(&self.windows).merge(&locked(&other.windows));
+        for (mine, theirs) in self.room_windows.iter().zip(&other.room_windows) {
+            locked(mine).merge(&locked(theirs));
+        }
+        locked(&self.connect_windows).merge(&locked(&other.connect_windows));
     }
 
-    fn lock_windows(&self) -> std::sync::MutexGuard<'_, LatencyWindows> {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    /// The windows over all rooms, locked: for reading them without a copy.
+    pub fn lock_windows(&self) -> std::sync::MutexGuard<'_, LatencyWindows> {
+        locked(&self.windows)
     }
 
-    /// A copy of the windows.
+    /// A copy of the windows over all rooms.
     pub fn windows_snapshot(&self) -> LatencyWindows {
         self.lock_windows().clone()
+    }
+
+    /// Records a connection made at run-clock `at_ns` that took `micros`.
+    pub fn record_connect(&self, at_ns: u64, micros: u64) {
+        self.connect.record(micros);
+        locked(&self.connect_windows).record(at_ns, micros);
+    }
+
+    /// Each windowed room's delivery latency per window, in the scenario's order.
+    pub fn room_timelines(&self) -> Vec<Vec<LatencyWindow>> {
+        self.room_windows.iter().map(|w| locked(w).summaries()).collect()
+    }
+
+    /// Connect time per window.
+    pub fn connect_timeline(&self) -> Vec<LatencyWindow> {
+        locked(&self.connect_windows).summaries()
+    }
+
+    /// Takes the buckets of every window now ([`LatencyWindows::reserve`]): 1.2 KiB each, up
+    /// to 512 over all rooms, 256 for each of the first 16 rooms and 512 of connect time.
+    pub fn reserve_windows(&mut self) {
+        for w in self.all_windows() {
+            w.get_mut().unwrap_or_else(|p| p.into_inner()).reserve();
+        }
+    }
+
+    fn all_windows(&mut self) -> impl Iterator<Item = &mut Mutex<LatencyWindows>> {
+        std::iter::once(&mut self.windows)
+            .chain(self.room_windows.iter_mut())
+            .chain(std::iter::once(&mut self.connect_windows))
+    }
+
+    /// Empties every histogram and window and keeps what they allocated, so the next
+    /// iteration's book reuses this one's memory instead of allocating its own.
+    pub fn clear(&mut self) {
+        for h in self.delivery.iter().chain(&self.send_lag) {
+            h.clear();
+        }
+        self.connect.clear();
+        for w in self.all_windows() {
+            w.get_mut().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 }
 
@@ -186,6 +256,12 @@ impl DeliveryBatch {
             windows.record(at, us);
         }
         drop(windows);
+        if let Some(room) = book.room_windows.get(self.room) {
+            let mut windows = locked(room);
+            for &(at, us) in &self.values {
+                windows.record(at, us);
+            }
+        }
         self.values.clear();
     }
 
@@ -195,20 +271,67 @@ impl DeliveryBatch {
     }
 }
 
-/// Most windows kept; past it the width doubles.
+/// A sender's local buffer of send lags for one room (microseconds), flushed into the book's
+/// histogram when full or when the session ends, as [`DeliveryBatch`] is.
+pub struct SendLagBatch {
+    room: usize,
+    values: Vec<u64>,
+}
+
+impl SendLagBatch {
+    /// An empty batch for room `room`; it holds nothing until the first send.
+    pub fn for_room(room: usize) -> Self {
+        Self {
+            room,
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds one send's lag, flushing into `book` when the batch is full.
+    pub fn push(&mut self, micros: u64, book: &LatencyBook) {
+        self.values.push(micros);
+        if self.values.len() == BATCH {
+            self.flush(book);
+        }
+    }
+
+    /// Moves what is buffered into `book`.
+    pub fn flush(&mut self, book: &LatencyBook) {
+        if let Some(room) = book.send_lag.get(self.room)
+            && !self.values.is_empty()
+        {
+            room.record_all(&self.values);
+        }
+        self.values.clear();
+    }
+}
+
+/// Most windows kept of delivery latency over all rooms and of connect time; past it the width
+/// doubles.
 pub const MAX_WINDOWS: usize = 512;
+/// Most windows kept of one room's delivery latency.
+pub const MAX_ROOM_WINDOWS: usize = 256;
+/// Rooms with delivery-latency windows of their own, in the scenario's order; the rooms after
+/// them are in the windows over all rooms only.
+pub const MAX_ROOMS_WITH_WINDOWS: usize = 16;
 /// Width of a window before any doubling.
 pub const BASE_WINDOW_NS: u64 = 100_000_000;
 const SUB_BUCKETS: u32 = 8;
 const EXACT_BELOW: u64 = 16;
-const BUCKETS: usize = EXACT_BELOW as usize + (64 - 4) * SUB_BUCKETS as usize;
+/// Values from 2^40 µs (12.7 days) up share the last bucket; the window's maximum stays exact.
+const TOP_POWER: u32 = 40;
+const BUCKETS: usize = EXACT_BELOW as usize + (TOP_POWER as usize - 4) * SUB_BUCKETS as usize + 1;
 
-/// Bucket of `us`: exact below 16, then eight per power of two.
+/// Bucket of `us`: exact below 16, then eight per power of two, then one for everything from
+/// 2^40 µs.
 fn bucket_of(us: u64) -> usize {
     if us < EXACT_BELOW {
         return us as usize;
     }
     let e = 63 - us.leading_zeros();
+    if e >= TOP_POWER {
+        return BUCKETS - 1;
+    }
     let mantissa = ((us >> (e - 3)) & 7) as usize;
     EXACT_BELOW as usize + (e as usize - 4) * SUB_BUCKETS as usize + mantissa
 }
@@ -218,6 +341,9 @@ fn bucket_top(i: usize) -> u64 {
     if i < EXACT_BELOW as usize {
         return i as u64;
     }
+    if i >= BUCKETS - 1 {
+        return u64::MAX;
+    }
     let j = i - EXACT_BELOW as usize;
     let e = (j / SUB_BUCKETS as usize) as u32 + 4;
     let mantissa = (j % SUB_BUCKETS as usize) as u64;
@@ -225,26 +351,19 @@ fn bucket_top(i: usize) -> u64 {
     low.saturating_add((1u64 << (e - 3)) - 1)
 }
 
-/// Delivery latencies of one window: a fixed-size log histogram.
-#[derive(Debug, Clone)]
+/// Latencies of one window: a fixed-size log histogram, its buckets taken on the first value.
+#[derive(Debug, Clone, Default)]
 pub struct WindowSketch {
-    counts: Box<[u32]>,
+    counts: Vec<u32>,
     count: u64,
     max_us: u64,
 }
 
-impl Default for WindowSketch {
-    fn default() -> Self {
-        Self {
-            counts: vec![0; BUCKETS].into_boxed_slice(),
-            count: 0,
-            max_us: 0,
-        }
-    }
-}
-
 impl WindowSketch {
     fn record(&mut self, us: u64) {
+        if self.counts.is_empty() {
+            self.counts.resize(BUCKETS, 0);
+        }
         let slot = &mut self.counts[bucket_of(us)];
         *slot = slot.saturating_add(1);
         self.count += 1;
@@ -252,11 +371,50 @@ impl WindowSketch {
     }
 
     fn merge(&mut self, other: &WindowSketch) {
+        if other.count == 0 {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts.resize(BUCKETS, 0);
+        }
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
             *mine = mine.saturating_add(*theirs);
         }
         self.count += other.count;
         self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// Moves `other`'s values into this one and empties it. When this one is empty the two swap
+    /// buckets, so nothing is allocated.
+    fn absorb(&mut self, other: &mut WindowSketch) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            std::mem::swap(self, other);
+        } else {
+            self.merge(other);
+        }
+        other.clear();
+    }
+
+    /// Empties it and keeps its buckets for the next window that uses it.
+    fn clear(&mut self) {
+        if self.count > 0 {
+            self.counts.fill(0);
+        }
+        self.count = 0;
+        self.max_us = 0;
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The largest value recorded.
+    pub fn max_us(&self) -> u64 {
+        self.max_us
     }
 
     /// The value at quantile `q` (0..=1), at most 12.5% high; never above the maximum.
@@ -276,16 +434,16 @@ impl WindowSketch {
     }
 }
 
-/// Delivery latency of one window of run time, as the result reports it.
+/// Latency of one window of run time, as the result reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyWindow {
     /// Seconds since the run started, at the window's start.
     pub at_s: f64,
     /// The window's width in seconds.
     pub width_s: f64,
-    /// Deliveries received in it.
+    /// Values in it (deliveries received, or connects made).
     pub count: u64,
-    /// Median delivery latency (within 12.5%).
+    /// Median latency (within 12.5%).
     pub p50_us: u64,
     /// 99th percentile (within 12.5%).
     pub p99_us: u64,
@@ -293,42 +451,127 @@ pub struct LatencyWindow {
     pub max_us: u64,
 }
 
-/// Delivery latency per window of receipt time, at most [`MAX_WINDOWS`] windows.
+/// Latency per window of run time, at most a fixed number of windows. The windows are
+/// contiguous, so they sit in one vector from the oldest; when a value falls outside the span
+/// the cap allows, neighbours merge in place and the width doubles. A window's buckets are kept
+/// when it empties (a spare past the end, or a merged neighbour), so once the windows have
+/// reached their cap they allocate nothing more, however long the run.
 #[derive(Debug, Clone)]
 pub struct LatencyWindows {
     width_ns: u64,
-    windows: BTreeMap<u64, WindowSketch>,
+    max: usize,
+    /// Window index (run-clock ns over the width) of `sketches[0]`.
+    first: u64,
+    /// Windows in use: `sketches[..len]`; the rest are empty spares.
+    len: usize,
+    sketches: Vec<WindowSketch>,
 }
 
 impl Default for LatencyWindows {
     fn default() -> Self {
-        Self {
-            width_ns: BASE_WINDOW_NS,
-            windows: BTreeMap::new(),
-        }
+        Self::with_max(MAX_WINDOWS)
     }
 }
 
 impl LatencyWindows {
-    /// Records a delivery of `us` microseconds received at run-clock `at_ns`.
-    pub fn record(&mut self, at_ns: u64, us: u64) {
-        self.windows.entry(at_ns / self.width_ns).or_default().record(us);
-        self.bound();
+    /// No windows yet, at most `max` (at least 2) of them.
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            width_ns: BASE_WINDOW_NS,
+            max: max.max(2),
+            first: 0,
+            len: 0,
+            sketches: Vec::new(),
+        }
     }
 
-    /// Doubles the width until at most [`MAX_WINDOWS`] windows remain.
-    fn bound(&mut self) {
-        while self.windows.len() > MAX_WINDOWS {
+    /// Records a value of `us` microseconds at run-clock `at_ns`.
+    pub fn record(&mut self, at_ns: u64, us: u64) {
+        let slot = self.slot_for(at_ns);
+        self.sketches[slot].record(us);
+    }
+
+    /// The position of the window holding `at_ns`, widening until the span fits the cap.
+    fn slot_for(&mut self, at_ns: u64) -> usize {
+        loop {
+            let index = at_ns / self.width_ns;
+            if self.len == 0 {
+                self.first = index;
+                self.use_up_to(1);
+                return 0;
+            }
+            let last = self.first + self.len as u64 - 1;
+            let (low, high) = (self.first.min(index), last.max(index));
+            if high - low < self.max as u64 {
+                if index < self.first {
+                    self.shift_later((self.first - index) as usize);
+                    self.first = index;
+                }
+                let slot = (index - self.first) as usize;
+                self.use_up_to(slot + 1);
+                return slot;
+            }
             self.widen();
         }
     }
 
-    fn widen(&mut self) {
-        let old = std::mem::take(&mut self.windows);
-        self.width_ns = self.width_ns.saturating_mul(2);
-        for (index, sketch) in old {
-            self.windows.entry(index / 2).or_default().merge(&sketch);
+    /// Makes at least `n` windows in use, taking spares before new ones.
+    fn use_up_to(&mut self, n: usize) {
+        if self.sketches.len() < n {
+            self.sketches.resize_with(n, WindowSketch::default);
         }
+        self.len = self.len.max(n);
+    }
+
+    /// Moves every window `k` positions later, the empty spares coming to the front.
+    fn shift_later(&mut self, k: usize) {
+        let n = self.len + k;
+        if self.sketches.len() < n {
+            self.sketches.resize_with(n, WindowSketch::default);
+        }
+        self.sketches[..n].rotate_right(k);
+        self.len = n;
+    }
+
+    /// Doubles the width: window `j` of the new width is old windows `2j` and `2j + 1`, merged
+    /// in place from the front. Old window `i` sits at position `i - first`; new window `j` at
+    /// `j - first / 2`, which is never after either of its old positions, so every position is
+    /// read before it is written.
+    fn widen(&mut self) {
+        if self.len == 0 {
+            self.width_ns = self.width_ns.saturating_mul(2);
+            return;
+        }
+        let first = self.first;
+        let last = first + self.len as u64 - 1;
+        let new_first = first / 2;
+        let new_len = (last / 2 - new_first + 1) as usize;
+        for k in 0..new_len {
+            let j = new_first + k as u64;
+            for old in [2 * j, 2 * j + 1] {
+                if old < first || old > last {
+                    continue;
+                }
+                let source = (old - first) as usize;
+                if source == k {
+                    continue;
+                }
+                let (front, back) = self.sketches.split_at_mut(source);
+                front[k].absorb(&mut back[0]);
+            }
+        }
+        self.first = new_first;
+        self.len = new_len;
+        self.width_ns = self.width_ns.saturating_mul(2);
+    }
+
+    /// Windows with values, oldest first, with their indexes.
+    fn used(&self) -> impl Iterator<Item = (u64, &WindowSketch)> {
+        self.sketches[..self.len]
+            .iter()
+            .enumerate()
+            .filter(|(_, sketch)| sketch.count > 0)
+            .map(|(position, sketch)| (self.first + position as u64, sketch))
     }
 
     /// Adds `other`'s windows (widths are the base times a power of two, so they align).
@@ -336,11 +579,10 @@ impl LatencyWindows {
         while self.width_ns < other.width_ns {
             self.widen();
         }
-        let ratio = (self.width_ns / other.width_ns.max(1)).max(1);
-        for (&index, sketch) in &other.windows {
-            self.windows.entry(index / ratio).or_default().merge(sketch);
+        for (index, sketch) in other.used() {
+            let slot = self.slot_for(index.saturating_mul(other.width_ns));
+            self.sketches[slot].merge(sketch);
         }
-        self.bound();
     }
 
     /// The width of a window now.
@@ -350,21 +592,24 @@ impl LatencyWindows {
 
     /// The sketch of the window holding run-clock `at_ns`, if anything arrived in it.
     pub fn at(&self, at_ns: u64) -> Option<&WindowSketch> {
-        self.windows.get(&(at_ns / self.width_ns))
+        let index = at_ns / self.width_ns;
+        let position = index.checked_sub(self.first)?;
+        self.sketches[..self.len]
+            .get(usize::try_from(position).ok()?)
+            .filter(|sketch| sketch.count > 0)
     }
 
-    /// The first window with deliveries after the one holding `at_ns`.
+    /// The first window with values after the one holding `at_ns`.
     pub fn next_after(&self, at_ns: u64) -> Option<&WindowSketch> {
         let index = at_ns / self.width_ns;
-        self.windows.range(index + 1..).next().map(|(_, sketch)| sketch)
+        self.used().find(|(i, _)| *i > index).map(|(_, sketch)| sketch)
     }
 
-    /// Every window with deliveries, oldest first.
+    /// Every window with values, oldest first.
     pub fn summaries(&self) -> Vec<LatencyWindow> {
-        self.windows
-            .iter()
-            .map(|(&index, sketch)| LatencyWindow {
-                at_s: super::clock::secs(index * self.width_ns),
+        self.used()
+            .map(|(index, sketch)| LatencyWindow {
+                at_s: super::clock::secs(index.saturating_mul(self.width_ns)),
                 width_s: super::clock::secs(self.width_ns),
                 count: sketch.count,
                 p50_us: sketch.quantile(0.5),
@@ -372,6 +617,34 @@ impl LatencyWindows {
                 max_us: sketch.max_us,
             })
             .collect()
+    }
+
+    /// Empties every window and returns to the base width; the buckets stay allocated as spares.
+    pub fn clear(&mut self) {
+        for sketch in &mut self.sketches[..self.len] {
+            sketch.clear();
+        }
+        self.width_ns = BASE_WINDOW_NS;
+        self.first = 0;
+        self.len = 0;
+    }
+
+    /// Takes every window's buckets now, as many as the cap allows, so the windows allocate
+    /// nothing more however the values fall. Left to take them on a window's first value, the
+    /// windows of a long run's sparse values (connects seconds apart) took them over its first
+    /// twenty minutes, as each widening left fewer windows empty.
+    pub fn reserve(&mut self) {
+        self.sketches.resize_with(self.max, WindowSketch::default);
+        for sketch in &mut self.sketches {
+            if sketch.counts.is_empty() {
+                sketch.counts.resize(BUCKETS, 0);
+            }
+        }
+    }
+
+    /// Buckets allocated, in use or spare: what the windows hold in memory.
+    pub fn allocated_sketches(&self) -> usize {
+        self.sketches.iter().filter(|sketch| !sketch.counts.is_empty()).count()
     }
 }
 
@@ -454,10 +727,188 @@ mod tests {
         assert!(long.summaries().len() <= MAX_WINDOWS);
         assert_eq!(long.width_ns(), 32 * BASE_WINDOW_NS);
         assert_eq!(long.summaries().iter().map(|w| w.count).sum::<u64>(), 10_000);
+        // Into windows that hold nothing yet, as a run's first iteration merges into the run's.
+        let mut empty = LatencyWindows::default();
+        empty.merge(&long);
+        assert_eq!(empty.width_ns(), long.width_ns());
+        assert_eq!(empty.summaries(), long.summaries());
         let mut short = LatencyWindows::default();
         short.record(5, 7);
         short.merge(&long);
         assert_eq!(short.width_ns(), long.width_ns());
         assert_eq!(short.summaries().iter().map(|w| w.count).sum::<u64>(), 10_001);
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no crate.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn windows_merged_in_place_hold_what_windows_of_the_final_width_would() {
+        for (seed, max, spread_s) in [(1u64, 8, 3u64), (7, 16, 600), (99, 512, 3600), (5, 2, 40)] {
+            let mut state = seed;
+            let mut windows = LatencyWindows::with_max(max);
+            let mut values = Vec::new();
+            for n in 0..5_000u64 {
+                // Mostly forward in time, now and then a late batch from well before.
+                let mut at = n * spread_s * 1_000_000_000 / 5_000;
+                if next(&mut state) % 10 == 0 {
+                    at = at.saturating_sub(next(&mut state) % 2_000_000_000);
+                }
+                let us = 1 + next(&mut state) % 100_000;
+                windows.record(at, us);
+                values.push((at, us));
+            }
+            let width = windows.width_ns();
+            let mut expected: std::collections::BTreeMap<u64, WindowSketch> = Default::default();
+            for &(at, us) in &values {
+                expected.entry(at / width).or_default().record(us);
+            }
+            let got = windows.summaries();
+            assert!(got.len() <= max, "{} windows over a cap of {max}", got.len());
+            assert!(expected.len() <= max);
+            assert_eq!(got.len(), expected.len(), "seed {seed}");
+            for (window, (index, sketch)) in got.iter().zip(&expected) {
+                assert_eq!(window.at_s, super::super::clock::secs(index * width));
+                assert_eq!(window.count, sketch.count);
+                assert_eq!(window.max_us, sketch.max_us);
+                assert_eq!(window.p50_us, sketch.quantile(0.5));
+                assert_eq!(window.p99_us, sketch.quantile(0.99));
+            }
+            // A narrower width would not have fitted the span in the cap.
+            let first = values.iter().map(|v| v.0).min().unwrap() / (width / 2).max(1);
+            let last = values.iter().map(|v| v.0).max().unwrap() / (width / 2).max(1);
+            assert!(width == BASE_WINDOW_NS || last - first >= max as u64, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn windows_at_their_cap_allocate_nothing_more() {
+        let mut windows = LatencyWindows::default();
+        let mut at = 0u64;
+        let mut record_for = |windows: &mut LatencyWindows, seconds: u64| {
+            for _ in 0..seconds * 20 {
+                windows.record(at, 1_000 + at % 7_919);
+                at += 50_000_000;
+            }
+        };
+        // Past the cap once (51.2 s of 100 ms windows), then an hour.
+        record_for(&mut windows, 60);
+        let (allocated, slots) = (windows.allocated_sketches(), windows.sketches.capacity());
+        assert!(allocated <= MAX_WINDOWS + 1, "{allocated}");
+        record_for(&mut windows, 3_600);
+        assert_eq!(windows.allocated_sketches(), allocated);
+        assert_eq!(windows.sketches.capacity(), slots);
+        assert!(windows.summaries().len() <= MAX_WINDOWS);
+    }
+
+    #[test]
+    fn sparse_values_take_buckets_for_many_minutes_unless_the_windows_are_reserved() {
+        // About one connect a second, at irregular times, for half an hour: what a soak's
+        // churners make of the connect windows.
+        let record_for = |windows: &mut LatencyWindows, from_s: u64, to_s: u64| {
+            for second in from_s..to_s {
+                let at = second * 1_000_000_000 + (second * 7_919 % 1_000) * 1_000_000;
+                windows.record(at, 500 + second % 97);
+            }
+        };
+        let mut lazy = LatencyWindows::default();
+        record_for(&mut lazy, 0, 300);
+        let after_five_minutes = lazy.allocated_sketches();
+        record_for(&mut lazy, 300, 1_800);
+        assert!(
+            lazy.allocated_sketches() > after_five_minutes + 50,
+            "{after_five_minutes} → {}",
+            lazy.allocated_sketches()
+        );
+        let mut reserved = LatencyWindows::default();
+        reserved.reserve();
+        assert_eq!(reserved.allocated_sketches(), MAX_WINDOWS);
+        let slots = reserved.sketches.capacity();
+        record_for(&mut reserved, 0, 1_800);
+        assert_eq!(reserved.allocated_sketches(), MAX_WINDOWS);
+        assert_eq!(reserved.sketches.capacity(), slots);
+        // Reserving changes what the windows hold, not what they say.
+        assert_eq!(reserved.summaries(), lazy.summaries());
+    }
+
+    /// One iteration's worth of deliveries and connects into `book`, starting at `start_ns`.
+    fn one_iteration(book: &LatencyBook, start_ns: u64) {
+        for room in 0..book.delivery.len() {
+            let mut batch = DeliveryBatch::for_room(room);
+            for i in 0..2_000u64 {
+                batch.push(
+                    start_ns + i * 40_000_000,
+                    500 + (i * 7_919 + room as u64) % 90_000,
+                    book,
+                );
+            }
+            batch.flush(book);
+        }
+        for i in 0..100u64 {
+            book.record_connect(start_ns + i * 600_000_000, 2_000 + i);
+        }
+    }
+
+    /// Everything a book reports, for comparing two.
+    fn report(book: &LatencyBook) -> String {
+        let delivery: Vec<_> = book.delivery.iter().map(SharedHistogram::summary).collect();
+        format!(
+            "{delivery:?} {:?} {:?} {:?} {:?}",
+            book.connect.summary(),
+            book.windows_snapshot().summaries(),
+            book.room_timelines(),
+            book.connect_timeline()
+        )
+    }
+
+    #[test]
+    fn a_cleared_book_reports_like_a_new_one_and_allocates_no_more_windows() {
+        let mut book = LatencyBook::new(3);
+        // 80 s of windows: past the cap, so the windows have widened.
+        one_iteration(&book, 0);
+        let allocated = book.lock_windows().allocated_sketches();
+        assert!(book.lock_windows().width_ns() > BASE_WINDOW_NS);
+        book.clear();
+        assert_eq!(report(&book), report(&LatencyBook::new(3)), "nothing left after clear");
+        assert_eq!(book.lock_windows().width_ns(), BASE_WINDOW_NS);
+        // The next iteration, later in the run, reads as it would in a new book.
+        one_iteration(&book, 300_000_000_000);
+        let fresh = LatencyBook::new(3);
+        one_iteration(&fresh, 300_000_000_000);
+        assert_eq!(report(&book), report(&fresh));
+        assert_eq!(book.lock_windows().allocated_sketches(), allocated);
+    }
+
+    #[test]
+    fn a_book_keeps_windows_per_room_and_of_connect_time() {
+        let book = LatencyBook::new(MAX_ROOMS_WITH_WINDOWS + 2);
+        for room in [0, 3, MAX_ROOMS_WITH_WINDOWS + 1] {
+            let mut batch = DeliveryBatch::for_room(room);
+            for i in 0..10u64 {
+                batch.push(i * 100_000_000, 1_000 * (room as u64 + 1), &book);
+            }
+            batch.flush(&book);
+        }
+        book.record_connect(250_000_000, 4_000);
+        let rooms = book.room_timelines();
+        assert_eq!(rooms.len(), MAX_ROOMS_WITH_WINDOWS);
+        assert_eq!(rooms[0].iter().map(|w| w.count).sum::<u64>(), 10);
+        assert_eq!(rooms[3][0].max_us, 4_000);
+        assert!(rooms[1].is_empty());
+        // Every room is in the windows over all rooms, the unwindowed one too.
+        let all = book.windows_snapshot().summaries();
+        assert_eq!(all.iter().map(|w| w.count).sum::<u64>(), 30);
+        let connect = book.connect_timeline();
+        assert_eq!(connect.len(), 1);
+        assert_eq!((connect[0].at_s, connect[0].max_us), (0.2, 4_000));
+        let merged = LatencyBook::new(MAX_ROOMS_WITH_WINDOWS + 2);
+        merged.merge(&book);
+        assert_eq!(merged.room_timelines(), rooms);
+        assert_eq!(merged.connect_timeline(), connect);
     }
 }

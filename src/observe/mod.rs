@@ -9,6 +9,8 @@ pub mod events;
 pub mod http;
 pub mod latency;
 pub mod ranges;
+pub mod sample;
+pub mod sample_table;
 pub mod sampled_sites;
 pub mod sampler;
 pub mod saturation;

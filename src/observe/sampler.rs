@@ -4,7 +4,8 @@
 //! own process), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
 //! every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
 //! buffered messages) and the backend's (keys, subscriptions, memory). A background task takes one
-//! every `sample_interval` into a down-sampled [`Timeline`]; the runner takes the iteration's
+//! every `sample_interval` into a down-sampled table ([`SampleTable`], which keeps its memory flat
+//! for the whole run and makes the result's [`Timeline`] at the end); the runner takes the iteration's
 //! "after" sample itself once the server has settled. A source that fails to answer (a backend
 //! that went away) stops the sampler and is reported, so the run can end with a clear error.
 
@@ -18,52 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::{RunClock, secs};
 use super::cpu::CpuProbe;
+pub use super::sample::Sample;
+use super::sample_table::SampleTable;
 use super::timeline::Timeline;
 use crate::heap;
 
 /// Most samples kept in a run's timeline.
 pub const TIMELINE_CAP: usize = 1200;
-
-/// Memory and state at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Seconds since the run started.
-    pub at_s: f64,
-    /// Resident set of the target process, bytes (for an external server, summed over its
-    /// process tree).
-    pub rss_bytes: Option<u64>,
-    /// How many processes `rss_bytes` sums (external server only: the process and its
-    /// descendants).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rss_processes: Option<u32>,
-    /// Live heap bytes of the server: the embedded server's domain of the counting allocator, or
-    /// what a heap probe inside an external server reports (tracemalloc's traced bytes).
-    pub heap_bytes: Option<i64>,
-    /// Live heap blocks of the server, where the source counts them.
-    pub heap_blocks: Option<i64>,
-    /// How many processes `heap_bytes` sums (a heap probe in a server with workers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heap_processes: Option<u32>,
-    /// Live heap bytes of leakrun's own clients and observers, for reference; never judged.
-    pub harness_heap_bytes: Option<i64>,
-    /// State counters by name, judged by the leak verdict: each must return to its start.
-    pub state: BTreeMap<String, u64>,
-    /// Counters shown for reference (backend memory, server-wide client counts); not judged.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub info: BTreeMap<String, u64>,
-    /// The target's CPU over the window before this sample, in cores (1.0: one core busy the
-    /// whole window): an external server's summed over its process tree; for the embedded server
-    /// leakrun's whole process, whose threads it shares with the clients (see
-    /// `target.cpu_source`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_cpu: Option<f64>,
-    /// leakrun's own process CPU over the same window, in cores.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub leakrun_cpu: Option<f64>,
-    /// Seconds the CPU figures cover: since the sample before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_window_s: Option<f64>,
-}
 
 /// What one state source read.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -378,6 +340,7 @@ impl Probes {
             target_cpu: target.map(|w| w.cores),
             leakrun_cpu: own.map(|w| w.cores),
             cpu_window_s: own.or(target).map(|w| w.window_s),
+            ..Sample::default()
         })
     }
 }
@@ -385,7 +348,7 @@ impl Probes {
 /// The background sampler: a sample every `interval` into the shared timeline until finished,
 /// or until a state source fails, which it reports through [`Sampler::failed`].
 pub struct Sampler {
-    timeline: Arc<Mutex<Timeline<Sample>>>,
+    table: Arc<Mutex<SampleTable>>,
     stop: CancellationToken,
     failed: CancellationToken,
     failure: Arc<Mutex<Option<SourceError>>>,
@@ -395,12 +358,12 @@ pub struct Sampler {
 impl Sampler {
     /// Starts sampling.
     pub fn start(probes: Arc<Probes>, interval: Duration) -> Self {
-        let timeline = Arc::new(Mutex::new(Timeline::new(TIMELINE_CAP)));
+        let table = Arc::new(Mutex::new(SampleTable::new(TIMELINE_CAP)));
         let stop = CancellationToken::new();
         let failed = CancellationToken::new();
         let failure = Arc::new(Mutex::new(None));
         let task = heap::spawn_harness({
-            let timeline = timeline.clone();
+            let table = table.clone();
             let stop = stop.clone();
             let failed = failed.clone();
             let failure = failure.clone();
@@ -411,7 +374,7 @@ impl Sampler {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = ticks.tick() => match probes.sample().await {
-                            Ok(sample) => timeline.lock().unwrap_or_else(|p| p.into_inner()).push(sample),
+                            Ok(sample) => table.lock().unwrap_or_else(|p| p.into_inner()).push(&sample),
                             Err(error) => {
                                 *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
                                 failed.cancel();
@@ -423,7 +386,7 @@ impl Sampler {
             }
         });
         Self {
-            timeline,
+            table,
             stop,
             failed,
             failure,
@@ -445,8 +408,8 @@ impl Sampler {
     pub async fn finish(self) -> Timeline<Sample> {
         self.stop.cancel();
         let _ = self.task.await;
-        let mut timeline = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut *timeline, Timeline::new(2))
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *table, SampleTable::new(2)).into_timeline()
     }
 }
 

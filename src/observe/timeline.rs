@@ -28,27 +28,70 @@ impl<T> Timeline<T> {
         }
     }
 
+    /// A timeline of `samples` kept at `stride` out of `offered`, at most `cap`.
+    pub fn from_parts(samples: Vec<T>, stride: u64, offered: u64, cap: usize) -> Self {
+        Self {
+            samples,
+            stride,
+            offered,
+            cap: cap.max(2),
+        }
+    }
+
     /// Offers a sample; it is kept when it falls on the stride.
     pub fn push(&mut self, sample: T) {
-        let keep = self.offered % self.stride == 0;
-        self.offered += 1;
-        if !keep {
-            return;
-        }
-        if self.samples.len() == self.cap {
-            let mut index = 0;
-            self.samples.retain(|_| {
-                index += 1;
-                index % 2 == 1
-            });
-            self.stride *= 2;
-            // The sample just offered is on the new stride only if its index is.
-            if (self.offered - 1) % self.stride != 0 {
-                return;
+        match offer(&mut self.stride, &mut self.offered, self.samples.len(), self.cap) {
+            Offer::Skip => {}
+            Offer::Keep => self.samples.push(sample),
+            Offer::Halve { keep } => {
+                halve(&mut self.samples);
+                if keep {
+                    self.samples.push(sample);
+                }
             }
         }
-        self.samples.push(sample);
     }
+}
+
+/// What an even stride does with one offered sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Off the stride: dropped.
+    Skip,
+    /// On the stride: appended.
+    Keep,
+    /// The kept samples are full: every other one goes ([`halve`]) and the stride doubles; the
+    /// sample offered is appended if `keep` (it is on the new stride).
+    Halve {
+        /// Whether the offered sample is appended after halving.
+        keep: bool,
+    },
+}
+
+/// The stride's decision on the next sample offered, with `kept` samples kept of at most `cap`;
+/// `stride` and `offered` are the timeline's, updated.
+pub fn offer(stride: &mut u64, offered: &mut u64, kept: usize, cap: usize) -> Offer {
+    let on_stride = *offered % *stride == 0;
+    *offered += 1;
+    if !on_stride {
+        return Offer::Skip;
+    }
+    if kept < cap {
+        return Offer::Keep;
+    }
+    *stride *= 2;
+    Offer::Halve {
+        keep: (*offered - 1) % *stride == 0,
+    }
+}
+
+/// Drops every other element in place (keeps the first, the third, ...); nothing is allocated.
+pub fn halve<T>(values: &mut Vec<T>) {
+    let mut index = 0;
+    values.retain(|_| {
+        index += 1;
+        index % 2 == 1
+    });
 }
 
 #[cfg(test)]

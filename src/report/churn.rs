@@ -1,12 +1,13 @@
 //! Churn and losses: connects and disconnects per second as a band around zero (connects up,
-//! disconnects down), and every kept loss record as a mark at its time, coloured by its kind, so
-//! "losses follow disconnects" is something a person sees.
+//! disconnects down), and every kept loss record as a mark at its time, on a row per kind,
+//! coloured by kind and cause and shaped by cause, so "losses follow disconnects" and "lost while
+//! the server kept up" are things a person sees.
 
 use plotters::prelude::*;
 
 use super::ReportError;
 use super::axis::{TimeAxis, TimeChart, Unit, finite, thin, y_range};
-use crate::observe::analysis::{LossKind, LossRecord};
+use crate::observe::analysis::{Cause, LossKind, LossRecord};
 use crate::observe::events::EventKind;
 use crate::results::RunResult;
 
@@ -20,13 +21,101 @@ pub const CONNECT: RGBColor = RGBColor(77, 146, 33);
 /// Disconnects' colour.
 pub const DISCONNECT: RGBColor = RGBColor(197, 27, 125);
 
-/// A loss kind's name (as in the result) and colour.
-pub fn kind_style(kind: LossKind) -> (&'static str, RGBColor) {
+/// A loss kind's name, as in the result.
+pub fn kind_name(kind: LossKind) -> &'static str {
     match kind {
-        LossKind::Gap => ("gap", RGBColor(215, 25, 28)),
-        LossKind::TailLoss => ("tail_loss", RGBColor(253, 141, 60)),
-        LossKind::Unconfirmed => ("unconfirmed", RGBColor(120, 120, 120)),
+        LossKind::Gap => "gap",
+        LossKind::TailLoss => "tail_loss",
+        LossKind::Unconfirmed => "unconfirmed",
     }
+}
+
+/// A loss cause's name, as in the result; `none` for a record without one (unconfirmed, or a
+/// result written before records carried their cause).
+pub fn cause_name(cause: Option<Cause>) -> &'static str {
+    match cause {
+        Some(Cause::WhileHealthy) => "while_healthy",
+        Some(Cause::UnderBacklog) => "under_backlog",
+        None => "none",
+    }
+}
+
+/// The shape of a loss mark, by cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// ▲ lost while delivery latency stayed within its limits: a silent drop.
+    Up,
+    /// ▼ lost under backlog: the server fell behind.
+    Down,
+    /// ◆ no cause: unconfirmed (or an older result's record).
+    Diamond,
+}
+
+impl Shape {
+    /// The shape's glyph, for legends.
+    pub fn glyph(self) -> &'static str {
+        match self {
+            Shape::Up => "▲",
+            Shape::Down => "▼",
+            Shape::Diamond => "◆",
+        }
+    }
+
+    /// The corners of the shape around its centre, in pixels (y down).
+    fn corners(self) -> Vec<(i32, i32)> {
+        match self {
+            Shape::Up => vec![(0, -5), (-5, 4), (5, 4)],
+            Shape::Down => vec![(0, 5), (-5, -4), (5, -4)],
+            Shape::Diamond => vec![(0, -5), (4, 0), (0, 5), (-4, 0)],
+        }
+    }
+}
+
+/// The groups loss marks are drawn in, one layer each: (kind, cause). An unconfirmed record has
+/// no cause; a lost one without a cause is from a result written before records carried one.
+pub const MARK_GROUPS: [(LossKind, Option<Cause>); 7] = [
+    (LossKind::Gap, Some(Cause::WhileHealthy)),
+    (LossKind::Gap, Some(Cause::UnderBacklog)),
+    (LossKind::Gap, None),
+    (LossKind::TailLoss, Some(Cause::WhileHealthy)),
+    (LossKind::TailLoss, Some(Cause::UnderBacklog)),
+    (LossKind::TailLoss, None),
+    (LossKind::Unconfirmed, None),
+];
+
+/// The group a record's mark is drawn in.
+pub fn group_of(record: &LossRecord) -> (LossKind, Option<Cause>) {
+    match record.kind {
+        LossKind::Unconfirmed => (LossKind::Unconfirmed, None),
+        kind => (kind, record.cause),
+    }
+}
+
+/// A loss mark's colour and shape: warm for a silent drop (red gaps, orange tail loss), cool for
+/// a backlog (blue gaps, light blue tail loss), grey for unconfirmed; the kind's warm colour as a
+/// diamond for a lost record without a cause.
+pub fn mark_style(kind: LossKind, cause: Option<Cause>) -> (RGBColor, Shape) {
+    match (kind, cause) {
+        (LossKind::Unconfirmed, _) => (RGBColor(120, 120, 120), Shape::Diamond),
+        (LossKind::Gap, Some(Cause::WhileHealthy)) => (RGBColor(215, 25, 28), Shape::Up),
+        (LossKind::Gap, Some(Cause::UnderBacklog)) => (RGBColor(44, 123, 182), Shape::Down),
+        (LossKind::Gap, None) => (RGBColor(215, 25, 28), Shape::Diamond),
+        (LossKind::TailLoss, Some(Cause::WhileHealthy)) => (RGBColor(253, 141, 60), Shape::Up),
+        (LossKind::TailLoss, Some(Cause::UnderBacklog)) => (RGBColor(116, 173, 209), Shape::Down),
+        (LossKind::TailLoss, None) => (RGBColor(253, 141, 60), Shape::Diamond),
+    }
+}
+
+/// A legend entry's words for a group: its shape, kind and cause.
+pub fn mark_label(kind: LossKind, cause: Option<Cause>) -> String {
+    let glyph = mark_style(kind, cause).1.glyph();
+    let how = match (kind, cause) {
+        (LossKind::Unconfirmed, _) => "",
+        (_, Some(Cause::WhileHealthy)) => ", lost while healthy",
+        (_, Some(Cause::UnderBacklog)) => ", lost under backlog",
+        (_, None) => ", lost (no cause recorded)",
+    };
+    format!("{glyph} {}{how}", kind_name(kind))
 }
 
 /// A step line: (seconds, value) points.
@@ -79,13 +168,12 @@ pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<(String, usize), Repo
     }
     let records = thin(&result.losses.records, MAX_LOSS_MARKS);
     let mut marks = 0;
-    for kind in [LossKind::Gap, LossKind::TailLoss, LossKind::Unconfirmed] {
-        let (name, colour) = kind_style(kind);
-        let of_kind: Vec<&&LossRecord> = records.iter().filter(|r| r.kind == kind).collect();
-        if of_kind.is_empty() {
+    for (kind, cause) in MARK_GROUPS {
+        let of_group: Vec<&&LossRecord> = records.iter().filter(|r| group_of(r) == (kind, cause)).collect();
+        if of_group.is_empty() {
             continue;
         }
-        marks += of_kind.len();
+        marks += of_group.len();
         // Marks sit in the top band of the chart, each kind on a row of its own.
         let row = match kind {
             LossKind::Gap => 0.92,
@@ -93,12 +181,17 @@ pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<(String, usize), Repo
             LossKind::Unconfirmed => 0.76,
         };
         let at_y = y.start + (y.end - y.start) * row;
-        let attrs = [("kind", name.to_string()), ("marks", of_kind.len().to_string())];
+        let (colour, shape) = mark_style(kind, cause);
+        let attrs = [
+            ("kind", kind_name(kind).to_string()),
+            ("cause", cause_name(cause).to_string()),
+            ("marks", of_group.len().to_string()),
+        ];
         chart.layer("loss-marks", &attrs, |ctx| {
             ctx.draw_series(
-                of_kind
+                of_group
                     .iter()
-                    .map(|r| TriangleMarker::new((finite(r.at_s), at_y), 5, colour.filled())),
+                    .map(|r| EmptyElement::at((finite(r.at_s), at_y)) + Polygon::new(shape.corners(), colour.filled())),
             )
             .map_err(ReportError::draw)?;
             Ok(())

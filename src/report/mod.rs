@@ -198,6 +198,10 @@ pub struct Charts {
     pub loss_marks: usize,
     /// Delivery latency over time.
     pub latency: Option<String>,
+    /// Delivery p99 per room over time.
+    pub latency_rooms: Option<String>,
+    /// Connect time over time.
+    pub connect: Option<String>,
     /// HTTP figures per route, titled.
     pub http: Vec<(&'static str, String)>,
     /// Allocation sites.
@@ -216,6 +220,8 @@ pub fn render(result: &RunResult) -> Result<String, ReportError> {
         churn,
         loss_marks,
         latency: latency::chart(result, axis)?,
+        latency_rooms: latency::rooms_chart(result, axis)?,
+        connect: latency::connect_chart(result, axis)?,
         http: http::charts(result, axis)?,
         sites: sites::chart(result)?,
     };

@@ -223,16 +223,23 @@ fn header(out: &mut String, result: &RunResult) {
 
 fn churn(out: &mut String, result: &RunResult, charts: &Charts) {
     let _ = write!(out, "<section id=\"churn\"><h2>Churn and losses</h2>{}", charts.churn);
-    let (gap, gap_c) = super::churn::kind_style(crate::observe::analysis::LossKind::Gap);
-    let (tail, tail_c) = super::churn::kind_style(crate::observe::analysis::LossKind::TailLoss);
-    let (unconfirmed, unc_c) = super::churn::kind_style(crate::observe::analysis::LossKind::Unconfirmed);
-    out.push_str(&legend(&[
+    // The loss marks' legend names the groups this result has: a mark per kind and cause.
+    let groups: Vec<_> = super::churn::MARK_GROUPS
+        .into_iter()
+        .filter(|&group| result.losses.records.iter().any(|r| super::churn::group_of(r) == group))
+        .map(|(kind, cause)| {
+            (
+                super::churn::mark_style(kind, cause).0,
+                super::churn::mark_label(kind, cause),
+            )
+        })
+        .collect();
+    let mut items = vec![
         (super::churn::CONNECT, "connects per second"),
         (super::churn::DISCONNECT, "disconnects per second (below zero)"),
-        (gap_c, gap),
-        (tail_c, tail),
-        (unc_c, unconfirmed),
-    ]));
+    ];
+    items.extend(groups.iter().map(|(colour, label)| (*colour, label.as_str())));
+    out.push_str(&legend(&items));
     let log = &result.losses;
     let _ = write!(
         out,
@@ -283,6 +290,42 @@ fn latency(out: &mut String, result: &RunResult, charts: &Charts) {
             ])
         );
     }
+    if let Some(svg) = &charts.latency_rooms {
+        let rooms: Vec<(RGBColor, &str)> = result
+            .delivery_timeline_per_room
+            .iter()
+            .take(super::latency::MAX_ROOMS)
+            .filter(|room| !room.windows.is_empty())
+            .enumerate()
+            .map(|(n, room)| (super::latency::room_colour(n), room.room.as_str()))
+            .collect();
+        let mut keys = rooms;
+        if result.scenario.resolved.thresholds.delivery.p99.is_some() {
+            keys.push((super::latency::P99, "p99 limit (dashed)"));
+        }
+        let _ = write!(
+            out,
+            "<h3>Delivery p99 per room, per window of receipt time</h3>{svg}{}",
+            legend(&keys)
+        );
+    }
+    if let Some(svg) = &charts.connect {
+        let _ = write!(
+            out,
+            "<h3>Connect (TCP and handshake), per window of the moment it was made</h3>{svg}{}",
+            legend(
+                &[
+                    (super::latency::P50, "p50"),
+                    (super::latency::P99, "p99"),
+                    (super::latency::P99, "p99 limit (dashed)"),
+                ][..if result.scenario.resolved.thresholds.connect_p99.is_some() {
+                    3
+                } else {
+                    2
+                }]
+            )
+        );
+    }
     if let Some(v) = &result.verdicts {
         out.push_str("<table class=\"small\"><tr><th>delivery</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>");
         let row = |out: &mut String, name: &str, s: &crate::observe::latency::LatencySummary| {
@@ -303,6 +346,10 @@ fn latency(out: &mut String, result: &RunResult, charts: &Charts) {
             row(out, &format!("room {}", room.room), &room.delivery);
         }
         row(out, "connect (handshake)", &v.latency.connect);
+        // leakrun's own lateness, which every delivery latency above includes.
+        for room in v.latency.delivery.iter().take(64).filter(|r| r.send_lag.count > 0) {
+            row(out, &format!("send lag, room {}", room.room), &room.send_lag);
+        }
         out.push_str("</table>");
     }
     out.push_str("</section>\n");

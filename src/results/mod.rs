@@ -244,6 +244,14 @@ pub struct RunResult {
     /// `observe::latency::MAX_WINDOWS` windows: what the losses' causes were judged from.
     #[serde(default)]
     pub delivery_timeline: Vec<LatencyWindow>,
+    /// The same per room, for the first `observe::latency::MAX_ROOMS_WITH_WINDOWS` rooms in the
+    /// scenario's order, at most `observe::latency::MAX_ROOM_WINDOWS` windows each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivery_timeline_per_room: Vec<RoomTimeline>,
+    /// Connect time (TCP and handshake; p50, p99, max) per window of the moment the connection
+    /// was made, at most `observe::latency::MAX_WINDOWS` windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_timeline: Vec<LatencyWindow>,
     /// HTTP figures per route over the whole run: latency, statuses, failures by kind, rate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<RouteFigures>,
@@ -279,4 +287,13 @@ pub fn read(path: &Path) -> anyhow::Result<RunResult> {
     use anyhow::Context;
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a leakrun result", path.display()))
+}
+
+/// One room's delivery latency per window of receipt time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomTimeline {
+    /// Room name.
+    pub room: String,
+    /// Its windows with deliveries, oldest first.
+    pub windows: Vec<LatencyWindow>,
 }

@@ -57,7 +57,8 @@ pub struct Outcome {
     pub lost: Vec<LostWork>,
 }
 
-/// Runs iteration `index` of `clients` against `stage`.
+/// Runs iteration `index` of `clients` against `stage`, recording latency into `book` (empty: a
+/// cleared book of an earlier iteration, so a long run does not allocate one per iteration).
 pub async fn run(
     run: &RunSpec,
     ctx: &Arc<LoadContext>,
@@ -65,8 +66,9 @@ pub async fn run(
     clients: &[ClientSpec],
     index: u32,
     cancel: &CancellationToken,
+    book: LatencyBook,
 ) -> Outcome {
-    let book = Arc::new(LatencyBook::new(ctx.rooms.len()));
+    let book = Arc::new(book);
     let (phase_tx, phase_rx) = watch::channel(Phase::Send);
     let started = Instant::now();
     let started_ns = ctx.clock.now_ns();
@@ -212,12 +214,14 @@ pub async fn run(
         stats
     });
 
-    let windows = book.windows_snapshot();
-    let health = analysis::Health {
-        windows: &windows,
-        p99_limit_us: stage.delivery_p99_limit.as_micros() as u64,
+    let loss = {
+        let windows = book.lock_windows();
+        let health = analysis::Health {
+            windows: &windows,
+            p99_limit_us: stage.delivery_p99_limit.as_micros() as u64,
+        };
+        analysis::analyze(&sessions, &ctx.rooms, &ctx.clock, health)
     };
-    let loss = analysis::analyze(&sessions, &ctx.rooms, &ctx.clock, health);
     let all_rooms = SharedHistogram::default();
     book.delivery.iter().for_each(|h| all_rooms.merge(h));
     let figures = IterationFigures {

@@ -37,6 +37,10 @@ use crate::verdict::Verdicts;
 const MAX_EVENTS: usize = 20_000;
 /// Bound on waiting for a still server before the first client connects.
 const BEFORE_SETTLE: Duration = Duration::from_secs(3);
+/// Sending time from which a run takes its latency windows' buckets when it starts (a few MiB):
+/// past the span of the room windows (25.6 s of 100 ms windows), they would be taken one by one
+/// for many minutes.
+const RESERVE_WINDOWS_FROM: Duration = Duration::from_secs(60);
 
 /// How to run.
 #[derive(Clone)]
@@ -173,6 +177,8 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         before: None,
         timeline: Timeline::new(2),
         delivery_timeline: Vec::new(),
+        delivery_timeline_per_room: Vec::new(),
+        connect_timeline: Vec::new(),
         http: Vec::new(),
         incomplete: Vec::new(),
         warnings: Vec::new(),
@@ -248,6 +254,7 @@ async fn run_on(
         rooms: rooms.clone(),
         connect_timeout: scenario.run.connect_timeout,
         next_session: AtomicU64::new(0),
+        next_sender: AtomicU64::new(0),
         live: LiveCounters::default(),
         events: EventLog::new(MAX_EVENTS),
         phase_seed: result.phase_seed,
@@ -303,6 +310,9 @@ async fn run_on(
         delivery_p99_limit: scenario.thresholds.delivery.p99.unwrap_or(Duration::from_millis(500)),
     };
     let mut tallies = tally::Tallies::new(rooms.len(), routes.len());
+    if scenario.run.duration.saturating_mul(scenario.run.iterations) >= RESERVE_WINDOWS_FROM {
+        tallies.reserve_windows();
+    }
     let mut closed_so_far = target.closed_connections();
     let mut interrupted = false;
     let mut failure: Option<SourceError> = None;
@@ -314,7 +324,8 @@ async fn run_on(
         if let Some(progress) = &options.progress {
             progress.iteration(index);
         }
-        let outcome = iteration::run(&scenario.run, &ctx, &stage, &clients, index, &stop).await;
+        let book = tallies.spare_book();
+        let outcome = iteration::run(&scenario.run, &ctx, &stage, &clients, index, &stop, book).await;
         // A server that does not count closed connections: every session of the iteration has
         // closed by its end.
         let closed_now = target.closed_connections();

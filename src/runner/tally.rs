@@ -10,7 +10,7 @@ use crate::observe::cpu;
 use crate::observe::http::Tally;
 use crate::observe::latency::LatencyBook;
 use crate::observe::sampler::Sample;
-use crate::results::{MAX_LOSS_RECORDS, RunResult};
+use crate::results::{MAX_LOSS_RECORDS, RoomTimeline, RunResult};
 use crate::scenario::LoadedScenario;
 use crate::target::JudgedMemory;
 use crate::verdict::leak::IterationMemory;
@@ -20,6 +20,8 @@ use crate::verdict::{self, Verdicts, gaps::RoomLoss, gaps::ServerCpu, latency::R
 pub struct Tallies {
     pub(super) memory: Vec<IterationMemory>,
     book: LatencyBook,
+    /// The last iteration's book, emptied, for the next iteration to record into.
+    spare: Option<LatencyBook>,
     http: Vec<Tally>,
     totals_per_room: Vec<LossTotals>,
     pub(super) records: Vec<LossRecord>,
@@ -33,6 +35,7 @@ impl Tallies {
         Self {
             memory: Vec::new(),
             book: LatencyBook::new(rooms),
+            spare: None,
             http: vec![Tally::default(); routes],
             totals_per_room: vec![LossTotals::default(); rooms],
             records: Vec::new(),
@@ -53,6 +56,23 @@ impl Tallies {
             .iter_mut()
             .filter_map(|i| i.heap_probe.as_mut().map(|r| &mut r.sites));
         judged.chain(reported).collect()
+    }
+
+    /// Takes every latency window's buckets now, in the run's book and in the one the
+    /// iterations record into, for a run long enough to fill them: its own memory then stays
+    /// flat from the start instead of rising through its first twenty minutes.
+    pub fn reserve_windows(&mut self) {
+        self.book.reserve_windows();
+        let mut spare = self.spare_book();
+        spare.reserve_windows();
+        self.spare = Some(spare);
+    }
+
+    /// An empty latency book for the next iteration: the last one's, cleared, when there was one.
+    pub fn spare_book(&mut self) -> LatencyBook {
+        self.spare
+            .take()
+            .unwrap_or_else(|| LatencyBook::new(self.book.delivery.len()))
     }
 
     /// Adds one iteration's outcome; its figures go into the result.
@@ -85,6 +105,9 @@ impl Tallies {
         let room_left = MAX_LOSS_RECORDS.saturating_sub(self.records.len());
         self.records.extend(outcome.loss.records.into_iter().take(room_left));
         self.book.merge(&outcome.book);
+        let mut book = outcome.book;
+        book.clear();
+        self.spare = Some(book);
         result.iterations.push(outcome.figures);
     }
 }
@@ -170,13 +193,32 @@ pub fn judge(
         scenario.expect.gaps,
     );
     let book = &tallies.book;
-    result.delivery_timeline = book.windows_snapshot().summaries();
+    result.delivery_timeline = book.lock_windows().summaries();
+    result.delivery_timeline_per_room = rooms
+        .iter()
+        .zip(book.room_timelines())
+        .map(|(room, windows)| RoomTimeline {
+            room: room.to_string(),
+            windows,
+        })
+        .collect();
+    result.connect_timeline = book.connect_timeline();
+    let windows = book.lock_windows();
+    for sample in &mut result.timeline.samples {
+        if let Some(sketch) = windows.at((sample.at_s.max(0.0) * 1e9) as u64) {
+            sample.delivery_p50_us = Some(sketch.quantile(0.5));
+            sample.delivery_p99_us = Some(sketch.quantile(0.99));
+            sample.delivery_max_us = Some(sketch.max_us());
+        }
+    }
+    drop(windows);
     let delivery = rooms
         .iter()
-        .zip(&book.delivery)
-        .map(|(room, h)| RoomLatency {
+        .zip(book.delivery.iter().zip(&book.send_lag))
+        .map(|(room, (delivery, lag))| RoomLatency {
             room: room.to_string(),
-            delivery: h.summary(),
+            delivery: delivery.summary(),
+            send_lag: lag.summary(),
         })
         .collect();
     result.http = routes

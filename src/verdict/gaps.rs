@@ -286,6 +286,7 @@ mod tests {
             count: last_seq - first_seq + 1,
             at_s: 0.0,
             wall: String::new(),
+            cause: None,
         }
     }
 

@@ -27,6 +27,10 @@ pub struct RoomLatency {
     pub room: String,
     /// Its percentiles.
     pub delivery: LatencySummary,
+    /// Its senders' send lag: from each message's intended send time to the moment its client
+    /// began writing it (leakrun's own lateness, part of every delivery latency above).
+    #[serde(default)]
+    pub send_lag: LatencySummary,
 }
 
 /// The latency verdict with its evidence.

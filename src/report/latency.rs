@@ -24,8 +24,6 @@ pub fn chart(result: &RunResult, axis: TimeAxis) -> Result<Option<String>, Repor
     if windows.is_empty() {
         return Ok(None);
     }
-    let ms = |us: u64| us as f64 / 1000.0;
-    let mid = |w: &crate::observe::latency::LatencyWindow| finite(w.at_s) + finite(w.width_s) / 2.0;
     let p50: Vec<(f64, f64)> = windows.iter().map(|w| (mid(w), ms(w.p50_us))).collect();
     let p99: Vec<(f64, f64)> = windows.iter().map(|w| (mid(w), ms(w.p99_us))).collect();
     let limits = &result.scenario.resolved.thresholds.delivery;

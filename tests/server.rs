@@ -178,3 +178,45 @@ async fn frames_larger_than_the_small_read_buffers_arrive_whole_and_a_plain_get_
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not a WebSocket upgrade"), "{body}");
 }
+
+/// A herd of connects larger than tokio's default accept queue (1,024) all complete at once while
+/// the server has not accepted any yet: the embedded server's listener asks for the deepest queue
+/// the kernel allows. With a 1,024-deep queue the kernel drops the SYNs past it and those clients
+/// retry only after a second, so they are still waiting when the time below runs out.
+#[tokio::test]
+async fn a_herd_of_connects_past_1024_waits_in_the_accept_queue_not_in_syn_retries() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("read net.core.somaxconn")
+        .trim()
+        .parse()
+        .expect("net.core.somaxconn is a number");
+    assert!(
+        somaxconn > 1200,
+        "net.core.somaxconn is {somaxconn}: this test needs more than 1,200 to tell the listener's queue from tokio's 1,024"
+    );
+    let herd = (somaxconn - 64).min(2000);
+    let listener = leakrun::server::listener_on("127.0.0.1:0".parse().unwrap()).expect("listen");
+    let addr = listener.local_addr().unwrap();
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..herd {
+        connects.spawn(tokio::time::timeout(
+            Duration::from_millis(700),
+            TcpStream::connect(addr),
+        ));
+    }
+    let mut made = Vec::with_capacity(herd);
+    let mut waited = 0;
+    while let Some(outcome) = connects.join_next().await {
+        match outcome.expect("connect task") {
+            Ok(Ok(stream)) => made.push(stream),
+            Ok(Err(error)) => panic!("connect failed: {error}"),
+            Err(_) => waited += 1,
+        }
+    }
+    assert_eq!(
+        waited, 0,
+        "{waited} of {herd} connects still waiting after 700 ms (SYNs dropped at a full accept queue)"
+    );
+    assert_eq!(made.len(), herd);
+    drop(listener);
+}

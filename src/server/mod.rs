@@ -141,7 +141,15 @@ pub fn loopback_listener() -> std::io::Result<TcpListener> {
     listener_on((Ipv4Addr::LOCALHOST, 0).into())
 }
 
-/// A listener on `addr` (port 0: a free one), with TCP_NODELAY as for [`loopback_listener`].
+/// The accept queue asked for: Linux caps it at `net.core.somaxconn` (4,096 on current kernels),
+/// so this asks for the most the machine allows. tokio's own default, 1,024, overflows when ten
+/// thousand clients connect at once: the kernel drops the SYNs past it, and each dropped client
+/// waits a second (then two, then four) for its retry, which reads as connect latency of the
+/// server's making.
+pub const LISTEN_BACKLOG: u32 = i32::MAX as u32;
+
+/// A listener on `addr` (port 0: a free one), with TCP_NODELAY as for [`loopback_listener`] and
+/// the deepest accept queue the kernel allows ([`LISTEN_BACKLOG`]).
 pub fn listener_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr.ip() {
         IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -150,7 +158,7 @@ pub fn listener_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nodelay(true)?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A running embedded server instance.

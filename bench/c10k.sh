@@ -15,11 +15,16 @@
 # Each connection is two sockets in this one process (the client's and the server's), so the
 # open-file limit caps the connections: with `ulimit -n` at 20,000 that is 9,900, and the script
 # says so when it caps. Runs in release; CPU heavy (two runs of DURATION plus connects and drain).
+# A third row per run, `paced`, is this tree on the same scenario with its connects paced by
+# `run.connect_rate` (PACED per second): all connects at once are the issue's scenario and what
+# BEFORE can run (it has no `connect_rate`), but their burst shares the first half second of
+# sending with the fan-outs; paced is how a user holds ten thousand connections without that.
 # Usage: bench/c10k.sh [CONNECTIONS]   (default 10000)
 # Environment: BEFORE=<git ref> (default main), DURATION (default 20s), ROOMS (default 10),
 #              SENDERS per room (default 1), DELIVERIES per second offered (default 100000),
-#              RUNS: pairs of runs, before then after each time (default 1; latency on a
-#              saturated 2-core machine moves by tens of ms from run to run).
+#              RUNS: rounds of runs, before, after and paced each time (default 1; latency on a
+#              saturated 2-core machine moves by tens of ms from run to run), PACED: connects
+#              per second for the paced row (default 5000; 0 leaves the row out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-10000}
@@ -30,6 +35,10 @@ deliveries=${DELIVERIES:-100000}
 before=${BEFORE:-main}
 runs=${RUNS:-1}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "error: RUNS=$runs: valid: a whole number from 1" >&2; exit 2; }
+paced=${PACED:-5000}
+[[ $paced =~ ^[0-9]+$ ]] || { echo "error: PACED=$paced: valid: a whole number of connects per second (0: no paced row)" >&2; exit 2; }
+builds=(before after)
+(( paced > 0 )) && builds+=(paced)
 
 # Room for the process's other descriptors (listeners, files, the backend's and the sampler's).
 limit=$(ulimit -n)
@@ -83,11 +92,18 @@ cp target/release/leakrun "$work/leakrun-after"
 
 echo "before: $before ($before_rev); load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "c10k: $connections connections, $rooms rooms x ($listeners listeners + $senders senders at $rate/s), $duration, offered $(( rooms * senders * per_room ))x$rate deliveries/s"
+(( paced > 0 )) && echo "paced: this tree with run.connect_rate = $paced (connects per second)"
 printf '%-8s %12s %10s %14s %14s %14s %12s %10s %10s %8s %8s %8s %10s\n' build KiB/conn peak_MiB connect_p99 deliveries/s steady_del/s delivery_p99 room_p99 sent lost dropped cpu_s cpu_us/del
 for ((run = 0; run < runs; run++)); do
-for build in before after; do
+for build in "${builds[@]}"; do
   rm -f "$work/c10k.json"
-  /usr/bin/time -f '%M %U %S' -o "$work/time" "$work/leakrun-$build" run "$work/c10k.toml" --out "$work" --no-progress \
+  binary=$work/leakrun-$build
+  pacing=()
+  if [[ $build == paced ]]; then
+    binary=$work/leakrun-after
+    pacing=(--set "run.connect_rate=$paced")
+  fi
+  /usr/bin/time -f '%M %U %S' -o "$work/time" "$binary" run "$work/c10k.toml" "${pacing[@]}" --out "$work" --no-progress \
     >"$work/$build.log" 2>&1 || true
   python3 - "$work/c10k.json" "$(tail -1 "$work/time")" "$build" "$connections" <<'PY'
 import json, sys
@@ -118,6 +134,12 @@ if worst is not None and "send_lag" in worst:
     windows = {t["room"]: t["windows"] for t in r.get("delivery_timeline_per_room", [])}.get(worst["room"], [])
     slow = [w for w in windows if w["p99_us"] > 100_000]
     where = f' (first at {slow[0]["at_s"]:.1f}s, slowest {max(w["max_us"] for w in slow) / 1000:.0f}ms)' if slow else ''
+    # Windows that began before the last connect landed: the herd's burst, not steady sending.
+    connects = r.get("connect_timeline", [])
+    connecting_until = max((w["at_s"] + w["width_s"] for w in connects), default=0)
+    during = sum(1 for w in slow if w["at_s"] < connecting_until)
+    if slow:
+        where += f', {during} of them while clients still connected (until {connecting_until:.1f}s)'
     print(f'         worst room {worst["room"]}: p99 {worst["delivery"]["p99_us"] / 1000:.1f}ms, its senders\' send lag '
           f'p99 {lag["p99_us"] / 1000:.1f}ms max {lag["max_us"] / 1000:.1f}ms; {len(slow)} of {len(windows)} windows '
           f'over 100ms{where}; send lag p99 over all rooms up to {max(room["send_lag"]["p99_us"] for room in rooms) / 1000:.1f}ms')

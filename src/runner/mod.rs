@@ -168,7 +168,10 @@ pub async fn run(loaded: &LoadedScenario, options: &RunOptions) -> Result<RunOut
         expectation_met: false,
         error: None,
         phase_seed: fastrand::u64(..),
-        iterations: Vec::new(),
+        // Room for every planned iteration (at most MAX_ITERATIONS) up front: a vector that
+        // doubles takes a step of memory at the 16th, 32nd, ... iteration of a long run, which a
+        // soak reads as leakrun's own memory rising.
+        iterations: Vec::with_capacity(scenario.run.iterations as usize),
         verdicts: None,
         losses: LossLog::default(),
         events: EventLogOut::default(),
@@ -309,7 +312,7 @@ async fn run_on(
         pool: pool.as_ref(),
         delivery_p99_limit: scenario.thresholds.delivery.p99.unwrap_or(Duration::from_millis(500)),
     };
-    let mut tallies = tally::Tallies::new(rooms.len(), routes.len());
+    let mut tallies = tally::Tallies::new(rooms.len(), routes.len(), scenario.run.iterations as usize);
     if scenario.run.duration.saturating_mul(scenario.run.iterations) >= RESERVE_WINDOWS_FROM {
         tallies.reserve_windows();
     }

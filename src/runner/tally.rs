@@ -30,10 +30,11 @@ pub struct Tallies {
 }
 
 impl Tallies {
-    /// Nothing yet, for `rooms` rooms and `routes` HTTP routes.
-    pub fn new(rooms: usize, routes: usize) -> Self {
+    /// Nothing yet, for `rooms` rooms and `routes` HTTP routes, with room for the memory of
+    /// `iterations` iterations taken now (the run's plan, so its vector does not grow in steps).
+    pub fn new(rooms: usize, routes: usize, iterations: usize) -> Self {
         Self {
-            memory: Vec::new(),
+            memory: Vec::with_capacity(iterations),
             book: LatencyBook::new(rooms),
             spare: None,
             http: vec![Tally::default(); routes],

@@ -11,11 +11,13 @@
 //! A sampled allocation's call stack and weight stay in the [`Region`] while the block is live; the
 //! free of a sampled block takes it out. A pointer's key hashes to a bucket of the key table, but
 //! its record is taken from the front of the slot table (freed records are reused first), so the
-//! memory the region touches follows the most samples live at once, not how far apart the
-//! sampled addresses lie: a process that runs for hours does not fault in more of it. The region is plain atomics in a `#[repr(C)]` layout, so
-//! it can live in a static (leakrun's own process) or in a shared-memory file another process
-//! maps (the preloaded library publishes its region that way, and leakrun reads it). Nothing here
-//! allocates: it runs inside `malloc`.
+//! records it touches follow the most samples live at once, not how far apart the sampled
+//! addresses lie, and the key table (512 KiB) is faulted in whole when sampling starts: a process
+//! that runs for hours does not fault in more of the region as it goes.
+//!
+//! The region is plain atomics in a `#[repr(C)]` layout, so it can live in a static (leakrun's own
+//! process) or in a shared-memory file another process maps (the preloaded library publishes its
+//! region that way, and leakrun reads it). Nothing here allocates: it runs inside `malloc`.
 
 #![deny(missing_docs)]
 
@@ -249,8 +251,11 @@ impl Region {
     }
 
     /// Sets the mean bytes between samples (0 turns sampling off) and draws each CPU's first
-    /// point.
+    /// point. Turning sampling on faults in the whole key table first (`fault_in_keys`).
     pub fn set_mean(&self, mean: u64) {
+        if mean > 0 {
+            self.fault_in_keys();
+        }
         self.header.sample_mean.store(mean, Ordering::Relaxed);
         for (i, shard) in self.shards.iter().enumerate() {
             if shard.rng.load(Ordering::Relaxed) == 0 {
@@ -262,6 +267,19 @@ impl Region {
                 let at = shard.allocated.load(Ordering::Relaxed) + draw(&shard.rng, mean);
                 shard.next_sample_at.store(at, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Writes to every page of the key table, so all of it is resident from the moment sampling
+    /// starts. A key's bucket is a hash of its pointer, so without this each new bucket hit
+    /// faulted in one more page: the table's 512 KiB came in a page at a time over the first
+    /// half hour of a run and read as the process's RSS rising (leakrun's own in a soak, and a
+    /// server's where the preloaded library samples it). The write adds nothing to a key
+    /// (`fetch_or` of zero), so it is safe while other threads sample.
+    fn fault_in_keys(&self) {
+        const KEYS_PER_PAGE: usize = 4096 / std::mem::size_of::<AtomicU64>();
+        for key in self.keys.iter().step_by(KEYS_PER_PAGE).chain(self.keys.last()) {
+            key.fetch_or(0, Ordering::Relaxed);
         }
     }
 
@@ -601,6 +619,62 @@ mod tests {
             assert!(r.forget(pointer(i)));
         }
         assert!(r.live().is_empty());
+    }
+
+    /// Whether each 4 KiB page from `start` for `bytes` is mapped, from `/proc/self/pagemap`
+    /// (its "present" bit, readable without privileges).
+    fn pages_present(start: usize, bytes: usize) -> Vec<bool> {
+        use std::io::{Read, Seek, SeekFrom};
+        let first = start / 4096;
+        let last = (start + bytes - 1) / 4096;
+        let mut map = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        map.seek(SeekFrom::Start(first as u64 * 8)).expect("seek");
+        let mut entries = vec![0u8; (last - first + 1) * 8];
+        map.read_exact(&mut entries).expect("read");
+        entries
+            .chunks(8)
+            .map(|e| u64::from_le_bytes(e.try_into().unwrap()) >> 63 == 1)
+            .collect()
+    }
+
+    #[test]
+    fn turning_sampling_on_makes_the_whole_key_table_resident_at_once() {
+        // A region on a mapping of its own (the heap may hand out a reused, already written
+        // block): nothing of its key table is mapped until written.
+        // SAFETY: a fresh private anonymous mapping of the region's size, unmapped at the end.
+        let memory = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                REGION_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(memory, libc::MAP_FAILED);
+        // SAFETY: page-aligned, REGION_BYTES long, zeroed, mapped until the munmap below.
+        let r = unsafe { Region::from_memory(memory as *const u8) };
+        let start = r.keys.as_ptr() as usize;
+        let bytes = std::mem::size_of_val(&r.keys);
+        let before = pages_present(start, bytes);
+        assert!(
+            before.iter().filter(|p| **p).count() <= 1,
+            "the key table was mapped before sampling started: {} of {} pages",
+            before.iter().filter(|p| **p).count(),
+            before.len()
+        );
+        r.set_mean(4096);
+        let after = pages_present(start, bytes);
+        let missing = after.iter().filter(|p| !**p).count();
+        assert_eq!(
+            missing,
+            0,
+            "{missing} of {} key pages not resident once sampling is on",
+            after.len()
+        );
+        // SAFETY: the mapping made above; `r` is not used after this.
+        unsafe { libc::munmap(memory, REGION_BYTES) };
     }
 
     #[test]

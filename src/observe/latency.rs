@@ -84,8 +84,38 @@ impl SharedHistogram {
 
     /// Adds another histogram's counts to this one.
     pub fn merge(&self, other: &SharedHistogram) {
-        let theirs = other.lock().clone();
-        let _ = self.lock().add(&theirs);
+        if std::ptr::eq(self, other) {
+            let copy = other.lock().clone();
+            let _ = self.lock().add(&copy);
+            return;
+        }
+        // Two different locks, taken in the one order merges go (into a run's or a copy's book
+        // from an iteration's): no copy of their counts.
+        let _ = self.lock().add(&*other.lock());
+    }
+
+    /// Takes and writes the counts for every value up to `highest_us` now, so a slower value
+    /// later (a stall of the server or of the machine) records without growing the histogram.
+    /// Grown, it would keep its size to the end of the run: a long run's own memory would rise
+    /// in a step at each new slowest value (8 KiB per histogram per doubling).
+    pub fn reserve(&self, highest_us: u64) {
+        let mut h = self.lock();
+        if h.high() >= highest_us {
+            return;
+        }
+        let Ok(mut wider) = Histogram::new_with_bounds(1, highest_us.max(2), 3) else {
+            return;
+        };
+        wider.auto(true);
+        // The zeroed counts come untouched from the system; writing them makes them resident.
+        wider.reset();
+        let _ = wider.add(&*h);
+        *h = wider;
+    }
+
+    /// The largest value it holds without growing.
+    pub fn reserved_us(&self) -> u64 {
+        self.lock().high()
     }
 
     /// Empties it, keeping its counts array for the next values.
@@ -190,12 +220,21 @@ impl LatencyBook {
         locked(&self.connect_windows).summaries()
     }
 
-    /// Takes the buckets of every window now ([`LatencyWindows::reserve`]): 1.2 KiB each, up
-    /// to 512 over all rooms, 256 for each of the first 16 rooms and 512 of connect time.
-    pub fn reserve_windows(&mut self) {
+    /// Takes now what a long run would otherwise take bit by bit and keep:
+    /// * the buckets of every window ([`LatencyWindows::reserve`]): 1.2 KiB each, up to 512 over
+    ///   all rooms, 256 for each of the first 16 rooms and 512 of connect time;
+    /// * the counts of the connect histogram and of the first 16 rooms' delivery and send-lag
+    ///   histograms for values up to `highest_us` ([`SharedHistogram::reserve`]): about 8 KiB
+    ///   per doubling above 2 ms, 136 KiB each for a minute.
+    pub fn reserve(&mut self, highest_us: u64) {
         for w in self.all_windows() {
             w.get_mut().unwrap_or_else(|p| p.into_inner()).reserve();
         }
+        let rooms = self.delivery.len().min(MAX_ROOMS_WITH_WINDOWS);
+        for h in self.delivery[..rooms].iter().chain(&self.send_lag[..rooms]) {
+            h.reserve(highest_us);
+        }
+        self.connect.reserve(highest_us);
     }
 
     fn all_windows(&mut self) -> impl Iterator<Item = &mut Mutex<LatencyWindows>> {
@@ -685,6 +724,55 @@ mod tests {
         let w = windows[50];
         assert!((500_000..=510_000).contains(&w.max_us), "{w:?}");
         assert!(w.p50_us >= 500_000 * 9 / 10 && w.p50_us <= w.max_us, "{w:?}");
+    }
+
+    #[test]
+    fn a_reserved_histogram_records_a_stall_without_growing_and_keeps_what_it_held() {
+        let minute_us = 60_000_000;
+        let grown = SharedHistogram::default();
+        grown.record(2_000);
+        let small = grown.reserved_us();
+        grown.record(minute_us);
+        assert!(
+            grown.reserved_us() > small,
+            "an unreserved histogram grows to take a stall"
+        );
+
+        let reserved = SharedHistogram::default();
+        reserved.record(2_000);
+        reserved.reserve(minute_us + 5_000_000);
+        let room = reserved.reserved_us();
+        assert!(room >= minute_us + 5_000_000, "{room}");
+        assert_eq!(
+            reserved.summary().count,
+            1,
+            "reserving keeps the values already recorded"
+        );
+        reserved.record(minute_us);
+        assert_eq!(
+            reserved.reserved_us(),
+            room,
+            "a reserved histogram does not grow for a stall"
+        );
+        let s = reserved.summary();
+        assert_eq!(s.count, 2);
+        assert!((59_900_000..=60_100_000).contains(&s.max_us), "{s:?}");
+        // Reserving less than it holds changes nothing; a book reserves every histogram.
+        reserved.reserve(1_000);
+        assert_eq!(reserved.reserved_us(), room);
+        let mut book = LatencyBook::new(2);
+        book.reserve(minute_us);
+        for h in book
+            .delivery
+            .iter()
+            .chain(&book.send_lag)
+            .chain(std::iter::once(&book.connect))
+        {
+            assert!(h.reserved_us() >= minute_us);
+        }
+        // Merging into itself doubles its counts, as it did with a copy.
+        reserved.merge(&reserved);
+        assert_eq!(reserved.summary().count, 4);
     }
 
     #[test]

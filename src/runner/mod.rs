@@ -37,10 +37,11 @@ use crate::verdict::Verdicts;
 const MAX_EVENTS: usize = 20_000;
 /// Bound on waiting for a still server before the first client connects.
 const BEFORE_SETTLE: Duration = Duration::from_secs(3);
-/// Sending time from which a run takes its latency windows' buckets when it starts (a few MiB):
-/// past the span of the room windows (25.6 s of 100 ms windows), they would be taken one by one
-/// for many minutes.
-const RESERVE_WINDOWS_FROM: Duration = Duration::from_secs(60);
+/// Sending time from which a run takes its latency windows' buckets and its histograms' counts
+/// when it starts (a few MiB): past the span of the room windows (25.6 s of 100 ms windows), they
+/// would be taken one by one for many minutes, and the histograms would grow at each new slowest
+/// value.
+const RESERVE_LATENCY_FROM: Duration = Duration::from_secs(60);
 
 /// How to run.
 #[derive(Clone)]
@@ -313,8 +314,10 @@ async fn run_on(
         delivery_p99_limit: scenario.thresholds.delivery.p99.unwrap_or(Duration::from_millis(500)),
     };
     let mut tallies = tally::Tallies::new(rooms.len(), routes.len(), scenario.run.iterations as usize);
-    if scenario.run.duration.saturating_mul(scenario.run.iterations) >= RESERVE_WINDOWS_FROM {
-        tallies.reserve_windows();
+    if scenario.run.duration.saturating_mul(scenario.run.iterations) >= RESERVE_LATENCY_FROM {
+        // No delivery of an iteration is later than its sending and draining time.
+        let longest = scenario.run.duration.saturating_add(scenario.run.drain);
+        tallies.reserve_latency(u64::try_from(longest.as_micros()).unwrap_or(u64::MAX));
     }
     let mut closed_so_far = target.closed_connections();
     let mut interrupted = false;

@@ -59,13 +59,15 @@ impl Tallies {
         judged.chain(reported).collect()
     }
 
-    /// Takes every latency window's buckets now, in the run's book and in the one the
+    /// Takes every latency window's buckets and the histograms' counts up to `highest_us` now
+    /// ([`crate::observe::latency::LatencyBook::reserve`]), in the run's book and in the one the
     /// iterations record into, for a run long enough to fill them: its own memory then stays
-    /// flat from the start instead of rising through its first twenty minutes.
-    pub fn reserve_windows(&mut self) {
-        self.book.reserve_windows();
+    /// flat from the start instead of rising through its first twenty minutes and in a step at
+    /// each new slowest delivery.
+    pub fn reserve_latency(&mut self, highest_us: u64) {
+        self.book.reserve(highest_us);
         let mut spare = self.spare_book();
-        spare.reserve_windows();
+        spare.reserve(highest_us);
         self.spare = Some(spare);
     }
 

@@ -274,12 +274,21 @@ impl Region {
     /// starts. A key's bucket is a hash of its pointer, so without this each new bucket hit
     /// faulted in one more page: the table's 512 KiB came in a page at a time over the first
     /// half hour of a run and read as the process's RSS rising (leakrun's own in a soak, and a
-    /// server's where the preloaded library samples it). The write adds nothing to a key
-    /// (`fetch_or` of zero), so it is safe while other threads sample.
+    /// server's where the preloaded library samples it).
+    ///
+    /// The write is a real one: an empty key is claimed and given back (an inserter meeting it
+    /// claimed takes the next key of its bucket; readers skip it). A key that holds a sample is on
+    /// a page already resident. An atomic add or or of zero would not do: the optimiser turns it
+    /// into a read, which maps the shared zero page and leaves RSS as it was.
     fn fault_in_keys(&self) {
         const KEYS_PER_PAGE: usize = 4096 / std::mem::size_of::<AtomicU64>();
         for key in self.keys.iter().step_by(KEYS_PER_PAGE).chain(self.keys.last()) {
-            key.fetch_or(0, Ordering::Relaxed);
+            if key
+                .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                key.store(EMPTY, Ordering::Release);
+            }
         }
     }
 

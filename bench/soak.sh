@@ -111,11 +111,31 @@ for b in "${backends[@]}"; do
     --out "$out/$b" --no-progress >"$out/$b.log" 2>&1 &
   pids+=($!)
 done
+# Beside the timeline's RSS: every 10 s, each run's resident memory by kind from
+# /proc/<pid>/status (anonymous: heap, stacks, leakrun's statics; file: the executable's pages,
+# which come in as code paths first run and are bounded by its size), until the run ends.
+rss_by_kind() {
+  local parent=$1 file=$2 child="" start=$SECONDS
+  for _ in $(seq 50); do
+    child=$(pgrep -P "$parent" | head -1) && [ -n "$child" ] && break
+    sleep 0.1
+  done
+  [ -n "$child" ] || return 0
+  while [ -r "/proc/$child/status" ] && [ $((SECONDS - start)) -le "$bound" ]; do
+    awk -v t=$((SECONDS - start)) '/^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} /^RssShmem:/ {s=$2}
+      END {if (a != "") print t, a, f, s}' "/proc/$child/status" >>"$file" 2>/dev/null || break
+    sleep 10
+  done
+}
+for i in "${!backends[@]}"; do
+  rss_by_kind "${pids[$i]}" "$out/${backends[$i]}.rss_kib.txt" &
+done
 for pid in "${pids[@]}"; do
   code=0
   wait "$pid" || code=$?
   codes+=("$code")
 done
+wait
 trap - INT TERM
 echo "finished $(date -u +%FT%TZ)"
 fi
@@ -123,15 +143,15 @@ fi
 args=()
 for i in "${!backends[@]}"; do
   b=${backends[$i]}
-  args+=("$b" "${codes[$i]}" "$out/$b/soak_$b.json" "$out/$b.log")
+  args+=("$b" "${codes[$i]}" "$out/$b/soak_$b.json" "$out/$b.log" "$out/$b.rss_kib.txt")
 done
 python3 - "${args[@]}" <<'PY'
 import json, os, sys
 
 argv = sys.argv[1:]
 worst = 0
-for i in range(0, len(argv), 4):
-    backend, code, path, log = argv[i], int(argv[i + 1]), argv[i + 2], argv[i + 3]
+for i in range(0, len(argv), 5):
+    backend, code, path, log, rss_kinds = argv[i], int(argv[i + 1]), argv[i + 2], argv[i + 3], argv[i + 4]
     print(f"\n== {backend}: leakrun exit {code if code >= 0 else 'not known (--report)'}, log {log}")
     if not os.path.exists(path):
         print(f"   no result at {path}")
@@ -250,6 +270,18 @@ for i in range(0, len(argv), 4):
             if hs and late:
                 print(f"   {what}: start {mib(hs[0][1]):.2f} MiB, at {warm / 60:.1f} min {mib(late[0][1]):.2f} MiB, "
                       f"end {mib(hs[-1][1]):.2f} MiB")
+        # RSS by kind, from the samples taken beside the run (absent in folders from before).
+        if os.path.exists(rss_kinds):
+            rows = [tuple(int(x) for x in line.split()) for line in open(rss_kinds) if len(line.split()) == 4]
+            after = [row for row in rows if row[0] >= warm]
+            if len(after) >= 2:
+                first, last = after[0], after[-1]
+                kib = lambda k: f"{k / 1024:.2f}"
+                print(f"   leakrun RSS by kind (/proc status, every 10 s) at {first[0] / 60:.1f} min -> end: "
+                      f"anonymous {kib(first[1])} -> {kib(last[1])} MiB ({(last[1] - first[1]) / 1024:+.2f}, "
+                      f"slope {slope_of([(t, a * 1024) for t, a, _, _ in after]) / 1024:+.1f} KiB/min), "
+                      f"file {kib(first[2])} -> {kib(last[2])} MiB ({(last[2] - first[2]) / 1024:+.2f}), "
+                      f"shared {kib(first[3])} -> {kib(last[3])} MiB")
         cpu = [s["leakrun_cpu"] for s in r["timeline"]["samples"] if s.get("leakrun_cpu") is not None]
         if cpu:
             print(f"   leakrun CPU: mean {sum(cpu) / len(cpu):.3f} cores, max sample {max(cpu):.3f}")

@@ -275,13 +275,13 @@ for i in range(0, len(argv), 5):
             rows = [tuple(int(x) for x in line.split()) for line in open(rss_kinds) if len(line.split()) == 4]
             after = [row for row in rows if row[0] >= warm]
             if len(after) >= 2:
-                first, last = after[0], after[-1]
-                kib = lambda k: f"{k / 1024:.2f}"
+                # /proc/<pid>/status gives KiB; as bytes, the figures go through `mib` like the rest.
+                first, last = [[row[0]] + [k * 1024 for k in row[1:]] for row in (after[0], after[-1])]
                 print(f"   leakrun RSS by kind (/proc status, every 10 s) at {first[0] / 60:.1f} min -> end: "
-                      f"anonymous {kib(first[1])} -> {kib(last[1])} MiB ({(last[1] - first[1]) / 1024:+.2f}, "
+                      f"anonymous {mib(first[1]):.2f} -> {mib(last[1]):.2f} MiB ({mib(last[1] - first[1]):+.2f}, "
                       f"slope {slope_of([(t, a * 1024) for t, a, _, _ in after]) / 1024:+.1f} KiB/min), "
-                      f"file {kib(first[2])} -> {kib(last[2])} MiB ({(last[2] - first[2]) / 1024:+.2f}), "
-                      f"shared {kib(first[3])} -> {kib(last[3])} MiB")
+                      f"file {mib(first[2]):.2f} -> {mib(last[2]):.2f} MiB ({mib(last[2] - first[2]):+.2f}), "
+                      f"shared {mib(first[3]):.2f} -> {mib(last[3]):.2f} MiB")
         cpu = [s["leakrun_cpu"] for s in r["timeline"]["samples"] if s.get("leakrun_cpu") is not None]
         if cpu:
             print(f"   leakrun CPU: mean {sum(cpu) / len(cpu):.3f} cores, max sample {max(cpu):.3f}")

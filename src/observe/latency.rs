@@ -113,8 +113,9 @@ impl SharedHistogram {
         *h = wider;
     }
 
-    /// The largest value it holds without growing.
-    pub fn reserved_us(&self) -> u64 {
+    /// The largest value it holds without growing (for tests of [`SharedHistogram::reserve`]).
+    #[cfg(test)]
+    fn reserved_us(&self) -> u64 {
         self.lock().high()
     }
 

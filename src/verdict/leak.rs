@@ -102,7 +102,8 @@ pub struct SeriesVerdict {
     pub slope_per_iteration: Option<f64>,
     /// Last judged value minus the first.
     pub growth: Option<f64>,
-    /// Steps between consecutive judged iterations in which the value rose, and steps in all.
+    /// Steps between consecutive judged iterations in which the value rose (by more than half the
+    /// robust slope, when that is positive), and steps in all.
     pub rising_steps: [u32; 2],
     /// Slope divided by the connections closed per iteration.
     pub per_connection: Option<f64>,
@@ -479,7 +480,10 @@ fn memory_series(
     } else {
         None
     };
-    let rising = points.windows(2).filter(|w| w[1].1 > w[0].1).count() as u32;
+    // A steady rise climbs about its slope in most steps; a step that rose by less than half the
+    // slope is noise (a level step mid-run makes a slope, and noise beside it goes either way).
+    let rise_that_counts = slope.filter(|s| *s > 0.0).map_or(0.0, |s| s / 2.0);
+    let rising = points.windows(2).filter(|w| w[1].1 - w[0].1 > rise_that_counts).count() as u32;
     let growth = match (points.first(), points.last()) {
         (Some(first), Some(last)) if points.len() >= 2 => Some(last.1 - first.1),
         _ => None,
@@ -500,7 +504,7 @@ fn memory_series(
 }
 
 /// Heap (or RSS without a heap): a leak when the robust slope and the growth both pass `limit`
-/// and the value rose in at least half of the steps. The last condition keeps a single level step
+/// and the value rose by half the slope or more in at least half of the steps. The last condition keeps a single level step
 /// (a table that doubled once, mid-run) from passing as a leak: Theil–Sen resists spikes, not steps.
 fn judge_growth(mut s: SeriesVerdict, limit: f64, judged: usize, what: &str) -> SeriesVerdict {
     let trail = trail(&s);
@@ -1029,6 +1033,37 @@ mod tests {
         );
         assert_eq!(heap.rising_steps, [1, 9]);
         assert_eq!(v.outcome, LeakOutcome::Clean, "{}", v.summary);
+    }
+
+    #[test]
+    fn a_level_step_beside_noise_that_rose_is_not_a_leak() {
+        // Five judged iterations, as a short external run has: the heap jitters by a few KiB and
+        // steps up 600 KiB once. Noise rose in two of the four steps, the step in a third.
+        let heaps = [40_000_000, 40_003_000, 40_001_000, 40_615_000, 40_617_000];
+        let its = run(|i| sample(heaps[(i as usize).saturating_sub(1)], 60 << 20, 0), 6, 20);
+        let v = judge(&sample(39_000_000, 58 << 20, 0), &its, &limits(), false);
+        let heap = &v.series[0];
+        assert!(
+            heap.slope_per_iteration.unwrap() > 64.0 * 1024.0,
+            "the step makes a slope"
+        );
+        assert_eq!(heap.rising_steps, [1, 4], "only the step rose by half the slope");
+        assert_eq!(v.outcome, LeakOutcome::Clean, "{}", v.summary);
+        // The same jitter on a steady 100 KiB per iteration is still a leak.
+        let leaking = run(
+            |i| {
+                sample(
+                    heaps[(i as usize).saturating_sub(1) % 3] + i64::from(i) * 100_000,
+                    60 << 20,
+                    0,
+                )
+            },
+            6,
+            20,
+        );
+        let v = judge(&sample(39_000_000, 58 << 20, 0), &leaking, &limits(), false);
+        assert_eq!(v.series[0].rising_steps, [4, 4]);
+        assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
     }
 
     #[test]

@@ -23,7 +23,6 @@
 //! keep, and the retention verdict sees them. leakrun's own come from mimalloc, which gives a
 //! page back to the OS about a second after its last block is freed: the harness's churn (client
 //! buffers, frames, loss records) no longer pushes glibc's high-water mark up through an hour.
-//! A header bit names the allocator, so each block goes back to the one it came from.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -79,13 +78,6 @@ static SAMPLED: Region = Region::new();
 /// The header bit of a block whose stack is in [`SAMPLED`] (beside the domain in bit 0).
 const SAMPLED_BIT: u8 = 0x80;
 
-/// The header bit of a block that came from mimalloc (leakrun's own, unless
-/// [`keep_harness_on_system_allocator`] is on).
-const MIMALLOC_BIT: u8 = 0x40;
-
-/// Whether new harness-domain blocks come from the system allocator instead of mimalloc.
-static HARNESS_ON_SYSTEM: AtomicBool = AtomicBool::new(false);
-
 /// Whether harness-domain allocations are sampled into [`SAMPLED`] too.
 static SAMPLE_HARNESS: AtomicBool = AtomicBool::new(false);
 
@@ -99,14 +91,6 @@ pub fn set_sample_mean(mean: u64) {
 /// (`LEAKRUN_SAMPLE_HARNESS=1`, docs/benchmarks.md), never on in a user's run.
 pub fn set_sample_harness(on: bool) {
     SAMPLE_HARNESS.store(on, Ordering::Relaxed);
-}
-
-/// Puts leakrun's own new blocks on the system allocator beside the server's, as before they had
-/// mimalloc: a switch for `bench/soak.sh` to measure what mimalloc changes side by side
-/// (`LEAKRUN_HARNESS_ALLOCATOR=system`), never on in a user's run. Blocks already handed out
-/// go back to the allocator their header names, so it may be flipped at any time.
-pub fn keep_harness_on_system_allocator(on: bool) {
-    HARNESS_ON_SYSTEM.store(on, Ordering::Relaxed);
 }
 
 /// The server domain's sampled live allocations.
@@ -146,9 +130,8 @@ impl CountingAllocator {
         CURRENT.try_with(Cell::get).unwrap_or(Domain::Server as u8)
     }
 
-    /// Writes the header byte (domain and backing) into a fresh outer block and returns the user
-    /// pointer.
-    unsafe fn tag(base: *mut u8, layout: Layout, domain: u8, backing: u8) -> *mut u8 {
+    /// Writes the domain byte into a fresh outer block and returns the user pointer.
+    unsafe fn tag(base: *mut u8, layout: Layout, domain: u8) -> *mut u8 {
         if base.is_null() {
             return base;
         }
@@ -156,7 +139,7 @@ impl CountingAllocator {
         // SAFETY: the outer block is `header + size` bytes, so both writes are inside it.
         unsafe {
             let user = base.add(header);
-            base.write(domain | backing | Self::sample(domain, user, layout.size()));
+            base.write(domain | Self::sample(domain, user, layout.size()));
             Self::count(domain, layout.size() as isize, 1);
             user
         }
@@ -177,30 +160,19 @@ impl CountingAllocator {
     }
 }
 
-/// The allocator a block comes from: the server's from the system allocator, leakrun's own from
-/// mimalloc. The header names it ([`MIMALLOC_BIT`]), and the block goes back to that one.
+/// The allocator a domain's blocks come from; a block goes back to the one its header names.
 enum Backing {
-    /// glibc.
+    /// glibc, for the server domain.
     System,
-    /// mimalloc.
+    /// mimalloc, for the harness domain.
     Mimalloc,
 }
 
 impl Backing {
-    /// The header bit naming the backing of a new block of `domain`.
-    #[inline]
-    fn for_new(domain: u8) -> u8 {
-        if domain == Domain::Harness as u8 && !HARNESS_ON_SYSTEM.load(Ordering::Relaxed) {
-            MIMALLOC_BIT
-        } else {
-            0
-        }
-    }
-
-    /// The backing a header (or the bit from [`Backing::for_new`]) names.
+    /// The backing of a header's domain (bit 0; the other bits are flags).
     #[inline]
     fn of(tag: u8) -> Self {
-        if tag & MIMALLOC_BIT != 0 {
+        if tag & 1 == Domain::Harness as u8 {
             Self::Mimalloc
         } else {
             Self::System
@@ -262,8 +234,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             return std::ptr::null_mut();
         };
         let domain = Self::current_domain();
-        let backing = Backing::for_new(domain);
-        unsafe { Self::tag(Backing::of(backing).alloc(outer), layout, domain, backing) }
+        unsafe { Self::tag(Backing::of(domain).alloc(outer), layout, domain) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -272,8 +243,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             return std::ptr::null_mut();
         };
         let domain = Self::current_domain();
-        let backing = Backing::for_new(domain);
-        unsafe { Self::tag(Backing::of(backing).alloc_zeroed(outer), layout, domain, backing) }
+        unsafe { Self::tag(Backing::of(domain).alloc_zeroed(outer), layout, domain) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -299,10 +269,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
         unsafe {
             let base = ptr.sub(header);
             let tag = base.read();
-            let domain = tag & 1;
-            let backing = tag & MIMALLOC_BIT;
+            let domain = tag & !SAMPLED_BIT;
             let outer = Layout::from_size_align_unchecked(layout.size() + header, header);
-            let moved = Backing::of(backing).realloc(base, outer, new_outer_size);
+            let moved = Backing::of(domain).realloc(base, outer, new_outer_size);
             if moved.is_null() {
                 return moved;
             }
@@ -313,7 +282,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             // and is sampled afresh as a block of its new size.
             Self::count(domain, new_size as isize - layout.size() as isize, 0);
             let user = moved.add(header);
-            moved.write(domain | backing | Self::sample(domain, user, new_size));
+            moved.write(domain | Self::sample(domain, user, new_size));
             user
         }
     }
@@ -455,22 +424,6 @@ mod tests {
             a.dealloc(server, wide);
             within(Domain::Server, || a.dealloc(own_zeroed, layout));
             within(Domain::Harness, || a.dealloc(server_zeroed, layout));
-        }
-        // The soak's side-by-side switch: leakrun's own blocks on the system allocator, and a
-        // block from before the flip still goes back to mimalloc.
-        let before_flip = within(Domain::Harness, || unsafe { a.alloc(layout) });
-        keep_harness_on_system_allocator(true);
-        let on_system = within(Domain::Harness, || unsafe { a.alloc(layout) });
-        keep_harness_on_system_allocator(false);
-        assert!(in_mimalloc(before_flip) && !in_mimalloc(on_system));
-        let on_system = within(Domain::Harness, || unsafe { a.realloc(on_system, layout, 4096) });
-        assert!(
-            !in_mimalloc(on_system),
-            "a block stays with the allocator its header names"
-        );
-        unsafe {
-            a.dealloc(before_flip, layout);
-            a.dealloc(on_system, Layout::from_size_align(4096, 8).unwrap());
         }
     }
 

@@ -13,11 +13,6 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: leakrun::heap::CountingAllocator = leakrun::heap::CountingAllocator;
 
 fn main() -> ExitCode {
-    #[cfg(feature = "count-heap")]
-    if let Err(message) = harness_allocator_from_env() {
-        eprintln!("error: {message}");
-        return ExitCode::from(Exit::Usage.code());
-    }
     let args = cli::with_default_subcommand(std::env::args().collect());
     let parsed = match Cli::try_parse_from(args) {
         Ok(parsed) => parsed,
@@ -50,25 +45,4 @@ fn main() -> ExitCode {
     // Client and server tasks still winding down must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(exit.code())
-}
-
-/// `LEAKRUN_HARNESS_ALLOCATOR`: `mimalloc` (the default) or `system`, which puts leakrun's own
-/// blocks on the system allocator beside the server's so `bench/soak.sh` can measure what
-/// mimalloc changes in one run.
-#[cfg(feature = "count-heap")]
-fn harness_allocator_from_env() -> Result<(), String> {
-    let Some(value) = std::env::var_os("LEAKRUN_HARNESS_ALLOCATOR") else {
-        return Ok(());
-    };
-    match value.to_str() {
-        Some("mimalloc") | Some("") => Ok(()),
-        Some("system") => {
-            leakrun::heap::keep_harness_on_system_allocator(true);
-            Ok(())
-        }
-        _ => Err(format!(
-            "LEAKRUN_HARNESS_ALLOCATOR={}: valid values are mimalloc (the default) and system",
-            value.to_string_lossy()
-        )),
-    }
 }

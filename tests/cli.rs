@@ -183,24 +183,6 @@ fn unknown_flags_are_usage_errors() {
 }
 
 #[test]
-fn an_unknown_harness_allocator_is_a_usage_error_naming_the_valid_ones() {
-    let output = leakrun_with(&["--help"], |c| {
-        c.env("LEAKRUN_HARNESS_ALLOCATOR", "jemalloc");
-    });
-    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .contains("LEAKRUN_HARNESS_ALLOCATOR=jemalloc: valid values are mimalloc (the default) and system"),
-        "{}",
-        describe(&output)
-    );
-    let system = leakrun_with(&["--help"], |c| {
-        c.env("LEAKRUN_HARNESS_ALLOCATOR", "system");
-    });
-    assert_eq!(system.status.code(), Some(0), "{}", describe(&system));
-}
-
-#[test]
 fn a_bare_file_argument_runs_it() {
     let dir = scratch();
     let path = scenario(dir.path(), "tiny", MINIMAL);

@@ -17,12 +17,6 @@
 //! allocated by default, `server.heap_sample`): a sampled block's call stack is kept in a
 //! [`Region`] while it is live, and a bit in its header marks it so only its own free looks it up.
 //! [`sampled`] is that region, read after each settle for the sites that grew.
-//!
-//! The two domains also live in different allocators. The server's blocks come from the system
-//! allocator (glibc), so the pages it keeps after a burst are the ones a server of its own would
-//! keep, and the retention verdict sees them. leakrun's own come from mimalloc, which gives a
-//! page back to the OS about a second after its last block is freed: the harness's churn (client
-//! buffers, frames, loss records) no longer pushes glibc's high-water mark up through an hour.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -32,7 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll};
 
 use leakrun_heap_sampler::Region;
-use mimalloc::MiMalloc;
 
 /// Header bytes in front of a block whose alignment is at most this; larger alignments use a
 /// header of their own alignment so the block stays aligned.
@@ -131,10 +124,11 @@ impl CountingAllocator {
     }
 
     /// Writes the domain byte into a fresh outer block and returns the user pointer.
-    unsafe fn tag(base: *mut u8, layout: Layout, domain: u8) -> *mut u8 {
+    unsafe fn tag(base: *mut u8, layout: Layout) -> *mut u8 {
         if base.is_null() {
             return base;
         }
+        let domain = Self::current_domain();
         let header = Self::header_for(layout);
         // SAFETY: the outer block is `header + size` bytes, so both writes are inside it.
         unsafe {
@@ -160,81 +154,15 @@ impl CountingAllocator {
     }
 }
 
-/// The allocator a domain's blocks come from; a block goes back to the one its header names.
-enum Backing {
-    /// glibc, for the server domain.
-    System,
-    /// mimalloc, for the harness domain.
-    Mimalloc,
-}
-
-impl Backing {
-    /// The backing of a header's domain (bit 0; the other bits are flags).
-    #[inline]
-    fn of(tag: u8) -> Self {
-        if tag & 1 == Domain::Harness as u8 {
-            Self::Mimalloc
-        } else {
-            Self::System
-        }
-    }
-
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's layout is non-zero in size (it includes the header).
-        unsafe {
-            match self {
-                Self::System => System.alloc(layout),
-                Self::Mimalloc => MiMalloc.alloc(layout),
-            }
-        }
-    }
-
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        unsafe {
-            match self {
-                Self::System => System.alloc_zeroed(layout),
-                Self::Mimalloc => MiMalloc.alloc_zeroed(layout),
-            }
-        }
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: the block came from this backing with this layout (its header says so).
-        unsafe {
-            match self {
-                Self::System => System.dealloc(block, layout),
-                Self::Mimalloc => MiMalloc.dealloc(block, layout),
-            }
-        }
-    }
-
-    #[inline]
-    unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as for `dealloc`; the new size includes the header, so it is non-zero.
-        unsafe {
-            match self {
-                Self::System => System.realloc(block, layout, new_size),
-                Self::Mimalloc => MiMalloc.realloc(block, layout, new_size),
-            }
-        }
-    }
-}
-
-// SAFETY: every block handed out is a block of the outer layout from its domain's backing,
-// offset by the header; dealloc and realloc undo the same offset with the same outer layout and
-// go back to the backing the header names.
+// SAFETY: every block handed out is a system block of the outer layout, offset by the header;
+// dealloc and realloc undo the same offset with the same outer layout.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         Self::mark_installed();
         let Some(outer) = Self::outer(layout) else {
             return std::ptr::null_mut();
         };
-        let domain = Self::current_domain();
-        unsafe { Self::tag(Backing::of(domain).alloc(outer), layout, domain) }
+        unsafe { Self::tag(System.alloc(outer), layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -242,8 +170,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let Some(outer) = Self::outer(layout) else {
             return std::ptr::null_mut();
         };
-        let domain = Self::current_domain();
-        unsafe { Self::tag(Backing::of(domain).alloc_zeroed(outer), layout, domain) }
+        unsafe { Self::tag(System.alloc_zeroed(outer), layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -256,8 +183,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             }
             Self::count(tag, -(layout.size() as isize), -1);
             // The outer layout was valid when the block was allocated.
-            let outer = Layout::from_size_align_unchecked(layout.size() + header, header);
-            Backing::of(tag).dealloc(base, outer);
+            System.dealloc(base, Layout::from_size_align_unchecked(layout.size() + header, header));
         }
     }
 
@@ -271,7 +197,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             let tag = base.read();
             let domain = tag & !SAMPLED_BIT;
             let outer = Layout::from_size_align_unchecked(layout.size() + header, header);
-            let moved = Backing::of(domain).realloc(base, outer, new_outer_size);
+            let moved = System.realloc(base, outer, new_outer_size);
             if moved.is_null() {
                 return moved;
             }
@@ -392,45 +318,9 @@ mod tests {
         assert_eq!(CountingAllocator::current_domain(), Domain::Server as u8);
     }
 
-    /// Held by each test that drives the allocator, so one test's blocks do not move the counters
-    /// another is reading.
-    static DRIVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    /// Whether mimalloc owns the outer block behind a user pointer.
-    fn in_mimalloc(user: *mut u8) -> bool {
-        // SAFETY: the query only looks the address up in mimalloc's own maps.
-        unsafe { libmimalloc_sys::mi_is_in_heap_region(user.sub(HEADER).cast()) }
-    }
-
-    #[test]
-    fn leakrun_s_own_blocks_come_from_mimalloc_and_the_server_s_from_the_system_allocator() {
-        let _driving = DRIVING.lock().unwrap_or_else(|e| e.into_inner());
-        let a = CountingAllocator;
-        let layout = Layout::from_size_align(256, 8).unwrap();
-        let own = within(Domain::Harness, || unsafe { a.alloc(layout) });
-        let own_zeroed = within(Domain::Harness, || unsafe { a.alloc_zeroed(layout) });
-        let server = unsafe { a.alloc(layout) };
-        let server_zeroed = unsafe { a.alloc_zeroed(layout) };
-        assert!(in_mimalloc(own) && in_mimalloc(own_zeroed));
-        assert!(!in_mimalloc(server) && !in_mimalloc(server_zeroed));
-        // Grown from the other domain, each block stays with the allocator its header names.
-        let wide = 1 << 20;
-        let own = within(Domain::Server, || unsafe { a.realloc(own, layout, wide) });
-        let server = within(Domain::Harness, || unsafe { a.realloc(server, layout, wide) });
-        assert!(in_mimalloc(own) && !in_mimalloc(server));
-        let wide = Layout::from_size_align(wide, 8).unwrap();
-        unsafe {
-            a.dealloc(own, wide);
-            a.dealloc(server, wide);
-            within(Domain::Server, || a.dealloc(own_zeroed, layout));
-            within(Domain::Harness, || a.dealloc(server_zeroed, layout));
-        }
-    }
-
     #[test]
     fn a_block_is_counted_against_the_domain_that_allocated_it() {
         // The test binary does not install the allocator; drive it directly.
-        let _driving = DRIVING.lock().unwrap_or_else(|e| e.into_inner());
         let a = CountingAllocator;
         let layout = Layout::from_size_align(1000, 8).unwrap();
         let before = [

@@ -1066,6 +1066,36 @@ mod tests {
         assert_eq!(v.outcome, LeakOutcome::Leak, "{}", v.summary);
     }
 
+    /// Of 200 seeded runs of ten judged iterations after a warm-up (the heap after each from
+    /// `heap`: the iteration and the run's level step, from the run's random source), how many the
+    /// verdict calls a leak.
+    fn leaks_called(heap: impl Fn(u32, u32, &mut fastrand::Rng) -> i64) -> usize {
+        (0..200)
+            .filter(|seed| {
+                let mut rng = fastrand::Rng::with_seed(0x1ea4_2026_1206 + seed);
+                let step_at = rng.u32(3..=8);
+                let heaps: Vec<i64> = (0..11).map(|i| heap(i, step_at, &mut rng)).collect();
+                let its = run(|i| sample(heaps[i as usize], 60 << 20, 0), 11, 20);
+                judge(&sample(39_000_000, 58 << 20, 0), &its, &limits(), false).outcome == LeakOutcome::Leak
+            })
+            .count()
+    }
+
+    #[test]
+    fn the_rising_rule_keeps_noisy_leaks_and_drops_steps_over_many_seeded_runs() {
+        // A steady 4 KiB per iteration (four times the limit) under noise as wide as the slope
+        // either way: found in nearly every run.
+        let leak = leaks_called(|i, _, rng| 40_000_000 + i64::from(i) * 4096 + rng.i64(-4096..=4096));
+        assert!(leak >= 190, "a noisy steady leak found in {leak} of 200 runs");
+        // One 600 KiB level step mid-run under noise just inside the limit either way: never a
+        // leak (counting any rise as rising, 69 of these 200 runs were).
+        let step = leaks_called(|i, at, rng| 40_000_000 + if i >= at { 600_000 } else { 0 } + rng.i64(-900..=900));
+        assert_eq!(step, 0, "a level step called a leak in {step} of 200 runs");
+        // Noise alone, twice the limit either way: never a leak.
+        let flat = leaks_called(|_, _, rng| 40_000_000 + rng.i64(-2048..=2048));
+        assert_eq!(flat, 0, "a flat heap called a leak in {flat} of 200 runs");
+    }
+
     #[test]
     fn too_few_iterations_are_not_judged_on_slope() {
         let before = sample(1_000_000, 50 << 20, 0);

@@ -10,7 +10,8 @@
 # abrupt close explains each (see below), delivery p99 per iteration, and leakrun's own RSS over
 # the run (the timeline's samples: the embedded server and the clients are one process, so this is
 # all of leakrun; a private redis-server is a separate process and not in it): the first minutes
-# against the rest, and the least-squares slope after them.
+# against the rest, and the least-squares slope after them, by half and by quarter (a high-water
+# mark that settles slows quarter by quarter; a leak keeps its pace).
 #
 # Unconfirmed: leakrun counts a missing delivery as unconfirmed only when its sender's session
 # ended abruptly (close_abrupt or send_timed_out) and the message was sent after the last of that
@@ -263,6 +264,20 @@ for i in range(0, len(argv), 5):
         if len(early) >= 2 and len(late) >= 2:
             print(f"   leakrun RSS slope {warm / 60:.1f}-{half / 60:.1f} min {slope_of(early) / 1024:+.1f} KiB/min, "
                   f"{half / 60:.1f}-{last_t / 60:.1f} min {slope_of(late) / 1024:+.1f} KiB/min")
+        # By quarter after the first minutes: whether the growth slows (a high-water mark that
+        # settles) or keeps its pace (a leak). Each quarter's slope, and how far its highest
+        # sample rose above the highest before it.
+        step = (last_t - warm) / 4
+        quarters = [[p for p in tail if warm + q * step <= p[0] < warm + (q + 1) * step] for q in range(4)]
+        quarters[3] += [p for p in tail if p[0] >= warm + 4 * step]
+        if all(len(q) >= 2 for q in quarters):
+            parts, high = [], at_warm
+            for q in quarters:
+                top = max(b for _, b in q)
+                parts.append(f"{q[0][0] / 60:.1f}-{q[-1][0] / 60:.1f} min {slope_of(q) / 1024:+.1f} KiB/min, "
+                             f"high {mib(max(top, high)) - mib(high):+.2f} MiB")
+                high = max(high, top)
+            print("   leakrun RSS by quarter after the first minutes: " + "; ".join(parts))
         # What of it is live heap: the embedded server's and leakrun's own clients' and observers'.
         for key, what in (("heap_bytes", "server heap"), ("harness_heap_bytes", "clients' and observers' heap")):
             hs = [(s["at_s"], s[key]) for s in r["timeline"]["samples"] if s.get(key) is not None]

@@ -504,8 +504,9 @@ fn memory_series(
 }
 
 /// Heap (or RSS without a heap): a leak when the robust slope and the growth both pass `limit`
-/// and the value rose by half the slope or more in at least half of the steps. The last condition keeps a single level step
-/// (a table that doubled once, mid-run) from passing as a leak: Theil–Sen resists spikes, not steps.
+/// and the value rose by half the slope or more in at least half of the steps. The last condition
+/// keeps a single level step (a table that doubled once, mid-run) from passing as a leak:
+/// Theil–Sen resists spikes, not steps.
 fn judge_growth(mut s: SeriesVerdict, limit: f64, judged: usize, what: &str) -> SeriesVerdict {
     let trail = trail(&s);
     let (Some(slope), Some(growth)) = (s.slope_per_iteration, s.growth) else {

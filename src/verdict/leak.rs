@@ -483,7 +483,7 @@ fn memory_series(
     // A steady rise climbs about its slope in most steps; a step that rose by less than half the
     // slope is noise (a level step mid-run makes a slope, and noise beside it goes either way).
     let rise_that_counts = slope.filter(|s| *s > 0.0).map_or(0.0, |s| s / 2.0);
-    let rising = points.windows(2).filter(|w| w[1].1 - w[0].1 > rise_that_counts).count() as u32;
+    let rising = steps_rising_past(points.iter().map(|p| p.1), rise_that_counts);
     let growth = match (points.first(), points.last()) {
         (Some(first), Some(last)) if points.len() >= 2 => Some(last.1 - first.1),
         _ => None,
@@ -596,13 +596,28 @@ fn judge_retention(
 /// How many steps between judged iterations rose by more than `limit`: a slope made by one step
 /// of a few MiB (an allocator taking a new region once) is not memory still rising.
 fn steep_steps(series: &SeriesVerdict, iterations: &[IterationMemory], limit: f64) -> u32 {
-    let judged: Vec<f64> = iterations
+    let judged = iterations
         .iter()
         .zip(&series.after)
         .filter(|(i, _)| !i.warmup)
-        .filter_map(|(_, v)| *v)
-        .collect();
-    judged.windows(2).filter(|w| w[1] - w[0] > limit).count() as u32
+        .filter_map(|(_, v)| *v);
+    steps_rising_past(judged, limit)
+}
+
+/// How many steps between consecutive values rose by more than `threshold`.
+fn steps_rising_past(values: impl IntoIterator<Item = f64>, threshold: f64) -> u32 {
+    let mut values = values.into_iter();
+    let Some(mut previous) = values.next() else {
+        return 0;
+    };
+    let mut rising = 0;
+    for value in values {
+        if value - previous > threshold {
+            rising += 1;
+        }
+        previous = value;
+    }
+    rising
 }
 
 /// A series shown for reference: its trail and slope, not judged.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::process::procfs::{self, Stat};
+use crate::process::procfs::{self, ProcFile, Stat};
 
 /// leakrun's CPU at or above this share of the cores it may use is saturated.
 pub const SATURATED_SHARE: f64 = 0.9;
@@ -27,16 +27,45 @@ pub struct CpuWindow {
     pub window_s: f64,
 }
 
-/// What the previous reading found: when, and the CPU ticks of each process by (pid, start time).
+/// The CPU ticks of one reading: the root's, and, for a tree, every descendant's, each by (pid,
+/// start time) so a recycled pid is not taken for the process it replaced.
+#[derive(Clone)]
+struct Ticks {
+    root: ((u32, u64), u64),
+    /// Empty, and so never allocated, for a probe of one process.
+    descendants: HashMap<(u32, u64), u64>,
+}
+
+impl Ticks {
+    /// Ticks spent since `previous`, a process absent then counting all of its ticks.
+    fn since(&self, previous: &Ticks) -> u64 {
+        let before = |id: &(u32, u64)| {
+            if *id == previous.root.0 {
+                previous.root.1
+            } else {
+                previous.descendants.get(id).copied().unwrap_or(0)
+            }
+        };
+        std::iter::once((&self.root.0, &self.root.1))
+            .chain(self.descendants.iter())
+            .map(|(id, &t)| t.saturating_sub(before(id)))
+            .sum()
+    }
+}
+
+/// What the previous reading found: when, and the ticks.
 struct Reading {
     at: Instant,
-    ticks: HashMap<(u32, u64), u64>,
+    ticks: Ticks,
 }
 
 /// Reads the CPU of a process, or of a process and its descendants, between calls.
 pub struct CpuProbe {
     pid: u32,
     tree: bool,
+    /// The root's `/proc/<pid>/stat`, held open: a probe of one process (leakrun's own, read with
+    /// every sample) allocates nothing. None when the process was gone at the start.
+    stat: Option<ProcFile>,
     last: Mutex<Option<Reading>>,
 }
 
@@ -46,6 +75,7 @@ impl CpuProbe {
         Self {
             pid,
             tree,
+            stat: ProcFile::open(pid, "stat"),
             last: Mutex::new(None),
         }
     }
@@ -75,28 +105,27 @@ impl CpuProbe {
         if window_s <= 0.0 {
             return None;
         }
-        let spent: u64 = ticks
-            .iter()
-            .map(|(id, &t)| t.saturating_sub(previous.ticks.get(id).copied().unwrap_or(0)))
-            .sum();
         Some(CpuWindow {
-            cores: spent as f64 / procfs::ticks_per_second() / window_s,
+            cores: ticks.since(&previous.ticks) as f64 / procfs::ticks_per_second() / window_s,
             window_s,
         })
     }
 
-    /// The CPU ticks of every process read, by (pid, start time); none when the root is gone.
-    fn ticks(&self) -> Option<HashMap<(u32, u64), u64>> {
-        let root = Stat::read(self.pid).filter(Stat::is_live)?;
-        let mut ticks = HashMap::from([((self.pid, root.start_time), root.cpu_ticks)]);
+    /// The CPU ticks of every process read; none when the root is gone.
+    fn ticks(&self) -> Option<Ticks> {
+        let root = Stat::read_from(self.stat.as_ref()?).filter(Stat::is_live)?;
+        let mut descendants = HashMap::new();
         if self.tree {
             for child in procfs::descendants(self.pid) {
                 if let Some(stat) = Stat::read(child.pid).filter(|s| s.start_time == child.start_time) {
-                    ticks.insert((child.pid, stat.start_time), stat.cpu_ticks);
+                    descendants.insert((child.pid, stat.start_time), stat.cpu_ticks);
                 }
             }
         }
-        Some(ticks)
+        Some(Ticks {
+            root: ((self.pid, root.start_time), root.cpu_ticks),
+            descendants,
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Samplers: memory and server state on the run clock.
 //!
-//! One [`Sample`] holds the target's resident set (sysinfo, for the embedded server the runner's
-//! own process), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
+//! One [`Sample`] holds the target's resident set (`/proc/<pid>/statm`, held open and read without
+//! allocating; for the embedded server the runner's own process; summed over a process tree by
+//! sysinfo), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
 //! every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
 //! buffered messages) and the backend's (keys, subscriptions, memory). A background task takes one
 //! every `sample_interval` into a down-sampled table ([`SampleTable`], which keeps its memory flat
@@ -23,6 +24,7 @@ pub use super::sample::Sample;
 use super::sample_table::SampleTable;
 use super::timeline::Timeline;
 use crate::heap;
+use crate::process::procfs::{self, ProcFile};
 
 /// Most samples kept in a run's timeline.
 pub const TIMELINE_CAP: usize = 1200;
@@ -192,6 +194,11 @@ impl OwnUsage {
 pub struct MemoryProbe {
     pid: Pid,
     tree: bool,
+    /// The process's `/proc/<pid>/statm`, held open: a reading of one process (leakrun's own, ten
+    /// times a second in every embedded run) allocates nothing, so the sampler does not churn the
+    /// allocator whose resident set it measures. None when the process was gone at the start.
+    statm: Option<ProcFile>,
+    /// For a tree's readings: every process's parent and memory.
     system: Mutex<System>,
 }
 
@@ -209,6 +216,7 @@ impl MemoryProbe {
         Self {
             pid: Pid::from_u32(pid),
             tree: false,
+            statm: ProcFile::open(pid, "statm"),
             system: Mutex::new(System::new()),
         }
     }
@@ -260,15 +268,9 @@ impl MemoryProbe {
         Some((rss, count))
     }
 
-    /// Resident bytes now, or `None` when the process is gone.
+    /// Resident bytes of the process itself (not its tree) now, or `None` when it is gone.
     pub fn rss(&self) -> Option<u64> {
-        let mut system = self.system.lock().unwrap_or_else(|p| p.into_inner());
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&[self.pid]),
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
-        system.process(self.pid).map(|p| p.memory())
+        self.statm.as_ref().and_then(procfs::resident_bytes)
     }
 }
 
@@ -421,6 +423,15 @@ mod tests {
     fn own_rss_is_read_and_a_gone_process_reads_none() {
         let rss = MemoryProbe::own_process().rss().expect("own process");
         assert!(rss > 1024 * 1024, "{rss}");
+        let status = std::fs::read_to_string("/proc/self/status").expect("own status");
+        let vm_rss_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        // The same counter in pages and in KiB, read a moment apart while other tests run.
+        let apart = rss.abs_diff(vm_rss_kib * 1024);
+        assert!(apart < 8 * 1024 * 1024, "statm {rss} B, status {vm_rss_kib} KiB");
         // PIDs are at most 2^22 on Linux; this one cannot exist.
         assert_eq!(MemoryProbe::for_pid(u32::MAX - 1).rss(), None);
         assert_eq!(MemoryProbe::for_tree(u32::MAX - 1).reading(), None);

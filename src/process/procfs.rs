@@ -1,10 +1,16 @@
-//! What `/proc` says about a process: its state, parent, group and start time.
+//! What `/proc` says about a process: its state, parent, group, start time and resident set.
 //!
 //! Signals go only to processes leakrun started, and a pid can be reused once its process is
 //! reaped. A process is named by its [`Identity`] — pid plus the start time the kernel records
 //! for it — and is re-read before it is signalled, so a recycled pid is never hit.
+//!
+//! The sampler reads leakrun's own process ten times a second for the whole run, so that path
+//! ([`ProcFile`], [`Stat::read_from`], [`resident_bytes`]) allocates nothing: a file held open and
+//! re-read in place into a buffer on the stack.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 /// One line of `/proc/<pid>/stat`, the fields leakrun reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,28 +33,95 @@ impl Stat {
         Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 
+    /// Reads an open `/proc/<pid>/stat` again, without allocating; none when its process is gone
+    /// (reaped: the file stays bound to the process it was opened for, never a later one that
+    /// took its pid).
+    pub fn read_from(file: &ProcFile) -> Option<Self> {
+        let mut buffer = [0u8; STAT_BYTES];
+        Self::parse(file.read(&mut buffer)?)
+    }
+
     /// Parses a stat line: `pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
     /// majflt cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime ...`.
     /// `comm` may hold spaces and parentheses, so fields are read after the last `)`.
     pub fn parse(line: &str) -> Option<Self> {
         let (_, rest) = line.rsplit_once(')')?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields after the name, counted from 0: state, ppid, pgrp, ..., utime (11), stime (12),
+        // ..., starttime (19). Walked in order, not collected, so a parse allocates nothing.
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        let utime: u64 = fields.nth(8)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        let start_time = fields.nth(6)?.parse().ok()?;
         Some(Self {
-            state: fields.first()?.chars().next()?,
-            ppid: fields.get(1)?.parse().ok()?,
-            pgrp: fields.get(2)?.parse().ok()?,
-            start_time: fields.get(19)?.parse().ok()?,
-            cpu_ticks: fields
-                .get(11)?
-                .parse::<u64>()
-                .ok()?
-                .saturating_add(fields.get(12)?.parse().ok()?),
+            state,
+            ppid,
+            pgrp,
+            start_time,
+            cpu_ticks: utime.saturating_add(stime),
         })
     }
 
     /// Running, sleeping or stopped: not a zombie waiting to be reaped, not dead.
     pub fn is_live(&self) -> bool {
         !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Bytes a stat line is read into: its 52 fields are numbers of at most 20 digits and a name of at
+/// most 64 bytes, so it fits; a line that does not is not read.
+const STAT_BYTES: usize = 1536;
+
+/// Bytes a statm line is read into: seven numbers.
+const STATM_BYTES: usize = 256;
+
+/// One `/proc/<pid>/<name>` file held open for re-reading. The open file stays bound to the
+/// process it was opened for: once that process is reaped, reads fail, even if a later process
+/// has taken its pid.
+#[derive(Debug)]
+pub struct ProcFile {
+    file: File,
+}
+
+impl ProcFile {
+    /// Opens `/proc/<pid>/<name>` (`stat`, `statm`); none when the process is gone.
+    pub fn open(pid: u32, name: &str) -> Option<Self> {
+        File::open(format!("/proc/{pid}/{name}")).ok().map(|file| Self { file })
+    }
+
+    /// The file's whole text now, read from its start into `buffer`: none when its process is
+    /// gone, the text is not UTF-8, or it does not fit.
+    pub fn read<'b>(&self, buffer: &'b mut [u8]) -> Option<&'b str> {
+        let mut filled = 0;
+        loop {
+            let unread = buffer.get_mut(filled..).filter(|rest| !rest.is_empty())?;
+            match self.file.read_at(unread, filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        std::str::from_utf8(&buffer[..filled]).ok()
+    }
+}
+
+/// The resident set of an open `/proc/<pid>/statm`, bytes (its second field, in pages), without
+/// allocating; none when its process is gone. A zombie reads 0.
+pub fn resident_bytes(statm: &ProcFile) -> Option<u64> {
+    let mut buffer = [0u8; STATM_BYTES];
+    let pages: u64 = statm.read(&mut buffer)?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages.saturating_mul(page_size()))
+}
+
+/// Bytes per memory page.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
     }
 }
 
@@ -189,6 +262,32 @@ mod tests {
         assert!(stat.is_live());
         assert!(!Stat::parse(&line.replace(" S ", " Z ")).unwrap().is_live());
         assert_eq!(Stat::parse("12 (short) S 1"), None);
+    }
+
+    #[test]
+    fn a_held_stat_file_reads_like_a_fresh_one_and_fails_once_its_process_is_reaped() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("sleep");
+        let stat = ProcFile::open(child.id(), "stat").expect("open stat");
+        let statm = ProcFile::open(child.id(), "statm").expect("open statm");
+        let held = Stat::read_from(&stat).expect("held read");
+        assert_eq!(Some(held), Stat::read(child.id()));
+        assert_eq!(held.ppid, std::process::id());
+        assert!(resident_bytes(&statm).expect("resident") > 0);
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        assert_eq!(Stat::read_from(&stat), None, "a reaped process reads as gone");
+        assert_eq!(resident_bytes(&statm), None);
+    }
+
+    #[test]
+    fn a_file_larger_than_the_buffer_is_not_read() {
+        let status = ProcFile::open(std::process::id(), "status").expect("own status");
+        assert!(status.read(&mut [0u8; 8]).is_none());
+        assert!(
+            status
+                .read(&mut [0u8; 16 * 1024])
+                .is_some_and(|text| text.contains("VmRSS"))
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@
 #        bench/soak.sh --report DIR                (the figures again from an earlier soak's folder)
 #   DURATION: 90s, 3m, 60m, 1h. Environment: ITERATION (sending time per iteration, default 60s
 #   from 20m up, else 30s), OVERHEAD (seconds an iteration takes beyond sending: drain, settle,
-#   analysis; default 2), OUT (results folder, default results/soak/<time>).
+#   analysis; default 2), OUT (results folder, default results/soak/<time>), BINARY (a leakrun
+#   build to soak instead of building this tree's release: two soaks at once, one per build,
+#   compare them side by side on the same machine and load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,8 +93,13 @@ if [ -n "$report_only" ]; then
   for b in "${backends[@]}"; do codes+=(-1); done
 else
 mkdir -p "$out"
-cargo build --release --quiet
-binary=target/release/leakrun
+if [ -n "${BINARY:-}" ]; then
+  binary=$BINARY
+  [ -x "$binary" ] || { echo "error: BINARY=$binary: valid: an executable leakrun build" >&2; exit 2; }
+else
+  cargo build --release --quiet
+  binary=target/release/leakrun
+fi
 
 echo "soak: ${duration} (${total}s) on ${backends[*]}: $iterations iterations of ${iteration}s sending (1 warmup), results in $out"
 echo "started $(date -u +%FT%TZ)"

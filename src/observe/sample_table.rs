@@ -100,6 +100,19 @@ impl SampleTable {
         }
     }
 
+    /// Whether the next sample offered falls on the stride and will be kept: the sampler reads
+    /// its probes for the table only then.
+    pub fn keeps_next(&self) -> bool {
+        self.offered % self.stride == 0
+    }
+
+    /// Counts a tick off the stride that was not read: the same as offering a sample it drops.
+    pub fn pass(&mut self) {
+        if !self.keeps_next() {
+            self.offered += 1;
+        }
+    }
+
     /// Offers a sample; it is kept when it falls on the stride, as [`Timeline::push`] keeps one.
     pub fn push(&mut self, sample: &Sample) {
         match offer(&mut self.stride, &mut self.offered, self.rows.len(), self.cap) {
@@ -227,6 +240,30 @@ mod tests {
                 (from_table.stride, from_table.offered),
                 (timeline.stride, timeline.offered)
             );
+        }
+    }
+
+    #[test]
+    fn offering_only_what_the_table_keeps_gives_the_same_timeline() {
+        for (cap, offered) in [(8, 9), (8, 100), (7, 1000), (2, 3)] {
+            let mut every = SampleTable::new(cap);
+            let mut kept_only = SampleTable::new(cap);
+            let mut read = 0;
+            for i in 0..offered {
+                every.push(&sample(i));
+                if kept_only.keeps_next() {
+                    read += 1;
+                    kept_only.push(&sample(i));
+                } else {
+                    kept_only.pass();
+                }
+            }
+            let (every, kept_only) = (every.into_timeline(), kept_only.into_timeline());
+            assert_eq!(kept_only.samples, every.samples, "cap {cap}, {offered} offered");
+            assert_eq!((kept_only.stride, kept_only.offered), (every.stride, every.offered));
+            if offered >= 100 {
+                assert!(read * 4 < offered, "{read} of {offered} read");
+            }
         }
     }
 

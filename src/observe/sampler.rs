@@ -6,9 +6,11 @@
 //! every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
 //! buffered messages) and the backend's (keys, subscriptions, memory). A background task takes one
 //! every `sample_interval` into a down-sampled table ([`SampleTable`], which keeps its memory flat
-//! for the whole run and makes the result's [`Timeline`] at the end); the runner takes the iteration's
-//! "after" sample itself once the server has settled. A source that fails to answer (a backend
-//! that went away) stops the sampler and is reported, so the run can end with a clear error.
+//! for the whole run and makes the result's [`Timeline`] at the end) — once the table's stride
+//! has doubled, only the ticks it keeps and one a second ([`LIVENESS_CHECK`]); the runner takes
+//! the iteration's "after" sample itself once the server has settled. A source that fails to
+//! answer (a backend that went away) stops the sampler and is reported, so the run can end with a
+//! clear error.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,13 @@ use crate::process::procfs::{self, ProcFile};
 
 /// Most samples kept in a run's timeline.
 pub const TIMELINE_CAP: usize = 1200;
+
+/// Longest the background sampler goes without reading its sources. Once the timeline's stride
+/// has doubled past this, it reads only the samples it keeps and, between them, once in this
+/// long to find a source that went away: reading every tick, ten times a second for the whole
+/// run, would churn leakrun's own allocator (a Redis probe is five round trips and a scan) for
+/// samples the table drops.
+pub const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 /// What one state source read.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -348,7 +357,8 @@ impl Probes {
 }
 
 /// The background sampler: a sample every `interval` into the shared timeline until finished,
-/// or until a state source fails, which it reports through [`Sampler::failed`].
+/// or until a state source fails, which it reports through [`Sampler::failed`]. Ticks the
+/// timeline would drop are not read, but for a [`LIVENESS_CHECK`].
 pub struct Sampler {
     table: Arc<Mutex<SampleTable>>,
     stop: CancellationToken,
@@ -360,7 +370,12 @@ pub struct Sampler {
 impl Sampler {
     /// Starts sampling.
     pub fn start(probes: Arc<Probes>, interval: Duration) -> Self {
-        let table = Arc::new(Mutex::new(SampleTable::new(TIMELINE_CAP)));
+        Self::start_keeping(probes, interval, TIMELINE_CAP)
+    }
+
+    /// Starts sampling into a timeline of at most `cap` samples.
+    fn start_keeping(probes: Arc<Probes>, interval: Duration, cap: usize) -> Self {
+        let table = Arc::new(Mutex::new(SampleTable::new(cap)));
         let stop = CancellationToken::new();
         let failed = CancellationToken::new();
         let failure = Arc::new(Mutex::new(None));
@@ -372,17 +387,29 @@ impl Sampler {
             async move {
                 let mut ticks = tokio::time::interval(interval);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut last_read: Option<tokio::time::Instant> = None;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        _ = ticks.tick() => match probes.sample().await {
-                            Ok(sample) => table.lock().unwrap_or_else(|p| p.into_inner()).push(&sample),
-                            Err(error) => {
-                                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-                                failed.cancel();
-                                break;
+                        _ = ticks.tick() => {
+                            // Off the stride the table would drop the sample: read only to check
+                            // the sources are alive, once a LIVENESS_CHECK.
+                            let kept = table.lock().unwrap_or_else(|p| p.into_inner()).keeps_next();
+                            let check = last_read.is_none_or(|at| at.elapsed() >= LIVENESS_CHECK);
+                            if !kept && !check {
+                                table.lock().unwrap_or_else(|p| p.into_inner()).pass();
+                                continue;
                             }
-                        },
+                            last_read = Some(tokio::time::Instant::now());
+                            match probes.sample().await {
+                                Ok(sample) => table.lock().unwrap_or_else(|p| p.into_inner()).push(&sample),
+                                Err(error) => {
+                                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                                    failed.cancel();
+                                    break;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -418,6 +445,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[test]
     fn own_rss_is_read_and_a_gone_process_reads_none() {
@@ -448,13 +476,18 @@ mod tests {
         assert!(sum > own, "{sum} > {own}");
     }
 
-    struct Counting(std::sync::atomic::AtomicU64);
+    /// Counts its reads into `reads`, each reading its count as `memberships`; the read
+    /// numbered `fail_at` fails.
+    struct Counting {
+        reads: Arc<AtomicU64>,
+        fail_at: Option<u64>,
+    }
 
     #[async_trait::async_trait]
     impl StateSource for Counting {
         async fn read(&self) -> Result<StateReading, SourceError> {
-            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n == 15 {
+            let n = self.reads.fetch_add(1, Ordering::Relaxed);
+            if Some(n) == self.fail_at {
                 return Err(SourceError::WatchedGone { pid: 15 });
             }
             Ok(StateReading {
@@ -465,9 +498,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_sampler_past_its_cap_reads_only_what_it_keeps_and_once_a_second() {
+        let clock = RunClock::start();
+        let reads = Arc::new(AtomicU64::new(0));
+        let source = Box::new(Counting {
+            reads: reads.clone(),
+            fail_at: None,
+        });
+        let probes = Arc::new(Probes::new(clock, MemoryProbe::own_process(), vec![source]));
+        // 10 ms ticks into 4 samples: the stride is past a second's worth of ticks within 2 s.
+        let sampler = Sampler::start_keeping(probes, Duration::from_millis(10), 4);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let early = reads.load(Ordering::Relaxed);
+        assert!(early >= 8, "while the stride is short every tick is read: {early}");
+        tokio::time::sleep(Duration::from_millis(2850)).await;
+        let timeline = sampler.finish().await;
+        let read = reads.load(Ordering::Relaxed);
+        // About 300 ticks: up to the stride 128 (1.28 s) about 2 × 8 kept reads, and a liveness
+        // read a second.
+        assert!(timeline.offered >= 200, "{}", timeline.offered);
+        assert!(read < 40, "{read} of {} ticks read", timeline.offered);
+        assert!(timeline.samples.len() <= 4 && timeline.samples.len() >= 2);
+        let memberships: Vec<u64> = timeline.samples.iter().map(|s| s.state["memberships"]).collect();
+        assert!(memberships.windows(2).all(|w| w[0] < w[1]), "{memberships:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_sampler_samples_on_its_interval_and_stops_when_a_source_fails() {
         let clock = RunClock::start();
-        let source = Box::new(Counting(Default::default()));
+        let source = Box::new(Counting {
+            reads: Default::default(),
+            fail_at: Some(15),
+        });
         let probes = Arc::new(Probes::new(clock, MemoryProbe::own_process(), vec![source]));
         let sampler = Sampler::start(probes, Duration::from_millis(100));
         tokio::time::sleep(Duration::from_millis(1050)).await;

@@ -394,11 +394,13 @@ impl Sampler {
                         _ = ticks.tick() => {
                             // Off the stride the table would drop the sample: read only to check
                             // the sources are alive, once a LIVENESS_CHECK.
-                            let kept = table.lock().unwrap_or_else(|p| p.into_inner()).keeps_next();
                             let check = last_read.is_none_or(|at| at.elapsed() >= LIVENESS_CHECK);
-                            if !kept && !check {
-                                table.lock().unwrap_or_else(|p| p.into_inner()).pass();
-                                continue;
+                            {
+                                let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+                                if !table.keeps_next() && !check {
+                                    table.pass();
+                                    continue;
+                                }
                             }
                             last_read = Some(tokio::time::Instant::now());
                             match probes.sample().await {

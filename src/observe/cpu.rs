@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::process::procfs::{self, ProcFile, Stat};
+use crate::process::tree::ProcessTree;
 
 /// leakrun's CPU at or above this share of the cores it may use is saturated.
 pub const SATURATED_SHARE: f64 = 0.9;
@@ -62,7 +63,9 @@ struct Reading {
 /// Reads the CPU of a process, or of a process and its descendants, between calls.
 pub struct CpuProbe {
     pid: u32,
-    tree: bool,
+    /// For a probe of a tree: its members, walked again at each reading (none when the root was
+    /// gone at the start: every reading is then none too).
+    tree: Option<Mutex<ProcessTree>>,
     /// The root's `/proc/<pid>/stat`, held open: a probe of one process (leakrun's own, read with
     /// every sample) allocates nothing. None when the process was gone at the start.
     stat: Option<ProcFile>,
@@ -74,7 +77,7 @@ impl CpuProbe {
     pub fn new(pid: u32, tree: bool) -> Self {
         Self {
             pid,
-            tree,
+            tree: tree.then(|| ProcessTree::new(pid).map(Mutex::new)).flatten(),
             stat: ProcFile::open(pid, "stat"),
             last: Mutex::new(None),
         }
@@ -115,10 +118,14 @@ impl CpuProbe {
     fn ticks(&self) -> Option<Ticks> {
         let root = Stat::read_from(self.stat.as_ref()?).filter(Stat::is_live)?;
         let mut descendants = HashMap::new();
-        if self.tree {
-            for child in procfs::descendants(self.pid) {
-                if let Some(stat) = Stat::read(child.pid).filter(|s| s.start_time == child.start_time) {
-                    descendants.insert((child.pid, stat.start_time), stat.cpu_ticks);
+        if let Some(tree) = &self.tree {
+            let mut tree = tree.lock().unwrap_or_else(|p| p.into_inner());
+            if !tree.walk() {
+                return None;
+            }
+            for member in &tree.members()[1..] {
+                if let Some(stat) = Stat::read_from(&member.stat).filter(Stat::is_live) {
+                    descendants.insert((member.pid, member.start_time), stat.cpu_ticks);
                 }
             }
         }

@@ -1,8 +1,8 @@
 //! Samplers: memory and server state on the run clock.
 //!
 //! One [`Sample`] holds the target's resident set (`/proc/<pid>/statm`, held open and read without
-//! allocating; for the embedded server the runner's own process; summed over a process tree by
-//! sysinfo), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
+//! allocating; for the embedded server the runner's own process; summed over a process tree walked
+//! through each thread's children list, [`ProcessTree`]), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
 //! every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
 //! buffered messages) and the backend's (keys, subscriptions, memory). A background task takes one
 //! every `sample_interval` into a down-sampled table ([`SampleTable`], which keeps its memory flat
@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio_util::sync::CancellationToken;
 
 use super::clock::{RunClock, secs};
@@ -27,6 +26,7 @@ use super::sample_table::SampleTable;
 use super::timeline::Timeline;
 use crate::heap;
 use crate::process::procfs::{self, ProcFile};
+use crate::process::tree::ProcessTree;
 
 /// Most samples kept in a run's timeline.
 pub const TIMELINE_CAP: usize = 1200;
@@ -201,18 +201,17 @@ impl OwnUsage {
 
 /// Reads the resident set of one process, or of a process and all its descendants.
 pub struct MemoryProbe {
-    pid: Pid,
-    tree: bool,
+    pid: u32,
     /// The process's `/proc/<pid>/statm`, held open: a reading of one process (leakrun's own, ten
     /// times a second in every embedded run) allocates nothing, so the sampler does not churn the
     /// allocator whose resident set it measures. None when the process was gone at the start.
     statm: Option<ProcFile>,
-    /// For a tree's readings: every process's parent and memory.
-    system: Mutex<System>,
+    /// For a tree's readings: its members, walked again at each reading. None for a probe of
+    /// one process, and for a tree whose root was gone at the start.
+    tree: Option<Mutex<ProcessTree>>,
+    /// A tree probe (its readings are sums), even when the root was gone at the start.
+    sums_tree: bool,
 }
-
-/// Most processes a tree reading follows.
-const MAX_TREE: usize = 4096;
 
 impl MemoryProbe {
     /// A probe of this process (the embedded server runs in it).
@@ -223,10 +222,10 @@ impl MemoryProbe {
     /// A probe of process `pid`.
     pub fn for_pid(pid: u32) -> Self {
         Self {
-            pid: Pid::from_u32(pid),
-            tree: false,
+            pid,
             statm: ProcFile::open(pid, "statm"),
-            system: Mutex::new(System::new()),
+            tree: None,
+            sums_tree: false,
         }
     }
 
@@ -234,7 +233,8 @@ impl MemoryProbe {
     /// readings are sums.
     pub fn for_tree(pid: u32) -> Self {
         Self {
-            tree: true,
+            tree: ProcessTree::new(pid).map(Mutex::new),
+            sums_tree: true,
             ..Self::for_pid(pid)
         }
     }
@@ -242,39 +242,17 @@ impl MemoryProbe {
     /// Resident bytes now and how many processes they sum (1 unless this is a tree probe), or
     /// `None` when the process is gone.
     pub fn reading(&self) -> Option<(u64, u32)> {
-        if !self.tree {
+        if !self.sums_tree {
             return self.rss().map(|rss| (rss, 1));
         }
-        let mut system = self.system.lock().unwrap_or_else(|p| p.into_inner());
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing().with_memory().without_tasks(),
-        );
-        let root = system.process(self.pid)?;
-        let mut children: std::collections::HashMap<Pid, Vec<Pid>> = Default::default();
-        for (pid, process) in system.processes() {
-            if process.thread_kind().is_none()
-                && let Some(parent) = process.parent()
-            {
-                children.entry(parent).or_default().push(*pid);
-            }
+        let mut tree = self.tree.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        if !tree.walk() {
+            return None;
         }
-        let (mut rss, mut count) = (root.memory(), 1u32);
-        let mut queue = vec![self.pid];
-        let mut seen = std::collections::HashSet::from([self.pid]);
-        while let Some(pid) = queue.pop() {
-            for child in children.get(&pid).into_iter().flatten() {
-                if seen.len() < MAX_TREE && seen.insert(*child) {
-                    if let Some(process) = system.process(*child) {
-                        rss += process.memory();
-                        count += 1;
-                    }
-                    queue.push(*child);
-                }
-            }
-        }
-        Some((rss, count))
+        let members = tree.members();
+        // A member that ended since the walk reads as nothing.
+        let rss = members.iter().filter_map(|m| procfs::resident_bytes(&m.statm)).sum();
+        Some((rss, members.len() as u32))
     }
 
     /// Resident bytes of the process itself (not its tree) now, or `None` when it is gone.
@@ -299,8 +277,8 @@ impl Probes {
     /// The CPU is read of the memory probe's process (and its tree, when it sums one).
     pub fn new(clock: RunClock, memory: MemoryProbe, sources: Vec<Box<dyn StateSource>>) -> Self {
         let own_cpu = CpuProbe::own_process();
-        let target = memory.pid.as_u32();
-        let target_cpu = (target != own_cpu.pid() || memory.tree).then(|| CpuProbe::new(target, memory.tree));
+        let target = memory.pid;
+        let target_cpu = (target != own_cpu.pid() || memory.sums_tree).then(|| CpuProbe::new(target, memory.sums_tree));
         Self {
             clock,
             memory,
@@ -341,7 +319,7 @@ impl Probes {
         Ok(Sample {
             at_s: secs(self.clock.now_ns()),
             rss_bytes: memory.map(|(rss, _)| rss),
-            rss_processes: memory.filter(|_| self.memory.tree).map(|(_, n)| n),
+            rss_processes: memory.filter(|_| self.memory.sums_tree).map(|(_, n)| n),
             heap_bytes: heap.map(|h| h.bytes),
             heap_blocks: heap.and_then(|h| h.blocks),
             heap_processes: heap.and_then(|h| h.processes),

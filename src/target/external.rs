@@ -2,7 +2,7 @@
 //! scenario's `command` (a [`ChildProcess`], stopped after the run) or one it only watches
 //! (`pid`, `pid_file`).
 //!
-//! Clients reach it at `ws_url`; its memory is the resident set of its process tree (sysinfo),
+//! Clients reach it at `ws_url`; its memory is the resident set of its process tree (`ProcessTree`),
 //! since no exact heap exists outside leakrun's own process; its own counters come from
 //! `stats_url` when the scenario names one. It is settled when its resident memory and counters
 //! hold still. If the process exits mid-run, the next sample says so and the run ends with an

@@ -39,6 +39,32 @@ pub struct Stage<'a> {
     pub delivery_p99_limit: Duration,
 }
 
+/// What each iteration works in and the next one reuses: the sessions' reports, gathered for the
+/// analysis, and the histogram the rooms' delivery latency is merged into. Made afresh, each
+/// iteration grew them again step by step (the vector by doubling, the histogram by a resize at
+/// each slower value, up to 136 KiB for a minute's values): in a page-fault trace of a soak
+/// (`bench/pagefaults.sh`) the merged histogram's resizes were up to a quarter of the new pages.
+#[derive(Default)]
+pub struct Scratch {
+    sessions: Vec<SessionReport>,
+    all_rooms: SharedHistogram,
+}
+
+impl Scratch {
+    /// Takes the merged histogram's counts for values up to `highest_us` now (as
+    /// [`SharedHistogram::reserve`] does for the rooms' own).
+    pub fn reserve(&mut self, highest_us: u64) {
+        self.all_rooms.reserve(highest_us);
+    }
+
+    /// Delivery latency over every room of `book`.
+    fn delivery_over_rooms(&self, book: &LatencyBook) -> crate::observe::latency::LatencySummary {
+        self.all_rooms.clear();
+        book.delivery.iter().for_each(|h| self.all_rooms.merge(h));
+        self.all_rooms.summary()
+    }
+}
+
 /// What one iteration gave.
 pub struct Outcome {
     /// Its figures, as the result records them.
@@ -58,7 +84,9 @@ pub struct Outcome {
 }
 
 /// Runs iteration `index` of `clients` against `stage`, recording latency into `book` (empty: a
-/// cleared book of an earlier iteration, so a long run does not allocate one per iteration).
+/// cleared book of an earlier iteration, so a long run does not allocate one per iteration) and
+/// working in `scratch`, which it leaves empty.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     run: &RunSpec,
     ctx: &Arc<LoadContext>,
@@ -67,6 +95,7 @@ pub async fn run(
     index: u32,
     cancel: &CancellationToken,
     book: LatencyBook,
+    scratch: &mut Scratch,
 ) -> Outcome {
     let book = Arc::new(book);
     let (phase_tx, phase_rx) = watch::channel(Phase::Send);
@@ -165,7 +194,8 @@ pub async fn run(
         }
     };
     lost.extend(http_lost);
-    let mut sessions: Vec<SessionReport> = Vec::new();
+    let sessions = &mut scratch.sessions;
+    sessions.clear();
     for (task, spec) in tasks.into_iter().zip(clients) {
         let abort = task.abort_handle();
         let why = match timeout(join_bound, task).await {
@@ -220,10 +250,12 @@ pub async fn run(
             windows: &windows,
             p99_limit_us: stage.delivery_p99_limit.as_micros() as u64,
         };
-        analysis::analyze(&sessions, &ctx.rooms, &ctx.clock, health)
+        analysis::analyze(sessions, &ctx.rooms, &ctx.clock, health)
     };
-    let all_rooms = SharedHistogram::default();
-    book.delivery.iter().for_each(|h| all_rooms.merge(h));
+    let session_count = sessions.len() as u64;
+    let first_sends = FirstSends::of(sessions);
+    // The reports go now; their vector stays for the next iteration.
+    sessions.clear();
     let figures = IterationFigures {
         index,
         warmup: index < run.warmup,
@@ -233,16 +265,16 @@ pub async fn run(
         drained,
         settle_s,
         settled,
-        sessions: sessions.len() as u64,
+        sessions: session_count,
         connect_failures: LiveCounters::get(&ctx.live.connect_failures) - failures_before,
         totals: loss.totals,
         deliveries_per_s: loss.totals.received as f64 / (send_s + drain_s).max(1e-9),
-        delivery: all_rooms.summary(),
-        first_sends: FirstSends::of(&sessions),
+        delivery: scratch.delivery_over_rooms(&book),
+        first_sends,
         generator: usage_start.figures(
             &usage_end,
             send_s + drain_s,
-            sessions.len() as u64,
+            session_count,
             matches!(stage.target.judged_memory(None), JudgedMemory::Heap { exact: true, .. }),
         ),
         http: stage

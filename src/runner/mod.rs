@@ -331,7 +331,17 @@ async fn run_on(
             progress.iteration(index);
         }
         let book = tallies.spare_book();
-        let outcome = iteration::run(&scenario.run, &ctx, &stage, &clients, index, &stop, book).await;
+        let outcome = iteration::run(
+            &scenario.run,
+            &ctx,
+            &stage,
+            &clients,
+            index,
+            &stop,
+            book,
+            &mut tallies.scratch,
+        )
+        .await;
         // A server that does not count closed connections: every session of the iteration has
         // closed by its end.
         let closed_now = target.closed_connections();

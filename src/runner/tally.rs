@@ -27,6 +27,8 @@ pub struct Tallies {
     pub(super) records: Vec<LossRecord>,
     pub(super) total_records: u64,
     forensics: Forensics,
+    /// What each iteration works in, reused by the next.
+    pub(super) scratch: iteration::Scratch,
 }
 
 impl Tallies {
@@ -42,6 +44,7 @@ impl Tallies {
             records: Vec::new(),
             total_records: 0,
             forensics: Forensics::default(),
+            scratch: iteration::Scratch::default(),
         }
     }
 
@@ -60,15 +63,16 @@ impl Tallies {
     }
 
     /// Takes every latency window's buckets and the histograms' counts up to `highest_us` now
-    /// ([`crate::observe::latency::LatencyBook::reserve`]), in the run's book and in the one the
-    /// iterations record into, for a run long enough to fill them: its own memory then stays
-    /// flat from the start instead of rising through its first twenty minutes and in a step at
-    /// each new slowest delivery.
+    /// ([`crate::observe::latency::LatencyBook::reserve`]), in the run's book, in the one the
+    /// iterations record into and in the iterations' scratch, for a run long enough to fill them:
+    /// its own memory then stays flat from the start instead of rising through its first twenty
+    /// minutes and in a step at each new slowest delivery.
     pub fn reserve_latency(&mut self, highest_us: u64) {
         self.book.reserve(highest_us);
         let mut spare = self.spare_book();
         spare.reserve(highest_us);
         self.spare = Some(spare);
+        self.scratch.reserve(highest_us);
     }
 
     /// An empty latency book for the next iteration: the last one's, cleared, when there was one.

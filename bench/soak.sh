@@ -32,6 +32,10 @@
 #   analysis; default 2), OUT (results folder, default results/soak/<time>), BINARY (a leakrun
 #   build to soak instead of building this tree's release: two soaks at once, one per build,
 #   compare them side by side on the same machine and load).
+#   BACKEND `split`: the memory layer with the embedded server in a process of its own (`leakrun
+#   serve` as an external target), so leakrun's own process holds only its clients and observers:
+#   the timeline's RSS is then the server's, and "leakrun RSS by kind" (read beside the run) is
+#   leakrun's alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,8 +63,8 @@ backends=("$@")
 [ ${#backends[@]} -eq 0 ] && backends=(memory redis-lists)
 for b in "${backends[@]}"; do
   case $b in
-    memory | redis | redis-lists | amqp) ;;
-    *) echo "error: backend $b: valid: memory, redis, redis-lists, amqp" >&2; exit 2 ;;
+    memory | redis | redis-lists | amqp | split) ;;
+    *) echo "error: backend $b: valid: memory, redis, redis-lists, amqp, split" >&2; exit 2 ;;
   esac
 done
 total=$(seconds "$duration") || exit 2
@@ -113,8 +117,28 @@ trap stop INT TERM
 bound=$((iterations * (iteration + overhead) * 2 + 600))
 for b in "${backends[@]}"; do
   mkdir -p "$out/$b"
+  scenario=(bench/soak.toml --backend "$b")
+  if [ "$b" = split ]; then
+    # The same rooms against `leakrun serve` on a free loopback port, started and stopped by the run.
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 - "$binary" "$port" "$out/soak_split.toml" <<'TOML'
+import sys
+binary, port, path = sys.argv[1:]
+text = open("bench/soak.toml").read()
+server = "[server]\ncapacity = 1000\n"
+assert server in text, "bench/soak.toml's [server] table changed: update bench/soak.sh"
+text = text.replace(server, f"""[server]
+target = "external"
+command = ["{binary}", "serve", "--port", "{port}"]
+ws_url = "ws://127.0.0.1:{port}/ws/chat/{{room}}"
+ready_timeout = "10s"
+""")
+open(path, "w").write(text)
+TOML
+    scenario=("$out/soak_split.toml")
+  fi
   timeout --signal=INT --kill-after=60 "$bound" \
-    "$binary" run bench/soak.toml --backend "$b" \
+    "$binary" run "${scenario[@]}" \
     --set "name=\"soak_$b\"" --set "run.duration=\"${iteration}s\"" --set "run.iterations=$iterations" \
     --out "$out/$b" --no-progress >"$out/$b.log" 2>&1 &
   pids+=($!)
@@ -245,46 +269,52 @@ for i in range(0, len(argv), 5):
         if isinstance(verdict, dict) and "summary" in verdict and name != "gaps":
             print(f"   {name} verdict: {verdict['summary']}")
 
-    # leakrun's own RSS over the run.
+    # leakrun's own RSS over the run (with `split`, the timeline's is the server's).
+    who = "server" if backend == "split" else "leakrun"
     samples = [(s["at_s"], s["rss_bytes"]) for s in r["timeline"]["samples"] if s.get("rss_bytes")]
     if len(samples) >= 4:
         last_t = samples[-1][0]
         warm = 300.0 if last_t >= 900 else last_t / 3  # the first minutes: 5 of an hour
-        head = [b for t, b in samples if t < warm]
-        tail = [(t, b) for t, b in samples if t >= warm]
         mib = lambda b: b / 2**20
-        at_warm = tail[0][1]
         def slope_of(points):  # least squares, bytes per minute
             n = len(points)
             mt = sum(t for t, _ in points) / n
             mb = sum(b for _, b in points) / n
             var = sum((t - mt) ** 2 for t, _ in points)
             return sum((t - mt) * (b - mb) for t, b in points) / var * 60 if var else 0.0
-        slope = slope_of(tail)
-        half = (warm + last_t) / 2
-        early, late = [p for p in tail if p[0] < half], [p for p in tail if p[0] >= half]
-        print(f"   leakrun RSS ({len(samples)} samples, stride {r['timeline']['stride']}): start {mib(samples[0][1]):.1f} MiB, "
-              f"max in the first {warm / 60:.1f} min {mib(max(head)):.1f} MiB, at {warm / 60:.1f} min {mib(at_warm):.1f} MiB, "
-              f"end {mib(samples[-1][1]):.1f} MiB; after {warm / 60:.1f} min min {mib(min(b for _, b in tail)):.1f} "
-              f"max {mib(max(b for _, b in tail)):.1f} MiB, slope {slope / 1024:+.1f} KiB/min "
-              f"({slope * (last_t - warm) / 60 / 2**20:+.2f} MiB over the {(last_t - warm) / 60:.1f} min)")
-        if len(early) >= 2 and len(late) >= 2:
-            print(f"   leakrun RSS slope {warm / 60:.1f}-{half / 60:.1f} min {slope_of(early) / 1024:+.1f} KiB/min, "
-                  f"{half / 60:.1f}-{last_t / 60:.1f} min {slope_of(late) / 1024:+.1f} KiB/min")
-        # By quarter after the first minutes: whether the growth slows (a high-water mark that
-        # settles) or keeps its pace (a leak). Each quarter's slope, and how far its highest
-        # sample rose above the highest before it.
-        step = (last_t - warm) / 4
-        quarters = [[p for p in tail if warm + q * step <= p[0] < warm + (q + 1) * step] for q in range(4)]
-        quarters[3] += [p for p in tail if p[0] >= warm + 4 * step]
-        if all(len(q) >= 2 for q in quarters):
-            parts, high = [], at_warm
-            for q in quarters:
-                top = max(b for _, b in q)
-                parts.append(f"{q[0][0] / 60:.1f}-{q[-1][0] / 60:.1f} min {slope_of(q) / 1024:+.1f} KiB/min, "
-                             f"high {mib(max(top, high)) - mib(high):+.2f} MiB")
-                high = max(high, top)
-            print("   leakrun RSS by quarter after the first minutes: " + "; ".join(parts))
+        def settling(what, source, samples):
+            """The series after the first minutes: overall, by half, and by quarter, whether the
+            growth slows (a high-water mark that settles) or keeps its pace (a leak): each
+            quarter's slope, and how far its highest sample rose above the highest before it."""
+            last_t = samples[-1][0]
+            head = [b for t, b in samples if t < warm]
+            tail = [(t, b) for t, b in samples if t >= warm]
+            if not head or len(tail) < 2:
+                return
+            at_warm = tail[0][1]
+            slope = slope_of(tail)
+            half = (warm + last_t) / 2
+            early, late = [p for p in tail if p[0] < half], [p for p in tail if p[0] >= half]
+            print(f"   {what} ({source}, {len(samples)} samples): start {mib(samples[0][1]):.1f} MiB, "
+                  f"max in the first {warm / 60:.1f} min {mib(max(head)):.1f} MiB, at {warm / 60:.1f} min {mib(at_warm):.1f} MiB, "
+                  f"end {mib(samples[-1][1]):.1f} MiB; after {warm / 60:.1f} min min {mib(min(b for _, b in tail)):.1f} "
+                  f"max {mib(max(b for _, b in tail)):.1f} MiB, slope {slope / 1024:+.1f} KiB/min "
+                  f"({slope * (last_t - warm) / 60 / 2**20:+.2f} MiB over the {(last_t - warm) / 60:.1f} min)")
+            if len(early) >= 2 and len(late) >= 2:
+                print(f"   {what} slope {warm / 60:.1f}-{half / 60:.1f} min {slope_of(early) / 1024:+.1f} KiB/min, "
+                      f"{half / 60:.1f}-{last_t / 60:.1f} min {slope_of(late) / 1024:+.1f} KiB/min")
+            step = (last_t - warm) / 4
+            quarters = [[p for p in tail if warm + q * step <= p[0] < warm + (q + 1) * step] for q in range(4)]
+            quarters[3] += [p for p in tail if p[0] >= warm + 4 * step]
+            if all(len(q) >= 2 for q in quarters):
+                parts, high = [], at_warm
+                for q in quarters:
+                    top = max(b for _, b in q)
+                    parts.append(f"{q[0][0] / 60:.1f}-{q[-1][0] / 60:.1f} min {slope_of(q) / 1024:+.1f} KiB/min, "
+                                 f"high {mib(max(top, high)) - mib(high):+.2f} MiB")
+                    high = max(high, top)
+                print(f"   {what} by quarter after the first minutes: " + "; ".join(parts))
+        settling(f"{who} RSS", f"the timeline's, stride {r['timeline']['stride']}", samples)
         # What of it is live heap: the embedded server's and leakrun's own clients' and observers'.
         for key, what in (("heap_bytes", "server heap"), ("harness_heap_bytes", "clients' and observers' heap")):
             hs = [(s["at_s"], s[key]) for s in r["timeline"]["samples"] if s.get(key) is not None]
@@ -296,6 +326,10 @@ for i in range(0, len(argv), 5):
         if os.path.exists(rss_kinds):
             rows = [tuple(int(x) for x in line.split()) for line in open(rss_kinds) if len(line.split()) == 4]
             after = [row for row in rows if row[0] >= warm]
+            if who != "leakrun":
+                # leakrun's own process, read beside the run: the figure a split soak is for.
+                settling("leakrun RSS", "its own process, /proc status every 10 s",
+                         [(t, (a + f + m) * 1024) for t, a, f, m in rows])
             if len(after) >= 2:
                 # /proc/<pid>/status gives KiB; as bytes, the figures go through `mib` like the rest.
                 first, last = [[row[0]] + [k * 1024 for k in row[1:]] for row in (after[0], after[-1])]

@@ -94,18 +94,24 @@ impl ProcFile {
     /// The file's whole text now, read from its start into `buffer`: none when its process is
     /// gone, the text is not UTF-8, or it does not fit.
     pub fn read<'b>(&self, buffer: &'b mut [u8]) -> Option<&'b str> {
-        let mut filled = 0;
-        loop {
-            let unread = buffer.get_mut(filled..).filter(|rest| !rest.is_empty())?;
-            match self.file.read_at(unread, filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        std::str::from_utf8(&buffer[..filled]).ok()
+        read_whole(&self.file, buffer)
     }
+}
+
+/// A file's whole text now, read from its start into `buffer` without allocating: none when it
+/// cannot be read (its process is gone), is not UTF-8, or does not fit.
+pub fn read_whole<'b>(file: &File, buffer: &'b mut [u8]) -> Option<&'b str> {
+    let mut filled = 0;
+    loop {
+        let unread = buffer.get_mut(filled..).filter(|rest| !rest.is_empty())?;
+        match file.read_at(unread, filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    std::str::from_utf8(&buffer[..filled]).ok()
 }
 
 /// The resident set of an open `/proc/<pid>/statm`, bytes (its second field, in pages), without

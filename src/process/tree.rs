@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 
-use super::procfs::{ProcFile, Stat};
+use super::procfs::{ProcFile, Stat, read_whole};
 
 /// Most processes a tree holds; past it, further ones are not followed.
 pub const MAX_TREE: usize = 4096;
@@ -81,7 +81,7 @@ impl Member {
                     continue;
                 };
                 // A thread that ended since the listing has no list: nothing to follow.
-                let Some(text) = File::open(path).ok().and_then(|f| read_all(&f, &mut list)) else {
+                let Some(text) = File::open(path).ok().and_then(|f| read_whole(&f, &mut list)) else {
                     continue;
                 };
                 text.split_ascii_whitespace()
@@ -117,22 +117,6 @@ fn children_path(buffer: &mut [u8; 64], pid: u32, tid: u32) -> Option<&str> {
     write!(cursor, "/proc/{pid}/task/{tid}/children").ok()?;
     let length = cursor.position() as usize;
     std::str::from_utf8(&buffer[..length]).ok()
-}
-
-/// A file's whole text read into `buffer`; none when it does not fit or is not UTF-8.
-fn read_all<'b>(file: &File, buffer: &'b mut [u8]) -> Option<&'b str> {
-    use std::os::unix::fs::FileExt as _;
-    let mut filled = 0;
-    loop {
-        let unread = buffer.get_mut(filled..).filter(|rest| !rest.is_empty())?;
-        match file.read_at(unread, filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
-    std::str::from_utf8(&buffer[..filled]).ok()
 }
 
 /// A process and its descendants, as of the last [`ProcessTree::walk`].

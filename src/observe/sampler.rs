@@ -1,9 +1,9 @@
 //! Samplers: memory and server state on the run clock.
 //!
 //! One [`Sample`] holds the target's resident set (`/proc/<pid>/statm`, held open and read without
-//! allocating; for the embedded server the runner's own process; summed over a process tree walked
-//! through each thread's children list, [`ProcessTree`]), the exact live heap of the server domain (see [`crate::heap`]) and the counters of
-//! every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
+//! allocating; for the embedded server the runner's own process; summed over a [`ProcessTree`]
+//! for an external one), the exact live heap of the server domain (see [`crate::heap`]) and the
+//! counters of every [`StateSource`]: the server's own (live connections, groups, memberships, channels,
 //! buffered messages) and the backend's (keys, subscriptions, memory). A background task takes one
 //! every `sample_interval` into a down-sampled table ([`SampleTable`], which keeps its memory flat
 //! for the whole run and makes the result's [`Timeline`] at the end) — once the table's stride

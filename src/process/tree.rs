@@ -53,15 +53,19 @@ impl Member {
         })
     }
 
-    /// Calls `each` with every child pid of every thread of this process; false when its thread
-    /// list cannot be read (the process is gone).
-    fn children(&self, mut each: impl FnMut(u32)) -> bool {
+    /// Whether this very process is alive (not a zombie, not a later one with its pid).
+    fn is_alive(&self) -> bool {
+        Stat::read_from(&self.stat).is_some_and(|stat| stat.is_live())
+    }
+
+    /// Calls `each` with every child pid of every thread of this process (none once it is gone).
+    fn children(&self, mut each: impl FnMut(u32)) {
         let mut entries = [0u8; DIRENT_BYTES];
         let mut list = [0u8; CHILDREN_BYTES];
         let mut path = [0u8; 64];
         // SAFETY: lseek on a descriptor this member owns.
         if unsafe { libc::lseek(self.tasks.as_raw_fd(), 0, libc::SEEK_SET) } != 0 {
-            return false;
+            return;
         }
         loop {
             // SAFETY: the kernel writes at most `entries.len()` bytes of whole records into it.
@@ -74,7 +78,7 @@ impl Member {
                 )
             };
             if n <= 0 {
-                return n == 0;
+                return;
             }
             for tid in thread_ids(&entries[..n as usize]) {
                 let Some(path) = children_path(&mut path, self.pid, tid) else {
@@ -142,7 +146,7 @@ impl ProcessTree {
     pub fn walk(&mut self) -> bool {
         self.found.clear();
         let root = &self.members[0];
-        if Stat::read_from(&root.stat).filter(Stat::is_live).is_none() {
+        if !root.is_alive() {
             return false;
         }
         self.found.push(root.pid);
@@ -150,8 +154,18 @@ impl ProcessTree {
         while next < self.found.len() {
             let pid = self.found[next];
             next += 1;
-            let member = match self.members.iter().position(|m| m.pid == pid) {
-                Some(at) => at,
+            let known = self.members.iter().position(|m| m.pid == pid);
+            let member = match known {
+                Some(at) if self.members[at].is_alive() => at,
+                // A member that ended, its pid since taken by a new process of the tree: the new
+                // one replaces it (its held files follow only the process they were opened for).
+                Some(at) => match Member::open(pid) {
+                    Some(member) => {
+                        self.members[at] = member;
+                        at
+                    }
+                    None => continue,
+                },
                 None => match Member::open(pid) {
                     Some(member) => {
                         self.members.push(member);
@@ -168,8 +182,8 @@ impl ProcessTree {
             });
         }
         let found = &self.found;
-        // A member whose pid was not found has ended (or its pid now names another process,
-        // which its held files do not follow): it leaves. The root stays first.
+        // A member whose pid was not found has ended and been reaped: it leaves. The root, found
+        // first, stays first.
         self.members.retain(|m| found.contains(&m.pid));
         true
     }

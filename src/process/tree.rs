@@ -157,22 +157,24 @@ impl ProcessTree {
             let known = self.members.iter().position(|m| m.pid == pid);
             let member = match known {
                 Some(at) if self.members[at].is_alive() => at,
-                // A member that ended, its pid since taken by a new process of the tree: the new
-                // one replaces it (its held files follow only the process they were opened for).
-                Some(at) => match Member::open(pid) {
-                    Some(member) => {
-                        self.members[at] = member;
-                        at
+                // New to the tree, or a member that ended with its pid since taken by a new
+                // process of the tree, which replaces it (held files follow only the process they
+                // were opened for).
+                _ => {
+                    let Some(member) = Member::open(pid) else {
+                        continue;
+                    };
+                    match known {
+                        Some(at) => {
+                            self.members[at] = member;
+                            at
+                        }
+                        None => {
+                            self.members.push(member);
+                            self.members.len() - 1
+                        }
                     }
-                    None => continue,
-                },
-                None => match Member::open(pid) {
-                    Some(member) => {
-                        self.members.push(member);
-                        self.members.len() - 1
-                    }
-                    None => continue,
-                },
+                }
             };
             let found = &mut self.found;
             self.members[member].children(|child| {

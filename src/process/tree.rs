@@ -6,12 +6,16 @@
 //! made about 40 % of the new pages leakrun's own heap took in a soak against a separate
 //! server), so here each member's files are held open, re-read into buffers on the stack, and a
 //! walk allocates only when a process joins the tree.
+//!
+//! The lists need a kernel built with `CONFIG_PROC_CHILDREN` (Debian's, Ubuntu's and Fedora's
+//! are). Where the root's own list is missing, the tree is found by a scan of `/proc` instead,
+//! which allocates per process on the machine but misses nothing.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 
-use super::procfs::{ProcFile, Stat, read_whole};
+use super::procfs::{self, ProcFile, Stat, read_whole};
 
 /// Most processes a tree holds; past it, further ones are not followed.
 pub const MAX_TREE: usize = 4096;
@@ -130,15 +134,45 @@ pub struct ProcessTree {
     members: Vec<Member>,
     /// The pids found by a walk, reused by the next.
     found: Vec<u32>,
+    /// How a walk finds the processes below the root.
+    finder: Finder,
+}
+
+/// How a walk finds the processes below the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finder {
+    /// Each member's threads' `children` lists.
+    ChildrenLists,
+    /// A scan of every process in `/proc` for the root's descendants (kernels without the lists).
+    Scan,
 }
 
 impl ProcessTree {
-    /// The tree of `root`; none when `root` is gone.
+    /// The tree of `root`, found through the children lists where the kernel has them and by a
+    /// scan where it does not; none when `root` is gone.
     pub fn new(root: u32) -> Option<Self> {
+        let member = Member::open(root)?;
+        let mut path = [0u8; 64];
+        let lists = children_path(&mut path, root, root).is_some_and(|p| std::path::Path::new(p).exists());
+        Self::with_finder(member, if lists { Finder::ChildrenLists } else { Finder::Scan })
+    }
+
+    /// The tree of `root`, found by `finder` whatever the kernel has; none when `root` is gone.
+    pub fn found_by(root: u32, finder: Finder) -> Option<Self> {
+        Self::with_finder(Member::open(root)?, finder)
+    }
+
+    fn with_finder(root: Member, finder: Finder) -> Option<Self> {
         Some(Self {
-            members: vec![Member::open(root)?],
+            members: vec![root],
             found: Vec::new(),
+            finder,
         })
+    }
+
+    /// How this tree's walks find its processes.
+    pub fn finder(&self) -> Finder {
+        self.finder
     }
 
     /// Walks the tree again from its root: processes that ended leave it, new ones join (their
@@ -150,6 +184,13 @@ impl ProcessTree {
             return false;
         }
         self.found.push(root.pid);
+        if self.finder == Finder::Scan {
+            for descendant in procfs::descendants(root.pid) {
+                if self.found.len() < MAX_TREE && !self.found.contains(&descendant.pid) {
+                    self.found.push(descendant.pid);
+                }
+            }
+        }
         let mut next = 0;
         while next < self.found.len() {
             let pid = self.found[next];
@@ -176,6 +217,9 @@ impl ProcessTree {
                     }
                 }
             };
+            if self.finder == Finder::Scan {
+                continue;
+            }
             let found = &mut self.found;
             self.members[member].children(|child| {
                 if found.len() < MAX_TREE && !found.contains(&child) {
@@ -217,6 +261,18 @@ mod tests {
 
     #[test]
     fn finds_grandchildren_and_lets_them_go_when_they_end() {
+        let lists = ProcessTree::new(std::process::id()).expect("this process runs");
+        // This machine's kernel has the lists (CONFIG_PROC_CHILDREN), as CI's does.
+        assert_eq!(lists.finder(), Finder::ChildrenLists);
+        grandchildren_come_and_go(Finder::ChildrenLists);
+    }
+
+    #[test]
+    fn a_scan_finds_the_same_tree_where_the_kernel_has_no_lists() {
+        grandchildren_come_and_go(Finder::Scan);
+    }
+
+    fn grandchildren_come_and_go(finder: Finder) {
         // A shell with two children: a shell whose own child (the grandchild) sleeps, and a
         // sleep. The `; :` keeps each shell from replacing itself with its last command.
         let mut shell = Command::new("sh")
@@ -225,7 +281,7 @@ mod tests {
             .spawn()
             .expect("sh");
         let root = shell.id();
-        let mut tree = ProcessTree::new(root).expect("the shell runs");
+        let mut tree = ProcessTree::found_by(root, finder).expect("the shell runs");
         assert!(
             walk_until(&mut tree, |t| t.members().len() == 4),
             "root, two children and a grandchild: {:?}",

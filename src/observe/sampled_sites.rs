@@ -54,6 +54,8 @@ pub struct SampledSites {
     index: HashMap<Stack, u32>,
     previous: Option<StackTotals>,
     processes: HashMap<u32, (Vec<Mapping>, PathBuf)>,
+    /// How many times a process's mappings were read.
+    maps_reads: u64,
 }
 
 impl SampledSites {
@@ -63,36 +65,56 @@ impl SampledSites {
     }
 
     /// The index of `frames` of process `pid` in the table, added when it is new (or
-    /// [`OTHER_STACKS`] once the table is full).
-    fn intern(&mut self, pid: u32, frames: Vec<u64>) -> u32 {
+    /// [`OTHER_STACKS`] once the table is full), and whether it was added now.
+    fn intern(&mut self, pid: u32, frames: Vec<u64>) -> (u32, bool) {
         let key: Stack = (pid, frames.into());
         if let Some(at) = self.index.get(&key) {
-            return *at;
+            return (*at, false);
         }
         if self.stacks.len() >= MAX_STACKS {
-            return OTHER_STACKS;
+            return (OTHER_STACKS, false);
         }
         let at = self.stacks.len() as u32;
         self.stacks.push(key.clone());
         self.index.insert(key, at);
-        at
+        (at, true)
+    }
+
+    /// Whether every frame of stack `at` lies in a mapping known for its process.
+    fn mapped(&self, at: u32) -> bool {
+        let (pid, frames) = &self.stacks[at as usize];
+        let Some((maps, _)) = self.processes.get(pid) else {
+            return false;
+        };
+        frames
+            .iter()
+            .all(|&frame| maps.iter().any(|m| (m.start..m.end).contains(&frame)))
     }
 
     /// The stacks whose estimated live bytes changed since the last call, largest growth first
-    /// (the first call sets the baseline and reports none). Each process's mappings are read now,
-    /// for naming its stacks later.
+    /// (the first call sets the baseline and reports none). A process's mappings, for naming its
+    /// stacks later, are read at its first report and again only when a stack first seen has a
+    /// frame outside them (a library loaded since): the maps of a process with many threads
+    /// run to tens of KiB, and reading them with every iteration's report took new pages.
     pub fn report(&mut self, processes: &[Sampled<'_>]) -> Vec<SiteGrowth> {
         let mut totals = StackTotals::new();
         for process in processes {
-            let maps = symbols::executable_mappings(process.pid);
-            if !maps.is_empty() {
-                self.processes.insert(process.pid, (maps, process.exe.clone()));
-            }
+            let mut stale = !self.processes.contains_key(&process.pid);
             for sample in process.region.live() {
-                let stack = self.intern(process.pid, sample.frames);
+                let (stack, new) = self.intern(process.pid, sample.frames);
+                if new && !stale {
+                    stale = !self.mapped(stack);
+                }
                 let entry = totals.entry((process.pid, stack)).or_default();
                 entry.0 = entry.0.saturating_add(sample.weight as i64);
                 entry.1 += (sample.weight / sample.size.max(1)).max(1) as i64;
+            }
+            if stale {
+                self.maps_reads += 1;
+                let maps = symbols::executable_mappings(process.pid);
+                if !maps.is_empty() {
+                    self.processes.insert(process.pid, (maps, process.exe.clone()));
+                }
             }
         }
         let Some(before) = self.previous.replace(totals) else {
@@ -235,13 +257,51 @@ mod tests {
     }
 
     #[test]
+    fn mappings_are_read_once_and_again_only_for_a_frame_outside_them() {
+        let r = Region::boxed();
+        r.set_mean(1024);
+        // A frame in this test binary's own code, which its first reading of the maps covers.
+        let own = mappings_are_read_once_and_again_only_for_a_frame_outside_them as fn() as usize as u64;
+        let in_binary = move |f: &mut [u64; leakrun_heap_sampler::DEPTH]| {
+            f[0] = own;
+            1
+        };
+        let process = || Sampled {
+            pid: std::process::id(),
+            region: &r,
+            exe: std::env::current_exe().unwrap(),
+        };
+        let mut sites = SampledSites::new();
+        assert!(r.record(0x10_0000, 4096, in_binary));
+        sites.report(&[process()]);
+        assert_eq!(sites.maps_reads, 1, "read at the first report");
+        for at in [0x20_0000, 0x30_0000, 0x40_0000] {
+            assert!(r.record(at, 4096, in_binary));
+            sites.report(&[process()]);
+        }
+        assert_eq!(sites.maps_reads, 1, "a known stack inside known mappings reads nothing");
+        assert!(r.record(0x50_0000, 64, |f| {
+            f[0] = 0x3333;
+            1
+        }));
+        sites.report(&[process()]);
+        assert_eq!(sites.maps_reads, 2, "a new stack with a frame outside every mapping");
+        assert!(r.record(0x60_0000, 64, |f| {
+            f[0] = 0x3333;
+            1
+        }));
+        sites.report(&[process()]);
+        assert_eq!(sites.maps_reads, 2, "that stack is known now");
+    }
+
+    #[test]
     fn stacks_past_the_table_are_summed_under_one_entry() {
         let mut sites = SampledSites::new();
         for i in 0..MAX_STACKS as u64 {
-            assert_eq!(sites.intern(7, vec![i]), i as u32);
+            assert_eq!(sites.intern(7, vec![i]), (i as u32, true));
         }
-        assert_eq!(sites.intern(7, vec![0]), 0, "a known stack keeps its index");
-        assert_eq!(sites.intern(7, vec![u64::MAX]), OTHER_STACKS);
+        assert_eq!(sites.intern(7, vec![0]), (0, false), "a known stack keeps its index");
+        assert_eq!(sites.intern(7, vec![u64::MAX]), (OTHER_STACKS, false));
         let mut symbolizer = Symbolizer::new();
         let (site, traceback) = sites.describe(&mut symbolizer, "stack of pid 7", &[format!("#{OTHER_STACKS}")]);
         assert!(site.contains("first seen after the first 50000"), "{site}");

@@ -135,24 +135,6 @@ fn churn_without_a_fault_loses_nothing() {
             .any(|e| e["kind"] == "close_abrupt")
     );
     assert_eq!(r["server"]["live_connections"], 0);
-
-    // The embedded server's CPU is read over its own threads, apart from the clients'.
-    assert!(
-        r["target"]["cpu_source"]
-            .as_str()
-            .unwrap()
-            .contains("embedded server's own threads (leakrun-server)"),
-        "{}",
-        r["target"]
-    );
-    let samples = r["timeline"]["samples"].as_array().unwrap();
-    let read: Vec<_> = samples.iter().filter(|s| s["target_cpu"].is_number()).collect();
-    assert!(read.len() >= 10, "{} of {} samples", read.len(), samples.len());
-    assert!(read.iter().all(|s| s["leakrun_cpu"].is_number()));
-    assert!(
-        read.iter().any(|s| s["target_cpu"].as_f64().unwrap() > 0.0),
-        "the server did some work"
-    );
 }
 
 #[test]

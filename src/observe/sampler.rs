@@ -268,11 +268,8 @@ pub struct Probes {
     sources: Vec<Box<dyn StateSource>>,
     heap: Option<Box<dyn HeapSource>>,
     own_cpu: CpuProbe,
-    /// The target's CPU, when it is another process than leakrun's or threads of leakrun's own.
+    /// The target's CPU, when it is another process than leakrun's.
     target_cpu: Option<CpuProbe>,
-    /// The target's CPU is part of leakrun's process (the embedded server's threads): leakrun's
-    /// own figure is the rest.
-    target_within_own: bool,
 }
 
 impl Probes {
@@ -289,17 +286,6 @@ impl Probes {
             heap: None,
             own_cpu,
             target_cpu,
-            target_within_own: false,
-        }
-    }
-
-    /// The same with the target's CPU read from threads of leakrun's own process (`probe`):
-    /// leakrun's own CPU is then the rest of its process.
-    pub fn with_target_threads(self, probe: CpuProbe) -> Self {
-        Self {
-            target_cpu: Some(probe),
-            target_within_own: true,
-            ..self
         }
     }
 
@@ -325,17 +311,11 @@ impl Probes {
             None => None,
         };
         let memory = self.memory.reading();
-        let mut own = self.own_cpu.since_last();
+        let own = self.own_cpu.since_last();
         let target = match &self.target_cpu {
             Some(probe) => probe.since_last(),
             None => own,
         };
-        if self.target_within_own
-            && let (Some(process), Some(server)) = (own.as_mut(), target)
-        {
-            // The two windows are read a moment apart: a few ticks either way, never below zero.
-            process.cores = (process.cores - server.cores).max(0.0);
-        }
         Ok(Sample {
             at_s: secs(self.clock.now_ns()),
             rss_bytes: memory.map(|(rss, _)| rss),

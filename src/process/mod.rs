@@ -22,7 +22,6 @@ pub mod ports;
 pub mod procfs;
 pub mod registry;
 pub mod signal;
-pub mod threads;
 pub mod tree;
 
 use std::os::unix::process::CommandExt as _;

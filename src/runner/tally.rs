@@ -140,7 +140,7 @@ pub fn saturation_warning(result: &RunResult) -> Option<String> {
 
 /// The target's mean CPU over the samples taken while an iteration's load was on (send and
 /// drain), for the gaps summary; none when no such sample read it.
-pub fn cpu_under_load(result: &RunResult) -> Option<ServerCpu> {
+pub fn cpu_under_load(result: &RunResult, embedded: bool) -> Option<ServerCpu> {
     let loaded = |at: f64| {
         result
             .iterations
@@ -161,6 +161,7 @@ pub fn cpu_under_load(result: &RunResult) -> Option<ServerCpu> {
         mean_cores: figures.iter().sum::<f64>() / figures.len() as f64,
         peak_cores: figures.iter().copied().fold(0.0, f64::max),
         samples: figures.len() as u64,
+        shared_with_clients: embedded,
     })
 }
 
@@ -186,12 +187,13 @@ pub fn judge(
             totals: *t,
         })
         .collect();
+    let embedded = matches!(scenario.server, crate::scenario::ServerSpec::Embedded(_));
     let gaps = verdict::gaps::judge(
         totals,
         per_room,
         &tallies.records,
         &tallies.forensics,
-        cpu_under_load(result),
+        cpu_under_load(result, embedded),
         server.map_or(0, |s| s.layer.dropped_full),
         server.map_or(0, |s| s.layer.fault_dropped),
         &scenario.thresholds,

@@ -12,17 +12,13 @@ use std::future::Future;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
-use crate::process::threads::ThreadSet;
-
 /// The name of the server runtime's threads (as `top -H` and `/proc/<pid>/task/*/comm` show).
 pub const THREAD_NAME: &str = "leakrun-server";
 
-/// A tokio runtime for the embedded server, with as many worker threads as leakrun's own: one per
-/// core, as a server on its own would have, or `TOKIO_WORKER_THREADS`. Dropping it stops its tasks
-/// without waiting for them.
+/// A tokio runtime for the embedded server, with as many worker threads as the machine has cores
+/// (as a server on its own would). Dropping it stops its tasks without waiting for them.
 pub struct ServerRuntime {
     handle: Handle,
-    threads: ThreadSet,
     /// Taken only by `drop`.
     runtime: Option<Runtime>,
 }
@@ -30,24 +26,16 @@ pub struct ServerRuntime {
 impl ServerRuntime {
     /// Starts the runtime's threads.
     pub fn start() -> std::io::Result<Self> {
-        let threads = ThreadSet::new();
-        let (joining, leaving) = (threads.clone(), threads.clone());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = Builder::new_multi_thread()
+            .worker_threads(cores)
             .thread_name(THREAD_NAME)
-            .on_thread_start(move || joining.join_current())
-            .on_thread_stop(move || leaving.leave_current())
             .enable_all()
             .build()?;
         Ok(Self {
             handle: runtime.handle().clone(),
-            threads,
             runtime: Some(runtime),
         })
-    }
-
-    /// The runtime's threads now: its workers and its blocking pool's, which come and go.
-    pub fn threads(&self) -> ThreadSet {
-        self.threads.clone()
     }
 
     /// Runs `future` as a task on the server's threads and waits for its output. Tasks it spawns
@@ -95,10 +83,6 @@ mod tests {
         assert_eq!(own.as_deref(), Some(THREAD_NAME));
         assert_eq!(spawned.as_deref(), Some(THREAD_NAME));
         assert_ne!(thread_name().as_deref(), Some(THREAD_NAME));
-        let server_tid = runtime.run(async { crate::process::threads::current_tid() }).await;
-        let tids = runtime.threads().tids().clone();
-        assert!(tids.contains(&server_tid), "{server_tid} in {tids:?}");
-        assert!(!tids.contains(&crate::process::threads::current_tid()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -16,7 +16,6 @@ use crate::heap;
 use crate::layer::LayerStats;
 use crate::load::{Endpoint, LiveCounters};
 use crate::observe::clock::RunClock;
-use crate::observe::cpu::CpuProbe;
 use crate::observe::sampled_sites::{Sampled, SampledSites};
 use crate::observe::sampler::{
     HeapReading, HeapSource, MemoryProbe, Probes, Sample, SourceError, StateReading, StateSource,
@@ -24,7 +23,7 @@ use crate::observe::sampler::{
 use crate::observe::sites::{ProcessHeap, SiteGrowth, SiteReport};
 use crate::results::{BackendInfo, TargetInfo};
 use crate::scenario::{BackendSpec, EmbeddedSpec, Scenario};
-use crate::server::runtime::{ServerRuntime, THREAD_NAME};
+use crate::server::runtime::ServerRuntime;
 use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
 
 use super::{JudgedMemory, Target, TargetError, settle};
@@ -123,9 +122,7 @@ impl Target for Embedded {
         let caches = CacheSource::new(self.servers.iter().map(|s| s.state.cache.clone()).collect());
         let mut sources: Vec<Box<dyn StateSource>> = vec![Box::new(counters), Box::new(caches)];
         sources.extend(self.backend.state_source());
-        Ok(Probes::new(clock, MemoryProbe::own_process(), sources)
-            .with_heap(Box::new(CountedHeap))
-            .with_target_threads(CpuProbe::threads(self.runtime.threads())))
+        Ok(Probes::new(clock, MemoryProbe::own_process(), sources).with_heap(Box::new(CountedHeap)))
     }
 
     fn frames_out(&self) -> Option<u64> {
@@ -214,7 +211,7 @@ impl Target for Embedded {
                 }
             ),
             cpu_source: Some(format!(
-                "the embedded server's own threads ({THREAD_NAME}) in leakrun's process (pid {pid}); leakrun_cpu is the rest of the process"
+                "leakrun's own process (pid {pid}): the embedded server runs on the same tokio runtime threads as the clients, so its CPU is not told apart"
             )),
             log: None,
             stopped: None,

@@ -34,12 +34,20 @@ pub struct ServerCpu {
     pub peak_cores: f64,
     /// How many samples.
     pub samples: u64,
+    /// The figure is leakrun's whole process (the embedded server shares its threads with the
+    /// clients), not the server's alone.
+    pub shared_with_clients: bool,
 }
 
 impl ServerCpu {
-    /// "the server used 55% of a core".
+    /// "the server used 55% of a core" or, for the embedded server, what its process used.
     fn phrase(&self) -> String {
-        format!("the server used {:.0}% of a core", self.mean_cores * 100.0)
+        let who = if self.shared_with_clients {
+            "leakrun's process (server and clients together)"
+        } else {
+            "the server"
+        };
+        format!("{who} used {:.0}% of a core", self.mean_cores * 100.0)
     }
 }
 
@@ -321,6 +329,7 @@ mod tests {
             mean_cores: 0.55,
             peak_cores: 0.8,
             samples: 10,
+            shared_with_clients: false,
         };
         let judge_with = |f: &Forensics, cpu: Option<ServerCpu>| {
             judge(totals, Vec::new(), &records, f, cpu, 0, 0, &thresholds(""), false)
@@ -346,16 +355,18 @@ mod tests {
             "{}",
             behind.summary
         );
-        let busy = ServerCpu {
+        let shared = ServerCpu {
+            shared_with_clients: true,
             mean_cores: 1.2,
             ..external
         };
-        let busy = judge_with(&forensics(1, 0, 1), Some(busy));
+        let embedded = judge_with(&forensics(1, 0, 1), Some(shared));
         assert!(
-            busy.summary
-                .contains("climbed to 71.00s, while the server used 120% of a core: the server fell behind"),
+            embedded.summary.contains(
+                "climbed to 71.00s, while leakrun's process (server and clients together) used 120% of a core: the server fell behind"
+            ),
             "{}",
-            busy.summary
+            embedded.summary
         );
     }
 

@@ -89,15 +89,13 @@ mod tests {
     async fn dropping_it_inside_another_runtime_stops_its_tasks() {
         let runtime = ServerRuntime::start().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        runtime
-            .run(async move {
-                // Detached: it runs until its runtime goes.
-                drop(tokio::spawn(async move {
-                    let _held = tx;
-                    std::future::pending::<()>().await
-                }));
+        let forever = runtime.run(async move {
+            tokio::spawn(async move {
+                let _held = tx;
+                std::future::pending::<()>().await
             })
-            .await;
+        });
+        let _task = forever.await;
         drop(runtime);
         // The pending task held the sender: it is dropped when the task is.
         let closed = tokio::time::timeout(std::time::Duration::from_secs(5), rx).await;

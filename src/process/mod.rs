@@ -167,9 +167,8 @@ impl ChildProcess {
         let parent = std::process::id();
         let death_signal = options.on_parent_death.raw() as libc::c_ulong;
         // SAFETY: between fork and exec only async-signal-safe calls: prctl, getppid, _exit.
-        // PR_SET_PDEATHSIG fires when the thread that forked exits: children are started from a
-        // runtime's worker threads (never a blocking-pool thread): leakrun's, which live until it
-        // exits, or the embedded server's, which live until the target has stopped its children.
+        // PR_SET_PDEATHSIG fires when the thread that forked exits: children are started from the
+        // runtime's threads (never a blocking-pool thread), which live until the run is over.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0 {

@@ -14,7 +14,6 @@ pub mod chat_page;
 pub mod connection;
 pub mod faults;
 pub mod http_routes;
-pub mod runtime;
 pub mod stats;
 pub mod upgrade;
 

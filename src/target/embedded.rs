@@ -1,6 +1,5 @@
 //! The embedded target: leakrun's own warp server, one or more instances on one channel layer
-//! (with the private Redis or RabbitMQ that layer may need), run inside leakrun's process on
-//! threads of its own ([`ServerRuntime`]).
+//! (with the private Redis or RabbitMQ that layer may need), run inside leakrun's process.
 //!
 //! It offers the most a target can: the exact live heap of the server's own allocations
 //! ([`crate::heap`]), the resident set of the process that hosts it, its counters read in-process
@@ -22,8 +21,7 @@ use crate::observe::sampler::{
 };
 use crate::observe::sites::{ProcessHeap, SiteGrowth, SiteReport};
 use crate::results::{BackendInfo, TargetInfo};
-use crate::scenario::{BackendSpec, EmbeddedSpec, Scenario};
-use crate::server::runtime::ServerRuntime;
+use crate::scenario::{EmbeddedSpec, Scenario};
 use crate::server::{AppState, CacheSource, EmbeddedServer, ServerFaults, ServerStats};
 
 use super::{JudgedMemory, Target, TargetError, settle};
@@ -37,22 +35,39 @@ pub struct Embedded {
     /// The sampled stacks between reports; none when sampling is off or the counting allocator
     /// is not installed.
     sites: Option<std::sync::Mutex<SampledSites>>,
-    /// The threads the instances and their backend run on, apart from leakrun's clients and
-    /// observers. Declared last: dropped after the instances, it stops what they left running.
-    runtime: ServerRuntime,
 }
 
 /// Allocation sites the reports keep after naming.
 const SITES_KEPT: usize = 50;
 
 impl Embedded {
-    /// Starts the server's own threads, then builds the backend and starts every instance on them.
+    /// Builds the backend and starts every instance on it.
     pub async fn start(scenario: &Scenario, spec: &EmbeddedSpec) -> Result<Self, TargetError> {
-        let runtime = ServerRuntime::start().map_err(TargetError::ServerThreads)?;
-        let (backend_spec, server_spec) = (scenario.backend.clone(), spec.clone());
-        let (servers, backend) = runtime
-            .run(async move { start_instances(&backend_spec, &server_spec).await })
-            .await?;
+        let backend = backend::build(&scenario.backend, spec).await?;
+        let mut servers = Vec::with_capacity(backend.layers.len());
+        for (instance, layer) in backend.layers.iter().enumerate() {
+            let state = AppState::with_cache(
+                layer.clone(),
+                spec.max_frame,
+                ServerFaults::new(spec.faults.leak_per_connection, spec.faults.hold_per_connection),
+                spec.cache,
+            );
+            let port = match spec.port {
+                0 => 0,
+                first => first + instance as u16,
+            };
+            let addr = std::net::SocketAddr::new(spec.host, port);
+            match EmbeddedServer::start_on(state, addr).await {
+                Ok(server) => servers.push(server),
+                Err(source) => {
+                    for server in servers {
+                        server.stop().await;
+                    }
+                    backend.shutdown().await;
+                    return Err(TargetError::Listen { addr, source });
+                }
+            }
+        }
         let sampling = spec.heap_sample > 0 && heap::figures().is_some();
         heap::set_sample_mean(if sampling { spec.heap_sample } else { 0 });
         heap::set_sample_harness(sampling && std::env::var_os("LEAKRUN_SAMPLE_HARNESS").is_some_and(|v| v == "1"));
@@ -62,47 +77,8 @@ impl Embedded {
             backend_kind: scenario.backend.kind.name(),
             rooms: scenario.rooms.iter().map(|r| r.name.clone()).collect(),
             sites: sampling.then(|| std::sync::Mutex::new(SampledSites::new())),
-            runtime,
         })
     }
-}
-
-/// Builds the backend and starts every instance on it (on the server's threads).
-async fn start_instances(
-    backend_spec: &BackendSpec,
-    spec: &EmbeddedSpec,
-) -> Result<(Vec<EmbeddedServer>, Backend), TargetError> {
-    let backend = backend::build(backend_spec, spec).await?;
-    let mut servers = Vec::with_capacity(backend.layers.len());
-    for (instance, layer) in backend.layers.iter().enumerate() {
-        let state = AppState::with_cache(
-            layer.clone(),
-            spec.max_frame,
-            ServerFaults::new(spec.faults.leak_per_connection, spec.faults.hold_per_connection),
-            spec.cache,
-        );
-        let port = match spec.port {
-            0 => 0,
-            first => first + instance as u16,
-        };
-        let addr = std::net::SocketAddr::new(spec.host, port);
-        match EmbeddedServer::start_on(state, addr).await {
-            Ok(server) => servers.push(server),
-            Err(source) => {
-                stop_instances(servers, backend).await;
-                return Err(TargetError::Listen { addr, source });
-            }
-        }
-    }
-    Ok((servers, backend))
-}
-
-/// Stops every instance, then the backend (on the server's threads).
-async fn stop_instances(servers: Vec<EmbeddedServer>, backend: Backend) {
-    for server in servers {
-        server.stop().await;
-    }
-    backend.shutdown().await;
 }
 
 #[async_trait::async_trait]
@@ -235,13 +211,11 @@ impl Target for Embedded {
     }
 
     async fn stop(self: Box<Self>) -> Option<String> {
-        let Embedded {
-            servers,
-            backend,
-            runtime,
-            ..
-        } = *self;
-        runtime.run(stop_instances(servers, backend)).await;
+        let Embedded { servers, backend, .. } = *self;
+        for server in servers {
+            server.stop().await;
+        }
+        backend.shutdown().await;
         None
     }
 }

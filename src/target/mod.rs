@@ -36,9 +36,6 @@ pub enum TargetError {
     /// The embedded server's channel layer could not be built.
     #[error(transparent)]
     Backend(Box<crate::backend::BackendError>),
-    /// The embedded server's threads would not start.
-    #[error("the embedded server's threads would not start: {0}")]
-    ServerThreads(std::io::Error),
     /// An embedded server instance would not listen.
     #[error("the embedded server would not start on {addr}: {source}")]
     Listen {

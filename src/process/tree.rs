@@ -127,6 +127,13 @@ fn children_path(buffer: &mut [u8; 64], pid: u32, tid: u32) -> Option<&str> {
     std::str::from_utf8(&buffer[..length]).ok()
 }
 
+/// Adds `pid` to the pids a walk found, unless it is there already or the tree is full.
+fn admit(found: &mut Vec<u32>, pid: u32) {
+    if found.len() < MAX_TREE && !found.contains(&pid) {
+        found.push(pid);
+    }
+}
+
 /// A process and its descendants, as of the last [`ProcessTree::walk`].
 #[derive(Debug)]
 pub struct ProcessTree {
@@ -154,20 +161,23 @@ impl ProcessTree {
         let member = Member::open(root)?;
         let mut path = [0u8; 64];
         let lists = children_path(&mut path, root, root).is_some_and(|p| std::path::Path::new(p).exists());
-        Self::with_finder(member, if lists { Finder::ChildrenLists } else { Finder::Scan })
+        Some(Self::with_finder(
+            member,
+            if lists { Finder::ChildrenLists } else { Finder::Scan },
+        ))
     }
 
     /// The tree of `root`, found by `finder` whatever the kernel has; none when `root` is gone.
     pub fn found_by(root: u32, finder: Finder) -> Option<Self> {
-        Self::with_finder(Member::open(root)?, finder)
+        Some(Self::with_finder(Member::open(root)?, finder))
     }
 
-    fn with_finder(root: Member, finder: Finder) -> Option<Self> {
-        Some(Self {
+    fn with_finder(root: Member, finder: Finder) -> Self {
+        Self {
             members: vec![root],
             found: Vec::new(),
             finder,
-        })
+        }
     }
 
     /// How this tree's walks find its processes.
@@ -186,9 +196,7 @@ impl ProcessTree {
         self.found.push(root.pid);
         if self.finder == Finder::Scan {
             for descendant in procfs::descendants(root.pid) {
-                if self.found.len() < MAX_TREE && !self.found.contains(&descendant.pid) {
-                    self.found.push(descendant.pid);
-                }
+                admit(&mut self.found, descendant.pid);
             }
         }
         let mut next = 0;
@@ -221,11 +229,7 @@ impl ProcessTree {
                 continue;
             }
             let found = &mut self.found;
-            self.members[member].children(|child| {
-                if found.len() < MAX_TREE && !found.contains(&child) {
-                    found.push(child);
-                }
-            });
+            self.members[member].children(|child| admit(found, child));
         }
         let found = &self.found;
         // A member whose pid was not found has ended and been reaped: it leaves. The root, found

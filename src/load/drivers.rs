@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::crew::{Crew, Work};
 use super::pacing::wait_while_sending;
 use super::session::{self, SessionPlan};
 use super::{LoadContext, Phase};
@@ -57,15 +58,60 @@ pub fn clients(scenario: &Scenario, instances: usize) -> Vec<ClientSpec> {
     out
 }
 
-/// Runs one client through an iteration that started at `iteration_start`.
-pub async fn drive(
+/// One iteration's part of a client: where its latency goes, the iteration's phase, when it
+/// started, and an empty vector (the last iteration's, kept) for its session reports.
+pub struct Shift {
+    /// The iteration's latency histograms.
+    pub book: Arc<LatencyBook>,
+    /// The iteration's phase.
+    pub phase: watch::Receiver<Phase>,
+    /// When the iteration started.
+    pub start: Instant,
+    /// Where the client's session reports go.
+    pub reports: Vec<SessionReport>,
+}
+
+/// Every WebSocket client of a run, each driven by a member of a [`Crew`] for the whole run.
+pub struct Clients {
     ctx: Arc<LoadContext>,
-    book: Arc<LatencyBook>,
-    spec: ClientSpec,
-    mut phase: watch::Receiver<Phase>,
-    iteration_start: Instant,
-) -> Vec<SessionReport> {
-    let mut reports = Vec::new();
+    specs: Vec<ClientSpec>,
+}
+
+impl Clients {
+    /// The clients `specs`, sending through `ctx`.
+    pub fn new(ctx: Arc<LoadContext>, specs: Vec<ClientSpec>) -> Self {
+        Clients { ctx, specs }
+    }
+
+    /// Client `index`'s spec.
+    pub fn spec(&self, index: usize) -> &ClientSpec {
+        &self.specs[index]
+    }
+
+    /// A crew of one member per client.
+    pub fn crew(self) -> Crew<Clients> {
+        let size = self.specs.len();
+        Crew::start(self, size)
+    }
+}
+
+impl Work for Clients {
+    type Job = Shift;
+    type Done = Vec<SessionReport>;
+
+    async fn run(&self, member: usize, shift: Shift) -> Vec<SessionReport> {
+        drive(&self.ctx, &self.specs[member], shift).await
+    }
+}
+
+/// Runs one client through an iteration: its sessions' reports, in `shift.reports`.
+pub async fn drive(ctx: &LoadContext, spec: &ClientSpec, shift: Shift) -> Vec<SessionReport> {
+    let Shift {
+        book,
+        mut phase,
+        start: iteration_start,
+        mut reports,
+    } = shift;
     let plan = |connect_at, close_at, up, close| SessionPlan {
         client: &spec.label,
         room: spec.room,
@@ -83,12 +129,12 @@ pub async fn drive(
     match spec.group.pattern {
         Pattern::Steady { ramp } => {
             let at = ramped(ramp);
-            reports.extend(session::run(&ctx, &book, plan(at, None, None, CloseMode::Graceful), &mut phase).await);
+            reports.extend(session::run(ctx, &book, plan(at, None, None, CloseMode::Graceful), &mut phase).await);
         }
         Pattern::Cycle { up, down, close, ramp } => {
             let mut at = ramped(ramp);
             while *phase.borrow() == Phase::Send {
-                reports.extend(session::run(&ctx, &book, plan(at, None, Some(up), close), &mut phase).await);
+                reports.extend(session::run(ctx, &book, plan(at, None, Some(up), close), &mut phase).await);
                 at = Instant::now() + down;
                 if !wait_while_sending(&mut phase, at).await {
                     break;
@@ -97,7 +143,7 @@ pub async fn drive(
         }
         Pattern::Tabs { ramp, hold, close } => {
             let close_at = hold.map(|h| iteration_start + ramp + h);
-            reports.extend(session::run(&ctx, &book, plan(ramped(ramp), close_at, None, close), &mut phase).await);
+            reports.extend(session::run(ctx, &book, plan(ramped(ramp), close_at, None, close), &mut phase).await);
         }
     }
     reports

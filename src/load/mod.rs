@@ -5,6 +5,7 @@
 //! the iteration's phases with one `watch` channel: send, quiesce (stop sending), disconnect.
 //! HTTP workers (`http`) run until their deadline or until the runner ends the send phase.
 
+pub mod crew;
 pub mod drivers;
 pub mod http;
 pub mod pacing;

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::drain;
 use crate::heap;
-use crate::load::drivers::{self, ClientSpec};
+use crate::load::crew::Crew;
+use crate::load::drivers::{Clients, Shift};
 use crate::load::http::{self as http_load, Route, WorkerPool};
 use crate::load::pacing::FirstSends;
 use crate::load::{LiveCounters, LoadContext, Phase};
@@ -44,10 +45,14 @@ pub struct Stage<'a> {
 /// iteration grew them again step by step (the vector by doubling, the histogram by a resize at
 /// each slower value, up to 136 KiB for a minute's values): in a page-fault trace of a soak
 /// (`bench/pagefaults.sh`) the merged histogram's resizes were up to a quarter of the new pages.
+///
+/// Each client's own vector of reports, given to it with its shift and taken back with its
+/// reports, stays here between iterations too.
 #[derive(Default)]
 pub struct Scratch {
     sessions: Vec<SessionReport>,
     all_rooms: SharedHistogram,
+    clients_reports: Vec<Vec<SessionReport>>,
 }
 
 impl Scratch {
@@ -83,15 +88,15 @@ pub struct Outcome {
     pub lost: Vec<LostWork>,
 }
 
-/// Runs iteration `index` of `clients` against `stage`, recording latency into `book` (empty: a
-/// cleared book of an earlier iteration, so a long run does not allocate one per iteration) and
-/// working in `scratch`, which it leaves empty.
+/// Runs iteration `index` of the clients `crew` drives against `stage`, recording latency into
+/// `book` (empty: a cleared book of an earlier iteration, so a long run does not allocate one per
+/// iteration) and working in `scratch`, which it leaves empty.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     run: &RunSpec,
     ctx: &Arc<LoadContext>,
     stage: &Stage<'_>,
-    clients: &[ClientSpec],
+    crew: &mut Crew<Clients>,
     index: u32,
     cancel: &CancellationToken,
     book: LatencyBook,
@@ -103,18 +108,16 @@ pub async fn run(
     let started_ns = ctx.clock.now_ns();
     let usage_start = OwnUsage::now();
     let failures_before = LiveCounters::get(&ctx.live.connect_failures);
-    let tasks: Vec<_> = clients
-        .iter()
-        .map(|spec| {
-            heap::spawn_harness(drivers::drive(
-                ctx.clone(),
-                book.clone(),
-                spec.clone(),
-                phase_rx.clone(),
-                started,
-            ))
-        })
-        .collect();
+    scratch.clients_reports.resize_with(crew.len(), Vec::new);
+    for (member, reports) in scratch.clients_reports.iter_mut().enumerate() {
+        let shift = Shift {
+            book: book.clone(),
+            phase: phase_rx.clone(),
+            start: started,
+            reports: std::mem::take(reports),
+        };
+        crew.assign(member, shift);
+    }
 
     let http_stop = cancel.child_token();
     let mut http = heap::spawn_harness(http_workers(
@@ -128,7 +131,7 @@ pub async fn run(
     ));
     let mut http_done: Option<(Vec<Tally>, Vec<LostWork>)> = None;
     // HTTP alone ends as soon as its workers do (a workload bounded by `requests`).
-    let http_only = clients.is_empty() && !stage.routes.is_empty();
+    let http_only = crew.is_empty() && !stage.routes.is_empty();
     let mut interrupted = tokio::select! {
         _ = sleep(run.duration) => false,
         _ = cancel.cancelled() => true,
@@ -149,7 +152,7 @@ pub async fn run(
     let drain_started = Instant::now();
     let drained = if interrupted {
         false
-    } else if clients.is_empty() {
+    } else if crew.is_empty() {
         true
     } else {
         let reading = || (LiveCounters::get(&ctx.live.received), stage.target.frames_out());
@@ -196,24 +199,18 @@ pub async fn run(
     lost.extend(http_lost);
     let sessions = &mut scratch.sessions;
     sessions.clear();
-    for (task, spec) in tasks.into_iter().zip(clients) {
-        let abort = task.abort_handle();
-        let why = match timeout(join_bound, task).await {
-            Ok(Ok(reports)) => {
-                sessions.extend(reports);
-                continue;
+    for (member, kept) in scratch.clients_reports.iter_mut().enumerate() {
+        match crew.answer(member, join_bound).await {
+            Ok(mut reports) => {
+                sessions.append(&mut reports);
+                *kept = reports;
             }
-            Ok(Err(error)) => join_failure(&error),
-            Err(_) => {
-                abort.abort();
-                format!("did not end within {}", humantime::format_duration(join_bound))
-            }
-        };
-        lost.push(LostWork {
-            iteration: index,
-            what: spec.label.clone(),
-            why,
-        });
+            Err(why) => lost.push(LostWork {
+                iteration: index,
+                what: crew.work().spec(member).label.clone(),
+                why: why.to_string(),
+            }),
+        }
     }
 
     let settle_started = Instant::now();

@@ -264,7 +264,8 @@ async fn run_on(
         phase_seed: result.phase_seed,
         pacer: scenario.run.connect_rate.map(ConnectPacer::new),
     });
-    let clients = drivers::clients(scenario, ctx.targets.len());
+    // One long-lived task per client for the whole run (see `load::crew`).
+    let mut crew = drivers::Clients::new(ctx.clone(), drivers::clients(scenario, ctx.targets.len())).crew();
     let routes: Vec<Arc<Route>> = scenario
         .http
         .iter()
@@ -338,7 +339,7 @@ async fn run_on(
             &scenario.run,
             &ctx,
             &stage,
-            &clients,
+            &mut crew,
             index,
             &stop,
             book,
@@ -364,6 +365,7 @@ async fn run_on(
             break;
         }
     }
+    drop(crew);
     if let Some(progress) = &options.progress {
         progress.finished();
     }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The cost of `server.heap = "malloc"`: `leakrun serve` (release build, its own process) with and
-# without leakrun's preloaded allocator, under `leakrun load`, side by side in one run.
+# The cost of `server.heap = "malloc"`: `leakrun-glibc serve` (release build, its own process)
+# with and without leakrun's preloaded allocator, under `leakrun load`, side by side in one run.
+# `leakrun-glibc` is the same command line on glibc's malloc: the `leakrun` binary allocates from
+# a jemalloc of its own, under names a preloaded `malloc` never sees.
 #
 # Three servers stay up on free loopback ports: plain; preloaded with sampling off
 # (LEAKRUN_MALLOC_SAMPLE=0: counting only); preloaded at the default sampling (one allocation per
@@ -16,7 +18,7 @@ rounds=${1:-5}
 duration=${2:-5s}
 connections=64
 cargo build --release --quiet --workspace
-leakrun=target/release/leakrun
+leakrun=target/release/leakrun-glibc
 library=$PWD/target/release/libleakrun_malloc.so
 out=$(mktemp -d)
 pids=()

@@ -6,7 +6,8 @@
 # heap the faults are where RSS rises. Each group is named by the first frame past the allocator,
 # the standard library and tokio's scheduler; a second line gives the frames under it, and the
 # mapping the pages lie in (`heap`: glibc's main arena; `arena`: a thread arena; `stack`;
-# `anon`: another anonymous mapping; or the file).
+# `anon`: another anonymous mapping, which is where jemalloc's pages lie in leakrun's default
+# build; or the file).
 #
 # How the embedded server's hyper buffers were found (docs/benchmarks.md): attach to a soak's
 # `leakrun run` after its first minutes, for twenty of them:
@@ -66,7 +67,7 @@ def mapping_of(addr):
 
 # Frames that say nothing of who wanted the memory.
 plumbing = re.compile(r'^(exc_page_fault|asm_exc_page_fault|_int_|sysmalloc|__GI_|__libc_|_mid_memalign|__posix_memalign|'
-                      r'malloc|realloc|calloc|free|__mem|<std::alloc|std::alloc|<leakrun::heap::|leakrun::heap::|'
+                      r'malloc|realloc|calloc|free|__mem|_rjem_|<tikv_jemallocator|tikv_jemallocator::|<std::alloc|std::alloc|<leakrun::heap::|leakrun::heap::|'
                       r'__rustc::|alloc::|<alloc::|core::|<core::|std::|<std::|hashbrown::|<hashbrown::|'
                       r'bytes::bytes_mut::BytesMut::reserve|tokio::runtime::|<tokio::runtime::|tokio::loom::|'
                       r'tokio::task::coop|start_thread|clone3|\[unknown\])')

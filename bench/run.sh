@@ -4,8 +4,9 @@
 # peak RSS of the whole leakrun process (server, clients and observers together), once for the
 # normal build (the counting allocator, sampling allocation sites at the default one per 512 KiB),
 # once for the same build with sampling off (`--set server.heap_sample=0`), and once for a build
-# without the counting allocator (`--no-default-features`), in the same run, so the sampler's and
-# the allocator's costs are read off side by side (target: sampled ≥ 0.95 × unsampled).
+# without the counting allocator (`--no-default-features`: jemalloc alone), in the same run, so
+# the sampler's and the allocator's costs are read off side by side (target: sampled ≥ 0.95 ×
+# unsampled).
 # Usage: bench/run.sh [RATE ...]   (default: 2 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."

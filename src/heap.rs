@@ -18,7 +18,7 @@
 //! [`Region`] while it is live, and a bit in its header marks it so only its own free looks it up.
 //! [`sampled`] is that region, read after each settle for the sites that grew.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -91,10 +91,23 @@ pub fn sampled() -> &'static Region {
     &SAMPLED
 }
 
-/// The global allocator that counts: wraps the system allocator.
-pub struct CountingAllocator;
+/// The global allocator that counts: wraps the allocator `B` the blocks come from. The `leakrun`
+/// binary wraps jemalloc, which gives the pages of freed blocks back to the system within seconds
+/// where glibc's arenas keep the high-water mark of a long run's churn (docs/benchmarks.md, the
+/// soak); `leakrun-glibc` wraps the system's, whose `malloc` a preloaded allocator can see.
+pub struct CountingAllocator<B>(B);
 
-impl CountingAllocator {
+impl<B> CountingAllocator<B> {
+    /// Counts the blocks of `base`.
+    pub const fn new(base: B) -> Self {
+        CountingAllocator(base)
+    }
+}
+
+/// The header and counters of every counted block, whichever allocator it came from.
+struct Blocks;
+
+impl Blocks {
     fn header_for(layout: Layout) -> usize {
         layout.align().max(HEADER)
     }
@@ -154,41 +167,42 @@ impl CountingAllocator {
     }
 }
 
-// SAFETY: every block handed out is a system block of the outer layout, offset by the header;
+// SAFETY: every block handed out is a block of `B` of the outer layout, offset by the header;
 // dealloc and realloc undo the same offset with the same outer layout.
-unsafe impl GlobalAlloc for CountingAllocator {
+unsafe impl<B: GlobalAlloc> GlobalAlloc for CountingAllocator<B> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        Self::mark_installed();
-        let Some(outer) = Self::outer(layout) else {
+        Blocks::mark_installed();
+        let Some(outer) = Blocks::outer(layout) else {
             return std::ptr::null_mut();
         };
-        unsafe { Self::tag(System.alloc(outer), layout) }
+        unsafe { Blocks::tag(self.0.alloc(outer), layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        Self::mark_installed();
-        let Some(outer) = Self::outer(layout) else {
+        Blocks::mark_installed();
+        let Some(outer) = Blocks::outer(layout) else {
             return std::ptr::null_mut();
         };
-        unsafe { Self::tag(System.alloc_zeroed(outer), layout) }
+        unsafe { Blocks::tag(self.0.alloc_zeroed(outer), layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let header = Self::header_for(layout);
+        let header = Blocks::header_for(layout);
         unsafe {
             let base = ptr.sub(header);
             let tag = base.read();
             if tag & SAMPLED_BIT != 0 {
                 SAMPLED.forget(ptr as usize);
             }
-            Self::count(tag, -(layout.size() as isize), -1);
+            Blocks::count(tag, -(layout.size() as isize), -1);
             // The outer layout was valid when the block was allocated.
-            System.dealloc(base, Layout::from_size_align_unchecked(layout.size() + header, header));
+            self.0
+                .dealloc(base, Layout::from_size_align_unchecked(layout.size() + header, header));
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let header = Self::header_for(layout);
+        let header = Blocks::header_for(layout);
         let Some(new_outer_size) = new_size.checked_add(header) else {
             return std::ptr::null_mut();
         };
@@ -197,7 +211,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
             let tag = base.read();
             let domain = tag & !SAMPLED_BIT;
             let outer = Layout::from_size_align_unchecked(layout.size() + header, header);
-            let moved = System.realloc(base, outer, new_outer_size);
+            let moved = self.0.realloc(base, outer, new_outer_size);
             if moved.is_null() {
                 return moved;
             }
@@ -206,9 +220,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
             }
             // The header moved with the block; the block stays counted against its first owner,
             // and is sampled afresh as a block of its new size.
-            Self::count(domain, new_size as isize - layout.size() as isize, 0);
+            Blocks::count(domain, new_size as isize - layout.size() as isize, 0);
             let user = moved.add(header);
-            moved.write(domain | Self::sample(domain, user, new_size));
+            moved.write(domain | Blocks::sample(domain, user, new_size));
             user
         }
     }
@@ -299,29 +313,33 @@ mod tests {
 
     #[test]
     fn outer_layout_keeps_alignment_and_room_for_the_header() {
-        let small = CountingAllocator::outer(Layout::from_size_align(24, 8).unwrap()).unwrap();
+        let small = Blocks::outer(Layout::from_size_align(24, 8).unwrap()).unwrap();
         assert_eq!((small.size(), small.align()), (40, 16));
-        let wide = CountingAllocator::outer(Layout::from_size_align(100, 64).unwrap()).unwrap();
+        let wide = Blocks::outer(Layout::from_size_align(100, 64).unwrap()).unwrap();
         assert_eq!((wide.size(), wide.align()), (164, 64));
-        assert!(CountingAllocator::outer(Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap()).is_none());
+        assert!(Blocks::outer(Layout::from_size_align(isize::MAX as usize - 7, 8).unwrap()).is_none());
     }
 
     #[test]
     fn within_restores_the_previous_domain_even_on_unwind() {
         let result = std::panic::catch_unwind(|| {
             within(Domain::Harness, || {
-                assert_eq!(CountingAllocator::current_domain(), Domain::Harness as u8);
+                assert_eq!(Blocks::current_domain(), Domain::Harness as u8);
                 panic!("unwind");
             })
         });
         assert!(result.is_err());
-        assert_eq!(CountingAllocator::current_domain(), Domain::Server as u8);
+        assert_eq!(Blocks::current_domain(), Domain::Server as u8);
     }
 
     #[test]
-    fn a_block_is_counted_against_the_domain_that_allocated_it() {
+    fn a_block_is_counted_against_the_domain_that_allocated_it_over_either_allocator() {
         // The test binary does not install the allocator; drive it directly.
-        let a = CountingAllocator;
+        counts_against_the_allocating_domain(CountingAllocator::new(tikv_jemallocator::Jemalloc));
+        counts_against_the_allocating_domain(CountingAllocator::new(std::alloc::System));
+    }
+
+    fn counts_against_the_allocating_domain<B: GlobalAlloc>(a: CountingAllocator<B>) {
         let layout = Layout::from_size_align(1000, 8).unwrap();
         let before = [
             COUNTERS[0].bytes.load(Ordering::Relaxed),

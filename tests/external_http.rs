@@ -9,7 +9,11 @@ use common::*;
 
 fn run(name: &str, cache: &str, expect_leak: bool) -> serde_json::Value {
     let dir = scratch();
-    let path = scenario(dir.path(), name, &serve_cache_scenario(name, cache, expect_leak, ""));
+    let path = scenario(
+        dir.path(),
+        name,
+        &serve_cache_scenario(env!("CARGO_BIN_EXE_leakrun"), name, cache, expect_leak, ""),
+    );
     let out = dir.path().join("results");
     let output = run_scenario(&path, &out);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));

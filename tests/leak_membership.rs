@@ -15,8 +15,9 @@ use common::*;
 use leakrun::heap::{self, CountingAllocator};
 use leakrun::layer::{ChannelLayer, FaultyLayer, MemoryLayer};
 
+/// As the `leakrun` binary counts: over jemalloc.
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: CountingAllocator<tikv_jemallocator::Jemalloc> = CountingAllocator::new(tikv_jemallocator::Jemalloc);
 
 /// Heap bytes one connection leaves behind when memberships are kept: the same calls, in the same
 /// order, as the embedded server makes for a connection that opens and closes.

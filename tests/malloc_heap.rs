@@ -17,9 +17,16 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `leakrun serve --cache <cache>` as an external target with the preloaded heap.
+/// `leakrun-glibc serve --cache <cache>` as an external target with the preloaded heap: leakrun's
+/// own server on glibc's malloc (the `leakrun` binary's jemalloc is out of a preload's sight).
 fn serve_scenario(name: &str, cache: &str, expect_leak: bool) -> String {
-    serve_cache_scenario(name, cache, expect_leak, "heap = \"malloc\"\nheap_sample = \"64KiB\"")
+    serve_cache_scenario(
+        env!("CARGO_BIN_EXE_leakrun-glibc"),
+        name,
+        cache,
+        expect_leak,
+        "heap = \"malloc\"\nheap_sample = \"64KiB\"",
+    )
 }
 
 fn run(dir: &Path, name: &str, text: &str) -> (std::process::Output, PathBuf) {
@@ -192,6 +199,27 @@ fn a_server_with_its_own_malloc_is_refused_not_judged() {
 fn a_server_on_a_prefixed_jemalloc_is_refused_not_judged() {
     let said = refused("tiny_prefixed", &["-DPREFIXED_ALLOCATOR"], &[]);
     assert!(said.contains("uses jemalloc (symbol `je_malloc`)"), "{said}");
+}
+
+#[test]
+fn leakrun_itself_on_its_jemalloc_is_refused_and_leakrun_glibc_is_the_one_to_probe() {
+    // The `leakrun` binary allocates from tikv-jemallocator under `_rjem_` names a preload never
+    // sees; the cache tests above probe `leakrun-glibc serve` for that reason.
+    let dir = scratch();
+    let text = serve_cache_scenario(
+        env!("CARGO_BIN_EXE_leakrun"),
+        "leakrun_on_jemalloc",
+        "unbounded",
+        true,
+        "heap = \"malloc\"",
+    );
+    let (output, out) = run(dir.path(), "leakrun_on_jemalloc", &text);
+    assert_eq!(output.status.code(), Some(3), "{}", describe(&output));
+    let r = result(&out, "leakrun_on_jemalloc");
+    assert!(r["verdicts"].is_null(), "never judged: {}", r["verdicts"]);
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("server.heap"), "{error}");
+    assert!(error.contains("tikv-jemallocator"), "{error}");
 }
 
 /// Debian's jemalloc archive (libjemalloc-dev), found by gcc as the linker would find it.

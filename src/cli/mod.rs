@@ -1,6 +1,7 @@
 //! The command line: parse arguments (clap), turn them into runner options, print what a person
 //! reads, and map every outcome to one exit code. The library below never sees clap types.
 
+pub mod entry;
 pub mod environment;
 pub mod files;
 pub mod http_tools;

@@ -113,10 +113,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The HTTP-only external scenario around `leakrun serve --cache <cache>` on a free port: four
+/// The HTTP-only external scenario around `<bin> serve --cache <cache>` (`bin`: `leakrun` or
+/// `leakrun-glibc`) on a free port: four
 /// workers PUT 1,500 values of 10,000 bytes per iteration, five iterations, one of warm-up.
 /// `server_extra` goes at the end of `[server]` (a heap probe, say).
-pub fn serve_cache_scenario(name: &str, cache: &str, expect_leak: bool, server_extra: &str) -> String {
+pub fn serve_cache_scenario(bin: &str, name: &str, cache: &str, expect_leak: bool, server_extra: &str) -> String {
     let port = free_port();
     format!(
         r#"name = "{name}"
@@ -143,6 +144,5 @@ warmup = 1
 [expect]
 leak = {expect_leak}
 "#,
-        bin = env!("CARGO_BIN_EXE_leakrun"),
     )
 }

@@ -4,7 +4,7 @@
 //! Every spawned task's cell (its future, a few KiB for a client's) is a heap block of its own.
 //! Spawned each iteration by the runner, whose long-lived records grow between iterations, those
 //! cells land in new holes of the heap round after round: in a soak's page-fault trace
-//! (`bench/pagefaults.sh`) they took 18–30% of leakrun's new pages. A member's task, its channels
+//! (`bench/pagefaults.sh`) they took 18–30% of leakrun's new pages. A member's task, its mailbox
 //! and its future's state are allocated once, when the crew starts.
 //!
 //! A member that panicked, was aborted or did not answer within the bound is reported as
@@ -14,7 +14,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -45,15 +47,44 @@ pub enum Lost {
     TimedOut(Duration),
 }
 
-/// One member: its job and answer channels, its task, and whether it owes an answer.
+/// One member's mailbox: a job in and an answer out, each a slot with its wake-up. A slot and a
+/// `Notify` are all a member holds between rounds: a channel would keep a block of 32 slots
+/// each way, kilobytes per client, which ten thousand clients feel (`bench/c10k.sh`).
+struct Mailbox<W: Work> {
+    job: Mutex<Option<W::Job>>,
+    job_ready: Notify,
+    answer: Mutex<Option<W::Done>>,
+    answer_ready: Notify,
+}
+
+impl<W: Work> Mailbox<W> {
+    fn new() -> Self {
+        Mailbox {
+            job: Mutex::new(None),
+            job_ready: Notify::new(),
+            answer: Mutex::new(None),
+            answer_ready: Notify::new(),
+        }
+    }
+}
+
+/// What a slot holds now, taken out of it.
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Puts `value` in a slot.
+fn put<T>(slot: &Mutex<Option<T>>, value: T) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+}
+
+/// One member: its mailbox, its task, and whether it owes an answer.
 struct Member<W: Work> {
-    jobs: mpsc::Sender<W::Job>,
-    answers: mpsc::Receiver<W::Done>,
+    mailbox: Arc<Mailbox<W>>,
     task: JoinHandle<()>,
     busy: bool,
 }
 
-/// Long-lived tasks doing `W`'s work, one per member.
 pub struct Crew<W: Work> {
     work: Arc<W>,
     members: Vec<Member<W>>,
@@ -93,22 +124,25 @@ impl<W: Work> Crew<W> {
         self.restarts
     }
 
-    /// A member's task: a job in, its work's answer out, until the crew is gone.
+    /// A member's task: a job in, its work's answer out, until the crew aborts it.
     fn member(work: &Arc<W>, index: usize) -> Member<W> {
-        let (jobs, mut job_rx) = mpsc::channel::<W::Job>(1);
-        let (answer_tx, answers) = mpsc::channel(1);
-        let work = work.clone();
-        let task = heap::spawn_harness(async move {
-            while let Some(job) = job_rx.recv().await {
-                let done = work.run(index, job).await;
-                if answer_tx.send(done).await.is_err() {
-                    break;
+        let mailbox = Arc::new(Mailbox::<W>::new());
+        let task = heap::spawn_harness({
+            let (work, mailbox) = (work.clone(), mailbox.clone());
+            async move {
+                loop {
+                    mailbox.job_ready.notified().await;
+                    let Some(job) = take(&mailbox.job) else {
+                        continue;
+                    };
+                    let done = work.run(index, job).await;
+                    put(&mailbox.answer, done);
+                    mailbox.answer_ready.notify_one();
                 }
             }
         });
         Member {
-            jobs,
-            answers,
+            mailbox,
             task,
             busy: false,
         }
@@ -117,36 +151,38 @@ impl<W: Work> Crew<W> {
     /// Gives member `index` its job for the round. A member whose task has ended, or that has
     /// not answered its last job, is started afresh first.
     pub fn assign(&mut self, index: usize, job: W::Job) {
-        let job = match self.members[index].busy {
-            true => job,
-            false => match self.members[index].jobs.try_send(job) {
-                Ok(()) => {
-                    self.members[index].busy = true;
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => job,
-            },
-        };
-        self.restart(index);
-        // A fresh member's channel is empty and its task holds the receiver.
+        let member = &self.members[index];
+        if member.busy || member.task.is_finished() {
+            self.restart(index);
+        }
         let member = &mut self.members[index];
-        member.busy = member.jobs.try_send(job).is_ok();
+        put(&member.mailbox.job, job);
+        member.mailbox.job_ready.notify_one();
+        member.busy = true;
     }
 
     /// Member `index`'s answer to its job, waiting at most `bound`. A member that does not
     /// answer is aborted; a lost member is started afresh for the next round.
     pub async fn answer(&mut self, index: usize, bound: Duration) -> Result<W::Done, Lost> {
         let member = &mut self.members[index];
-        let lost = match timeout(bound, member.answers.recv()).await {
-            Ok(Some(done)) => {
-                member.busy = false;
-                return Ok(done);
+        let waited = timeout(bound, async {
+            tokio::select! {
+                _ = member.mailbox.answer_ready.notified() => None,
+                ended = &mut member.task => Some(ended),
             }
-            // Its answer sender went with its task: how the task ended says why.
-            Ok(None) => match timeout(bound, &mut member.task).await {
-                Ok(Err(error)) if error.is_panic() => Lost::Panicked,
-                _ => Lost::Cancelled,
+        })
+        .await;
+        let lost = match waited {
+            Ok(None) => match take(&member.mailbox.answer) {
+                Some(done) => {
+                    member.busy = false;
+                    return Ok(done);
+                }
+                None => Lost::Cancelled,
             },
+            // The task never ends by itself: it panicked or was aborted.
+            Ok(Some(Err(error))) if error.is_panic() => Lost::Panicked,
+            Ok(Some(_)) => Lost::Cancelled,
             Err(_) => Lost::TimedOut(bound),
         };
         self.restart(index);

@@ -105,7 +105,7 @@ impl Work for Clients {
 }
 
 /// Runs one client through an iteration: its sessions' reports, in `shift.reports`.
-pub async fn drive(ctx: &LoadContext, spec: &ClientSpec, shift: Shift) -> Vec<SessionReport> {
+async fn drive(ctx: &LoadContext, spec: &ClientSpec, shift: Shift) -> Vec<SessionReport> {
     let Shift {
         book,
         mut phase,
